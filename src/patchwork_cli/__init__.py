@@ -1,0 +1,24 @@
+"""patchwork: build image classifiers with active learning, from the command line.
+
+The Python API (see the README) is loaded lazily so that `patchwork --help` and the
+other light commands do not pay for pandas before they need it.
+"""
+
+__version__ = "0.1.0"
+
+_API = {
+    "open_project": "project",
+    "init_project": "project",
+    "find_project": "project",
+    "Project": "project",
+    "PatchworkError": "errors",
+}
+__all__ = [*_API, "__version__"]
+
+
+def __getattr__(name):
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+    raise AttributeError(f"module 'patchwork_cli' has no attribute {name!r}")

@@ -1,0 +1,3 @@
+from patchwork_cli.cli.app import main
+
+main()

@@ -1,0 +1,41 @@
+"""Options and output helpers shared by the command modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ProjectOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--project",
+        "-C",
+        envvar="PATCHWORK_PROJECT",
+        show_envvar=False,
+        help="Project directory (default: the nearest parent directory holding patchwork.yaml).",
+    ),
+]
+
+
+def open_from(ctx: typer.Context, project: Path | None):
+    """Open the project named by the command's --project, else the global one, else discover it."""
+    from ..project import open_project
+
+    return open_project(project or ctx.find_root().params.get("project"))
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON report on stdout.")]
+
+
+def say(message: str) -> None:
+    """A message for the person (stderr), never mixed into the data on stdout."""
+    typer.echo(message, err=True)
+
+
+def report_added(result) -> None:
+    if result.duplicates:
+        say(f"warning: {result.duplicates} duplicate path(s) dropped")
+    if result.missing:
+        say(f"warning: {len(result.missing)} path(s) do not exist (yet), first: {result.missing[0]}")

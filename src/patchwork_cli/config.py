@@ -1,0 +1,224 @@
+"""patchwork.yaml: parsed into frozen dataclasses, validated at the boundary.
+
+Every problem is one line naming the file and the dotted key, e.g.
+``patchwork.yaml: training.epochs: expected an integer, got 'ten'``; an unknown key
+suggests the closest valid one. The dataclasses below *are* the documented format:
+project-template/patchwork.yaml mirrors them with comments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from .errors import PatchworkError, did_you_mean
+
+# Columns of labels.csv that are not classes (the original patchwork format).
+RESERVED_COLUMNS = ("filepath", "exclude", "validation", "subset")
+_CLASS_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]*$")
+
+
+@dataclass(frozen=True)
+class ExtractorConfig:
+    name: str = "efficientnet_lite0"
+    pooling: Literal["avg", "max"] | None = None
+    dtype: Literal["float16", "float32"] = "float16"
+    batch_size: int = field(default=32, metadata={"minimum": 1})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    head: str = "pool:avg"
+    output: Literal["sigmoid", "focal"] = "sigmoid"
+    label_smoothing: float = field(default=0.0, metadata={"minimum": 0.0})
+    focal_gamma: float = field(default=2.0, metadata={"minimum": 0.0})
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    batch_size: int = field(default=32, metadata={"minimum": 1})
+    batches_per_epoch: int = field(default=50, metadata={"minimum": 1})
+    epochs: int = field(default=20, metadata={"minimum": 1})
+    stratify: Literal["class", "instance", "squareroot"] = "class"
+    optimizer: Literal["adam", "sgd"] = "adam"
+    learning_rate: float = field(default=1e-3, metadata={"minimum": 0.0})
+    momentum: float = field(default=0.9, metadata={"minimum": 0.0})
+    cosine_decay_steps: int | None = field(default=None, metadata={"minimum": 1})
+    weight_decay: float = field(default=0.0, metadata={"minimum": 0.0})
+    patience: int | None = field(default=5, metadata={"minimum": 1})
+    seed: int | None = 0
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    strategy: str = "random"
+    n: int = field(default=50, metadata={"minimum": 1})
+
+
+@dataclass(frozen=True)
+class Config:
+    classes: list[str]
+    imshape: list[int] = field(default_factory=lambda: [224, 224])
+    extractor: ExtractorConfig = field(default_factory=ExtractorConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+
+def validate_class_name(name: str) -> str:
+    """Return `name` if it can be a class (a CSV column and a strategy suffix like maxent:NAME)."""
+    if not isinstance(name, str) or not _CLASS_NAME.match(name) or name != name.strip():
+        raise PatchworkError(
+            f"invalid class name {name!r}: use letters, digits, '_', '-', '.' or inner spaces "
+            "(no ',' or ':', no leading or trailing space)"
+        )
+    if name in RESERVED_COLUMNS:
+        raise PatchworkError(f"invalid class name {name!r}: it is a reserved labels.csv column")
+    return name
+
+
+def validate_classes(classes: list[str]) -> list[str]:
+    if not classes:
+        raise PatchworkError("at least one class is needed")
+    seen = set()
+    for name in classes:
+        validate_class_name(name)
+        if name in seen:
+            raise PatchworkError(f"class {name!r} is given twice")
+        seen.add(name)
+    return list(classes)
+
+
+def parse_config(data: object, source: str) -> Config:
+    """Build a Config from the YAML document `data`; `source` names the file in errors."""
+    if not isinstance(data, dict):
+        raise PatchworkError(f"{source}: expected a mapping of keys at the top level, got {type(data).__name__}")
+    config = _build(Config, data, prefix="", source=source)
+    try:
+        validate_classes(config.classes)
+    except PatchworkError as error:
+        raise PatchworkError(f"{source}: classes: {error}") from None
+    if len(config.imshape) != 2 or min(config.imshape) < 1:
+        raise PatchworkError(f"{source}: imshape: expected [height, width] of positive integers, got {config.imshape}")
+    _check_strategy_class(config, source)
+    return config
+
+
+def load_config(path: Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise PatchworkError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise PatchworkError(f"{where}: invalid YAML: {problem}") from None
+    return parse_config(data, str(path))
+
+
+def replace_classes(text: str, classes: list[str]) -> str:
+    """Rewrite the top-level `classes:` entry of a patchwork.yaml text, keeping every comment.
+
+    PyYAML cannot round-trip comments, and the commented file is documentation the
+    user may have edited, so only the `classes` block is replaced (as a one-line flow
+    list) and the result is re-parsed to prove nothing else changed.
+    """
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if re.match(r"^classes\s*:", line)), None)
+    flow = "classes: " + yaml.safe_dump(list(classes), default_flow_style=True, width=10**9).strip() + "\n"
+    if start is None:
+        new_text = flow + text
+    else:
+        end = start + 1
+        # A block list continues on indented lines, "- item" lines and blank lines.
+        while end < len(lines) and (lines[end][:1] in (" ", "\t", "-") or not lines[end].strip()):
+            end += 1
+        new_text = "".join(lines[:start]) + flow + "".join(lines[end:])
+    before, after = yaml.safe_load(text) or {}, yaml.safe_load(new_text)
+    before["classes"] = list(classes)
+    if before != after:
+        raise PatchworkError("could not update 'classes' in patchwork.yaml safely; edit it by hand")
+    return new_text
+
+
+def _check_strategy_class(config: Config, source: str) -> None:
+    strategy = config.sampling.strategy
+    if ":" in strategy:
+        name = strategy.split(":", 1)[1]
+        if name not in config.classes:
+            raise PatchworkError(
+                f"{source}: sampling.strategy: unknown class {name!r} in {strategy!r}"
+                f"{did_you_mean(name, config.classes)}; classes are {', '.join(config.classes)}"
+            )
+
+
+def _build(cls, data: dict, prefix: str, source: str):
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            raise PatchworkError(f"{source}: unknown key '{prefix}{key}'{did_you_mean(str(key), known)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, spec in known.items():
+        key = prefix + name
+        if name not in data:
+            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+                raise PatchworkError(f"{source}: missing key '{key}'")
+            continue
+        value = _convert(data[name], hints[name], key, source)
+        minimum = spec.metadata.get("minimum")
+        if minimum is not None and value is not None and value < minimum:
+            raise PatchworkError(f"{source}: {key}: must be at least {minimum}, got {value!r}")
+        values[name] = value
+    return cls(**values)
+
+
+def _convert(value, annotation, key: str, source: str):
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return _convert(value, inner, key, source)
+    if origin is Literal:
+        if value in args:
+            return value
+        expected = "one of " + ", ".join(repr(arg) for arg in args)
+    elif origin is list:
+        if isinstance(value, list):
+            return [_convert(item, args[0], f"{key}[{i}]", source) for i, item in enumerate(value)]
+        expected = "a list"
+    elif dataclasses.is_dataclass(annotation):
+        if isinstance(value, dict):
+            return _build(annotation, value, prefix=key + ".", source=source)
+        expected = "a mapping of keys"
+    elif annotation is bool:
+        if isinstance(value, bool):
+            return value
+        expected = "true or false"
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        expected = "an integer"
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        expected = "a number"
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+        expected = "a string"
+    else:  # pragma: no cover - a new field type must be taught to this function
+        raise TypeError(f"unsupported config type {annotation!r}")
+    raise PatchworkError(f"{source}: {key}: expected {expected}, got {value!r}")

@@ -1,0 +1,425 @@
+"""The label store: labels.csv plus labels.journal, as DESIGN.md describes.
+
+labels.csv is the table in the original patchwork format (filepath, exclude,
+validation, subset, one column per class holding empty / 0 / 1). labels.journal is an
+append-only log of edits, one JSON object per line, durable once written and
+fsynced. Every reader sees the table with the journal replayed on top; compaction
+folds the journal into a new labels.csv (temp file + os.replace) and then truncates
+the journal. Replay is idempotent, so a crash between those two steps loses nothing.
+
+In memory the table is a pandas DataFrame: filepath (str), exclude and validation
+(bool), subset (str, "" for none) and one float column per class (NaN = unlabelled),
+which is what users of the original library hold in their notebooks.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .atomic import atomic_write
+from .config import RESERVED_COLUMNS
+from .errors import PatchworkError, did_you_mean
+from .locking import project_lock
+
+log = logging.getLogger("patchwork")
+
+LABELS_NAME = "labels.csv"
+JOURNAL_NAME = "labels.journal"
+FLAG_COLUMNS = ("exclude", "validation")
+_TRUE = ("true", "1", "yes")
+_FALSE = ("false", "0", "no", "")
+
+
+# --- the table ---------------------------------------------------------------------
+
+
+def empty_table(classes: list[str], filepaths: Iterable[str] = ()) -> pd.DataFrame:
+    """A label table of unlabelled rows for `filepaths`."""
+    filepaths = list(filepaths)
+    n = len(filepaths)
+    data = {
+        "filepath": pd.Series(filepaths, dtype=object),
+        "exclude": np.zeros(n, dtype=bool),
+        "validation": np.zeros(n, dtype=bool),
+        "subset": pd.Series([""] * n, dtype=object),
+    }
+    data.update({name: np.full(n, np.nan) for name in classes})
+    return pd.DataFrame(data)
+
+
+def read_label_table(path: Path, classes: list[str] | None = None, allow_missing_classes: bool = False) -> pd.DataFrame:
+    """Read and validate a label table in the original patchwork format.
+
+    `classes` None takes the classes from the header (every non-reserved column).
+    Otherwise the header's class columns must be exactly `classes` (or a subset of
+    them with `allow_missing_classes`, missing ones coming back unlabelled).
+    Errors name the file, the line and the column.
+    """
+    path = Path(path)
+    header = _read_header(path)
+    table_classes = [column for column in header if column not in RESERVED_COLUMNS]
+    if classes is None:
+        classes = table_classes
+    else:
+        unknown = [c for c in table_classes if c not in classes]
+        if unknown:
+            raise PatchworkError(
+                f"{path}: column {unknown[0]!r} is not a class (classes: {', '.join(classes)}; "
+                f"other columns allowed: {', '.join(RESERVED_COLUMNS)})"
+            )
+        missing = [c for c in classes if c not in table_classes]
+        if missing and not allow_missing_classes:
+            raise PatchworkError(f"{path}: class column {missing[0]!r} is missing")
+    dtypes = {column: str for column in header}
+    dtypes.update({name: "float64" for name in table_classes})
+    try:
+        raw = pd.read_csv(
+            path,
+            dtype=dtypes,
+            keep_default_na=False,
+            na_values={c: [""] for c in table_classes},
+            encoding="utf-8-sig",
+            engine="c",
+            low_memory=False,
+        )
+    except ValueError as error:
+        if isinstance(error, pd.errors.ParserError):
+            raise PatchworkError(f"{path}: malformed CSV: {_first_line(error)}") from None
+        _raise_bad_class_cell(path, table_classes)
+        raise  # pragma: no cover - _raise_bad_class_cell always raises for conversion errors
+
+    table = empty_table([], raw["filepath"].tolist())
+    _check_filepaths(path, table["filepath"])
+    for column in FLAG_COLUMNS:
+        if column in raw:
+            table[column] = _parse_flags(path, column, raw[column])
+    if "subset" in raw:
+        table["subset"] = raw["subset"].astype(object)
+    for name in classes:
+        if name in raw:
+            values = raw[name].to_numpy(dtype=np.float64)
+            bad = ~(np.isnan(values) | (values == 0) | (values == 1))
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise PatchworkError(
+                    f"{path}, line {row + 2}, column {name!r}: expected empty, 0 or 1, got {values[row]:g}"
+                )
+            table[name] = values
+        else:
+            table[name] = np.nan
+    return table
+
+
+def write_label_table(table: pd.DataFrame, path: Path, classes: list[str]) -> None:
+    """Atomically write `table` in the documented format (class cells as empty / 0 / 1)."""
+    out = table[["filepath", *FLAG_COLUMNS, "subset"]].copy()
+    for name in classes:
+        out[name] = table[name].astype("Int8")
+    with atomic_write(Path(path), newline="") as handle:
+        out.to_csv(handle, index=False, lineterminator="\n")
+
+
+def _read_header(path: Path) -> list[str]:
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            header = next(csv.reader(handle), None)
+    except FileNotFoundError:
+        raise PatchworkError(f"{path}: no such file") from None
+    except UnicodeDecodeError as error:
+        raise PatchworkError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except csv.Error as error:
+        raise PatchworkError(f"{path}, line 1: malformed CSV header: {error}") from None
+    if not header:
+        raise PatchworkError(f"{path}: empty file; expected a header line with a 'filepath' column")
+    header = [column.strip() for column in header]
+    duplicated = sorted({c for c in header if header.count(c) > 1})
+    if duplicated:
+        raise PatchworkError(f"{path}, line 1: column {duplicated[0]!r} appears more than once")
+    if "filepath" not in header:
+        raise PatchworkError(f"{path}, line 1: no 'filepath' column (columns: {', '.join(header)})")
+    if "" in header:
+        raise PatchworkError(f"{path}, line 1: a column has an empty name")
+    return header
+
+
+def _raise_bad_class_cell(path: Path, class_columns: list[str]) -> None:
+    """Find and report the first class cell that is not a number (the slow path)."""
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=class_columns, encoding="utf-8-sig")
+    for name in class_columns:
+        cells = raw[name].str.strip()
+        numeric = pd.to_numeric(cells, errors="coerce")
+        bad = numeric.isna() & (cells != "")
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise PatchworkError(
+                f"{path}, line {row + 2}, column {name!r}: expected empty, 0 or 1, got {raw[name].iloc[row]!r}"
+            )
+    raise PatchworkError(f"{path}: a class column holds a value that is not empty, 0 or 1")
+
+
+def _check_filepaths(path: Path, filepaths: pd.Series) -> None:
+    empty = (filepaths.str.strip() == "").to_numpy()
+    if empty.any():
+        raise PatchworkError(f"{path}, line {int(np.flatnonzero(empty)[0]) + 2}: empty filepath")
+    duplicated = filepaths.duplicated().to_numpy()
+    if duplicated.any():
+        row = int(np.flatnonzero(duplicated)[0])
+        first = int(np.flatnonzero((filepaths == filepaths.iloc[row]).to_numpy())[0])
+        raise PatchworkError(
+            f"{path}, line {row + 2}: filepath {filepaths.iloc[row]!r} already appears on line {first + 2}"
+        )
+
+
+def _parse_flags(path: Path, column: str, cells: pd.Series) -> np.ndarray:
+    lowered = cells.str.strip().str.lower()
+    true = lowered.isin(_TRUE).to_numpy()
+    bad = ~(true | lowered.isin(_FALSE).to_numpy())
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise PatchworkError(
+            f"{path}, line {row + 2}, column {column!r}: expected True or False, got {cells.iloc[row]!r}"
+        )
+    return true
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[-1]
+
+
+# --- edits and the journal -----------------------------------------------------------
+
+
+def check_field(key: str, value: object, classes: list[str]) -> object:
+    """Validate one label field: a class takes 1, 0 or None (back to unlabelled);
+    exclude and validation take booleans; subset takes text or None."""
+    if key in classes:
+        if value is not None and (isinstance(value, (bool, np.bool_)) or value not in (0, 1)):
+            raise PatchworkError(f"{key}: expected 0, 1 or None, got {value!r}")
+        return None if value is None else int(value)
+    if key in FLAG_COLUMNS:
+        if not isinstance(value, (bool, np.bool_)):
+            raise PatchworkError(f"{key}: expected True or False, got {value!r}")
+        return bool(value)
+    if key == "subset":
+        if value is not None and not isinstance(value, str):
+            raise PatchworkError(f"subset: expected text or None, got {value!r}")
+        return value or None
+    raise PatchworkError(f"unknown label field {key!r} (classes: {', '.join(classes)})")
+
+
+def make_edit(filepath: str, fields: Mapping[str, object], classes: list[str], seconds: float | None = None) -> dict:
+    """Validate one edit and return its journal record."""
+    checked = {}
+    for key, value in fields.items():
+        try:
+            checked[key] = check_field(key, value, classes)
+        except PatchworkError as error:
+            raise PatchworkError(f"{filepath}: {error}") from None
+    return {
+        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+        "filepath": filepath,
+        "set": checked,
+        "seconds": None if seconds is None else round(float(seconds), 3),
+    }
+
+
+def read_label_edits(path: Path, classes: list[str]) -> list[tuple[int, str, dict]]:
+    """Parse an import CSV into (line, filepath, fields) edits.
+
+    The CSV has a filepath column and any of the class columns, exclude, validation
+    and subset; an empty cell leaves that value as it is. Every cell is checked before
+    anything is returned, so a bad file changes nothing.
+    """
+    path = Path(path)
+    header = _read_header(path)
+    allowed = [*classes, *FLAG_COLUMNS, "subset"]
+    for column in header:
+        if column != "filepath" and column not in allowed:
+            raise PatchworkError(
+                f"{path}, line 1: unknown column {column!r}{did_you_mean(column, allowed)}; "
+                f"expected filepath and any of: {', '.join(allowed)}"
+            )
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", engine="c")
+    except pd.errors.ParserError as error:
+        raise PatchworkError(f"{path}: malformed CSV: {_first_line(error)}") from None
+    raw.columns = header
+    filepaths = raw["filepath"].str.strip()
+    empty = (filepaths == "").to_numpy()
+    if empty.any():
+        raise PatchworkError(f"{path}, line {int(np.flatnonzero(empty)[0]) + 2}: empty filepath")
+    columns = {}
+    for column in header:
+        cells = raw[column].str.strip()
+        if column in classes:
+            values = cells.map({"": None, "0": 0, "1": 1, "0.0": 0, "1.0": 1})
+            expected = "empty, 0 or 1"
+        elif column in FLAG_COLUMNS:
+            lowered = cells.str.lower()
+            values = lowered.map(dict.fromkeys(_TRUE, True) | dict.fromkeys(_FALSE[:-1], False) | {"": None})
+            expected = "empty, True or False"
+        elif column == "subset":
+            values = raw[column].where(cells != "", None)
+            expected = ""
+        else:
+            continue
+        bad = values.isna().to_numpy() & (cells != "").to_numpy()
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise PatchworkError(
+                f"{path}, line {row + 2}, column {column!r}: expected {expected}, got {raw[column].iloc[row]!r}"
+            )
+        columns[column] = values.astype(object).where(values.notna(), None).tolist()
+    edits = []
+    for row, filepath in enumerate(filepaths.tolist()):
+        fields = {column: values[row] for column, values in columns.items() if values[row] is not None}
+        if fields:
+            edits.append((row + 2, filepath, fields))
+    return edits
+
+
+class Journal:
+    """labels.journal: append-only JSON lines, each durable once fsynced."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def append(self, records: list[dict]) -> None:
+        """Append `records` in one write and fsync; they are durable when this returns."""
+        if not records:
+            return
+        data = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records).encode()
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            # A writer that died mid-line left no newline: start ours on a fresh line.
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def read(self) -> list[dict]:
+        """Every well-formed record in order; torn or foreign lines are skipped with a warning."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        records = []
+        lines = data.split(b"\n")
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not (
+                    isinstance(record, dict)
+                    and isinstance(record.get("filepath"), str)
+                    and isinstance(record.get("set"), dict)
+                ):
+                    raise ValueError("not an edit record")
+            except ValueError:
+                torn = number == len(lines)  # the last line has no newline: a write was cut short
+                log.warning(
+                    "%s: line %d %s; ignored",
+                    self.path.name,
+                    number,
+                    "is incomplete (an interrupted write)" if torn else "is not a valid edit record",
+                )
+                continue
+            records.append(record)
+        return records
+
+    def truncate(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.ftruncate(fd, 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def apply_edits(table: pd.DataFrame, records: list[dict], classes: list[str]) -> pd.DataFrame:
+    """Replay journal `records` on `table` in order (last write wins); returns a new table."""
+    if not records:
+        return table
+    table = table.copy()
+    rows = pd.Index(table["filepath"]).get_indexer([r["filepath"] for r in records])
+    updates: dict[str, dict[int, object]] = {}
+    skipped = 0
+    for record, row in zip(records, rows):
+        if row < 0:
+            skipped += 1
+            continue
+        for key, value in record["set"].items():
+            try:
+                updates.setdefault(key, {})[int(row)] = check_field(key, value, classes)
+            except PatchworkError as error:
+                log.warning("labels.journal: %s: %s; ignored", record["filepath"], error)
+    if skipped:
+        log.warning("labels.journal: %d edit(s) name a filepath that is not in labels.csv; ignored", skipped)
+    for key, by_row in updates.items():
+        index = np.fromiter(by_row.keys(), dtype=np.int64, count=len(by_row))
+        column = table[key].to_numpy(copy=True)
+        if key in classes:
+            column[index] = [np.nan if v is None else v for v in by_row.values()]
+        elif key == "subset":
+            column[index] = [v or "" for v in by_row.values()]
+        else:
+            column[index] = list(by_row.values())
+        table[key] = column
+    return table
+
+
+# --- the store ---------------------------------------------------------------------------
+
+
+class LabelStore:
+    """labels.csv + labels.journal of one project directory, guarded by the project lock."""
+
+    def __init__(self, directory: Path, classes: list[str]):
+        self.directory = Path(directory)
+        self.classes = list(classes)
+        self.csv_path = self.directory / LABELS_NAME
+        self.journal = Journal(self.directory / JOURNAL_NAME)
+
+    def read(self) -> pd.DataFrame:
+        """The label table with the journal replayed on top."""
+        with project_lock(self.directory, exclusive=False):
+            return self.load_unlocked()
+
+    def edit(self, records: list[dict]) -> None:
+        """Append validated edit records (see make_edit) to the journal, durably."""
+        with project_lock(self.directory, exclusive=False):
+            self.journal.append(records)
+
+    def compact(self) -> pd.DataFrame:
+        """Fold the journal into labels.csv; returns the resulting table."""
+        with project_lock(self.directory, exclusive=True):
+            records = self.journal.read()
+            table = apply_edits(read_label_table(self.csv_path, self.classes), records, self.classes)
+            if records:
+                self.replace_unlocked(table)
+            return table
+
+    # The two halves of every rewrite; the caller holds the exclusive project lock.
+
+    def load_unlocked(self) -> pd.DataFrame:
+        return apply_edits(read_label_table(self.csv_path, self.classes), self.journal.read(), self.classes)
+
+    def replace_unlocked(self, table: pd.DataFrame, classes: list[str] | None = None) -> None:
+        """Write `table` as the new labels.csv, then truncate the (now folded) journal."""
+        write_label_table(table, self.csv_path, self.classes if classes is None else classes)
+        self.journal.truncate()

@@ -1,0 +1,283 @@
+"""A patchwork project directory: discovery, paths, config, and the operations on its labels.
+
+This is the public Python API the CLI wraps (see the README, "Python API"):
+
+    from patchwork_cli import open_project
+    project = open_project("myproj")
+    df = project.labels()                       # the label table, journal applied
+    project.label("images/cat1.jpg", cat=1, dog=0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+from .atomic import atomic_write_text
+from .config import Config, load_config, replace_classes, validate_class_name, validate_classes
+from .errors import PatchworkError, did_you_mean
+from .labels import (
+    JOURNAL_NAME,
+    LABELS_NAME,
+    LabelStore,
+    empty_table,
+    make_edit,
+    read_label_edits,
+    read_label_table,
+)
+from .locking import LOCK_NAME, project_lock
+
+PROJECT_FILE = "patchwork.yaml"
+REPLACED_DIR = ".replaced"
+# What `init --force` moves aside (never deletes): everything a project run leaves behind.
+PROJECT_ENTRIES = (PROJECT_FILE, LABELS_NAME, JOURNAL_NAME, "features.zarr", "models", "reports")
+
+
+@dataclasses.dataclass
+class AddResult:
+    """What happened to a list of image paths offered to a project."""
+
+    added: int = 0
+    known: int = 0  # already in the project
+    duplicates: int = 0  # repeated within the offered list
+    missing: list[str] = dataclasses.field(default_factory=list)  # added, but no such file (yet)
+
+
+def stored_paths(paths: Iterable[str], directory: Path, cwd: Path | str | None = None) -> list[str]:
+    """The form paths take in labels.csv: absolute paths stay absolute; relative ones
+    (relative to `cwd`) become relative to the project `directory`."""
+    prefix = os.path.relpath(os.path.abspath(cwd or os.getcwd()), directory)
+    return [os.path.normpath(p if os.path.isabs(p) else os.path.join(prefix, p)) for p in paths]
+
+
+def find_project(explicit: Path | str | None = None, start: Path | str | None = None) -> Path:
+    """The project directory: `explicit`, else the nearest parent of `start` (cwd) with patchwork.yaml."""
+    if explicit is not None:
+        directory = Path(explicit)
+        if not (directory / PROJECT_FILE).is_file():
+            raise PatchworkError(f"{directory}: not a patchwork project (no {PROJECT_FILE})")
+        return directory.absolute()
+    here = Path(start or os.getcwd()).absolute()
+    for directory in (here, *here.parents):
+        if (directory / PROJECT_FILE).is_file():
+            return directory
+    raise PatchworkError(
+        f"not inside a patchwork project ({here} or any parent); run 'patchwork init' or pass --project DIR"
+    )
+
+
+def open_project(directory: Path | str | None = None) -> Project:
+    """Open the project at `directory`, or the one containing the current directory."""
+    return Project(find_project(directory))
+
+
+def template_text() -> str:
+    """The commented patchwork.yaml that init lays down (packaged in the wheel, or the source tree's)."""
+    packaged = resources.files("patchwork_cli") / "project_template" / PROJECT_FILE
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    return (Path(__file__).resolve().parents[2] / "project-template" / PROJECT_FILE).read_text(encoding="utf-8")
+
+
+class Project:
+    """An open project. Reads see labels.csv with the journal applied; writes are atomic and locked."""
+
+    def __init__(self, directory: Path | str):
+        self.directory = Path(directory).absolute()
+        self.config_path = self.directory / PROJECT_FILE
+        self.config: Config = load_config(self.config_path)
+        self.store = LabelStore(self.directory, self.config.classes)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.config.classes)
+
+    # --- paths ---
+
+    def stored_paths(self, paths: Iterable[str], cwd: Path | str | None = None) -> list[str]:
+        return stored_paths(paths, self.directory, cwd)
+
+    def absolute_path(self, stored: str) -> str:
+        return os.path.join(self.directory, stored)
+
+    # --- reading ---
+
+    def labels(self) -> pd.DataFrame:
+        """The label table in the original patchwork format, with the journal applied."""
+        return self.store.read()
+
+    # --- label edits ---
+
+    def label(self, filepath: str, seconds: float | None = None, **fields) -> None:
+        """Record one edit, e.g. label("a.jpg", dog=1, cat=None, exclude=False); durable on return.
+
+        `filepath` is the path as it appears in labels.csv.
+        """
+        self.store.edit([make_edit(filepath, fields, self.classes, seconds)])
+
+    def edit_labels(self, edits: Iterable[tuple[str, Mapping[str, object]]]) -> int:
+        """Record many edits (filepath as in labels.csv, fields) in one durable append."""
+        records = [make_edit(filepath, fields, self.classes) for filepath, fields in edits]
+        self.store.edit(records)
+        return len(records)
+
+    def import_labels(self, csv_path: Path | str, cwd: Path | str | None = None) -> int:
+        """Apply the edits of an import CSV (see labels.read_label_edits) and compact.
+
+        Filepaths may be written as in labels.csv or relative to `cwd`. Every row is
+        checked first; an unknown filepath is an error and nothing is written.
+        """
+        edits = read_label_edits(Path(csv_path), self.classes)
+        known = set(self.labels()["filepath"])
+        alternatives = dict(zip((p for _, p, _ in edits), self.stored_paths((p for _, p, _ in edits), cwd)))
+        resolved = []
+        for line, filepath, fields in edits:
+            stored = filepath if filepath in known else alternatives[filepath]
+            if stored not in known:
+                raise PatchworkError(f"{csv_path}, line {line}: {filepath!r} is not an image of this project")
+            resolved.append((stored, fields))
+        count = self.edit_labels(resolved)
+        self.store.compact()
+        return count
+
+    def compact(self) -> None:
+        """Fold labels.journal into labels.csv."""
+        self.store.compact()
+
+    # --- images and classes ---
+
+    def add_images(self, paths: Iterable[str], cwd: Path | str | None = None, subset: str | None = None) -> AddResult:
+        """Append images not yet in the project (paths relative to `cwd`); known paths are skipped."""
+        stored = self.stored_paths(paths, cwd)
+        with project_lock(self.directory, exclusive=True):
+            table = self.store.load_unlocked()
+            result = _new_paths(stored, set(table["filepath"]), self.directory)
+            if result[0]:
+                new_rows = empty_table(self.classes, result[0])
+                new_rows["subset"] = subset or ""
+                self.store.replace_unlocked(pd.concat([table, new_rows], ignore_index=True))
+        return result[1]
+
+    def add_class(self, name: str) -> None:
+        """Add a class, unlabelled on every row."""
+        validate_class_name(name)
+        if name in self.classes:
+            raise PatchworkError(f"class {name!r} already exists")
+        self._change_classes([*self.classes, name], lambda table: table.assign(**{name: float("nan")}))
+
+    def rename_class(self, old: str, new: str) -> None:
+        """Rename a class; every label it holds moves with it."""
+        if old not in self.classes:
+            raise PatchworkError(
+                f"unknown class {old!r}{did_you_mean(old, self.classes)}; classes: {', '.join(self.classes)}"
+            )
+        validate_class_name(new)
+        if new in self.classes:
+            raise PatchworkError(f"class {new!r} already exists")
+        classes = [new if c == old else c for c in self.classes]
+        self._change_classes(classes, lambda table: table.rename(columns={old: new}))
+
+    def _change_classes(self, classes: list[str], transform) -> None:
+        # labels.csv first, then patchwork.yaml, both under the exclusive lock, the journal
+        # folded in before (its records name the old classes).
+        new_config_text = replace_classes(self.config_path.read_text(encoding="utf-8"), classes)
+        with project_lock(self.directory, exclusive=True):
+            table = transform(self.store.load_unlocked())
+            self.store.replace_unlocked(table, classes)
+            atomic_write_text(self.config_path, new_config_text)
+        self.config = load_config(self.config_path)
+        self.store = LabelStore(self.directory, self.config.classes)
+
+
+def _new_paths(stored: list[str], known: set[str], directory: Path) -> tuple[list[str], AddResult]:
+    result = AddResult()
+    new, seen = [], set()
+    for path in stored:
+        if path in known:
+            result.known += 1
+        elif path in seen:
+            result.duplicates += 1
+        else:
+            seen.add(path)
+            new.append(path)
+    result.added = len(new)
+    result.missing = [p for p in new if not _exists(directory, p)]
+    return new, result
+
+
+def _exists(directory: Path, stored: str) -> bool:
+    # normpath first: the project directory may not exist yet when init checks.
+    return os.path.exists(os.path.normpath(os.path.join(directory, stored)))
+
+
+def init_project(
+    directory: Path | str,
+    images: Iterable[str] = (),
+    classes: list[str] | None = None,
+    labels: Path | str | None = None,
+    force: bool = False,
+    cwd: Path | str | None = None,
+) -> tuple[Project, AddResult]:
+    """Create a project at `directory` from image paths and/or an existing label table.
+
+    Everything is validated before anything is written. An existing project is
+    refused unless `force`, which moves its files into DIR/.replaced/<time>/ (nothing
+    is deleted). Relative paths (in `images` and in the table) are relative to `cwd`.
+    """
+    directory = Path(directory).absolute()
+    images = list(images)
+    if directory.exists() and not directory.is_dir():
+        raise PatchworkError(f"{directory}: exists and is not a directory")
+    if (directory / PROJECT_FILE).exists() and not force:
+        raise PatchworkError(
+            f"{directory} is already a patchwork project; use --force to start over "
+            f"(the old files are moved to {REPLACED_DIR}/, not deleted)"
+        )
+    if labels is None and not images:
+        raise PatchworkError("nothing to start from: give image paths (--images) and/or a label table (--labels)")
+
+    table = read_label_table(Path(labels), classes, allow_missing_classes=True) if labels is not None else None
+    if classes is None:
+        if table is None or len(table.columns) == 4:
+            raise PatchworkError("no classes: give --classes a,b,c (or a --labels table with class columns)")
+        classes = [c for c in table.columns[4:]]
+    classes = validate_classes(list(classes))
+    config_text = replace_classes(template_text(), classes)
+
+    if table is None:
+        table = empty_table(classes)
+    else:
+        table["filepath"] = stored_paths(table["filepath"], directory, cwd)
+        if table["filepath"].duplicated().any():
+            dup = table["filepath"][table["filepath"].duplicated()].iloc[0]
+            raise PatchworkError(f"{labels}: two rows name the same image {dup!r}")
+    new, result = _new_paths(stored_paths(images, directory, cwd), set(table["filepath"]), directory)
+    result.missing = [p for p in table["filepath"] if not _exists(directory, p)] + result.missing
+    table = pd.concat([table, empty_table(classes, new)], ignore_index=True)
+
+    directory.mkdir(parents=True, exist_ok=True)
+    if force:
+        _move_aside(directory)
+    store = LabelStore(directory, classes)
+    store.replace_unlocked(table[["filepath", "exclude", "validation", "subset", *classes]], classes)
+    (directory / LOCK_NAME).touch()
+    atomic_write_text(directory / PROJECT_FILE, config_text)  # last: its presence makes the project
+    return Project(directory), result
+
+
+def _move_aside(directory: Path) -> None:
+    present = [name for name in PROJECT_ENTRIES if (directory / name).exists()]
+    if not present:
+        return
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    target = directory / REPLACED_DIR / stamp
+    target.mkdir(parents=True)
+    for name in present:
+        shutil.move(str(directory / name), str(target / name))
