@@ -359,7 +359,7 @@ def apply_edits(table: pd.DataFrame, records: list[dict], classes: list[str]) ->
     rows = pd.Index(table["filepath"]).get_indexer([r["filepath"] for r in records])
     updates: dict[str, dict[int, object]] = {}
     skipped = 0
-    for record, row in zip(records, rows):
+    for record, row in zip(records, rows, strict=True):
         if row < 0:
             skipped += 1
             continue

@@ -136,7 +136,8 @@ class Project:
         """
         edits = read_label_edits(Path(csv_path), self.classes)
         known = set(self.labels()["filepath"])
-        alternatives = dict(zip((p for _, p, _ in edits), self.stored_paths((p for _, p, _ in edits), cwd)))
+        named = [filepath for _, filepath, _ in edits]
+        alternatives = dict(zip(named, self.stored_paths(named, cwd), strict=True))
         resolved = []
         for line, filepath, fields in edits:
             stored = filepath if filepath in known else alternatives[filepath]

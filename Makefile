@@ -1,0 +1,23 @@
+# The README's two commands. Both build the virtual environment from nothing.
+#   make demo   set up, then run the quickstart on the bundled example images
+#   make test   set up, then run the whole test suite
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test setup
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" bash examples/quickstart.sh
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
