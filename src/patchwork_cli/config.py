@@ -167,7 +167,8 @@ def _build(cls, data: dict, prefix: str, source: str):
     known = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in known:
-            raise PatchworkError(f"{source}: unknown key '{prefix}{key}'{did_you_mean(str(key), known)}")
+            hint = did_you_mean(prefix + str(key), [prefix + name for name in known])
+            raise PatchworkError(f"{source}: unknown key '{prefix}{key}'{hint}")
     hints = typing.get_type_hints(cls)
     values = {}
     for name, spec in known.items():

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import csv
 import datetime
+import fcntl
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -82,18 +84,8 @@ def read_label_table(path: Path, classes: list[str] | None = None, allow_missing
     dtypes = {column: str for column in header}
     dtypes.update({name: "float64" for name in table_classes})
     try:
-        raw = pd.read_csv(
-            path,
-            dtype=dtypes,
-            keep_default_na=False,
-            na_values={c: [""] for c in table_classes},
-            encoding="utf-8-sig",
-            engine="c",
-            low_memory=False,
-        )
-    except ValueError as error:
-        if isinstance(error, pd.errors.ParserError):
-            raise PatchworkError(f"{path}: malformed CSV: {_first_line(error)}") from None
+        raw = _read_csv(path, dtype=dtypes, na_values={c: [""] for c in table_classes})
+    except ValueError:  # a class cell that is not a number
         _raise_bad_class_cell(path, table_classes)
         raise  # pragma: no cover - _raise_bad_class_cell always raises for conversion errors
 
@@ -149,6 +141,27 @@ def _read_header(path: Path) -> list[str]:
     if "" in header:
         raise PatchworkError(f"{path}, line 1: a column has an empty name")
     return header
+
+
+def _read_csv(path: Path, **options) -> pd.DataFrame:
+    """pandas.read_csv with the checks pandas leaves out: a row with more cells than the
+    header is an error, not a silent shift into an index; every error names the file."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(
+                path,
+                keep_default_na=False,
+                index_col=False,
+                encoding="utf-8-sig",
+                engine="c",
+                low_memory=False,
+                **options,
+            )
+    except pd.errors.ParserWarning:
+        raise PatchworkError(f"{path}: malformed CSV: a row has more cells than the header") from None
+    except pd.errors.ParserError as error:
+        raise PatchworkError(f"{path}: malformed CSV: {_first_line(error)}") from None
 
 
 def _raise_bad_class_cell(path: Path, class_columns: list[str]) -> None:
@@ -248,10 +261,7 @@ def read_label_edits(path: Path, classes: list[str]) -> list[tuple[int, str, dic
                 f"{path}, line 1: unknown column {column!r}{did_you_mean(column, allowed)}; "
                 f"expected filepath and any of: {', '.join(allowed)}"
             )
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", engine="c")
-    except pd.errors.ParserError as error:
-        raise PatchworkError(f"{path}: malformed CSV: {_first_line(error)}") from None
+    raw = _read_csv(path, dtype=str)
     raw.columns = header
     filepaths = raw["filepath"].str.strip()
     empty = (filepaths == "").to_numpy()
@@ -300,6 +310,9 @@ class Journal:
         data = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records).encode()
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            # Appenders take turns (the lock is on the journal itself), so the check
+            # below never sees another writer's line half-way through.
+            fcntl.flock(fd, fcntl.LOCK_EX)
             size = os.fstat(fd).st_size
             # A writer that died mid-line left no newline: start ours on a fresh line.
             if size and os.pread(fd, 1, size - 1) != b"\n":

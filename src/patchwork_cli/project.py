@@ -135,13 +135,15 @@ class Project:
         checked first; an unknown filepath is an error and nothing is written.
         """
         edits = read_label_edits(Path(csv_path), self.classes)
-        known = set(self.labels()["filepath"])
+        table_paths = self.labels()["filepath"].tolist()
+        known = set(table_paths)
+        by_location = dict(zip(_locations(self.directory, table_paths), table_paths, strict=True))
         named = [filepath for _, filepath, _ in edits]
-        alternatives = dict(zip(named, self.stored_paths(named, cwd), strict=True))
+        locations = _locations(self.directory, self.stored_paths(named, cwd))
         resolved = []
-        for line, filepath, fields in edits:
-            stored = filepath if filepath in known else alternatives[filepath]
-            if stored not in known:
+        for (line, filepath, fields), location in zip(edits, locations, strict=True):
+            stored = filepath if filepath in known else by_location.get(location)
+            if stored is None:
                 raise PatchworkError(f"{csv_path}, line {line}: {filepath!r} is not an image of this project")
             resolved.append((stored, fields))
         count = self.edit_labels(resolved)
@@ -159,12 +161,12 @@ class Project:
         stored = self.stored_paths(paths, cwd)
         with project_lock(self.directory, exclusive=True):
             table = self.store.load_unlocked()
-            result = _new_paths(stored, set(table["filepath"]), self.directory)
-            if result[0]:
-                new_rows = empty_table(self.classes, result[0])
+            new, result = _new_paths(stored, table["filepath"].tolist(), self.directory)
+            if new:
+                new_rows = empty_table(self.classes, new)
                 new_rows["subset"] = subset or ""
                 self.store.replace_unlocked(pd.concat([table, new_rows], ignore_index=True))
-        return result[1]
+        return result
 
     def add_class(self, name: str) -> None:
         """Add a class, unlabelled on every row."""
@@ -197,25 +199,35 @@ class Project:
         self.store = LabelStore(self.directory, self.config.classes)
 
 
-def _new_paths(stored: list[str], known: set[str], directory: Path) -> tuple[list[str], AddResult]:
+def _locations(directory: Path, stored: Iterable[str]) -> list[str]:
+    """Where stored paths point, as normalised absolute paths: the identity of an image,
+    whichever way (relative or absolute) its path was written."""
+    return [os.path.normpath(os.path.join(directory, p)) for p in stored]
+
+
+def _new_paths(stored: list[str], known: Iterable[str], directory: Path) -> tuple[list[str], AddResult]:
+    """The paths of `stored` whose images are not `known` yet, in order, without repeats."""
     result = AddResult()
-    new, seen = [], set()
-    for path in stored:
-        if path in known:
+    known_locations, seen = set(_locations(directory, known)), set()
+    new = []
+    for path, location in zip(stored, _locations(directory, stored), strict=True):
+        if location in known_locations:
             result.known += 1
-        elif path in seen:
+        elif location in seen:
             result.duplicates += 1
         else:
-            seen.add(path)
+            seen.add(location)
             new.append(path)
     result.added = len(new)
-    result.missing = [p for p in new if not _exists(directory, p)]
+    result.missing = _missing(directory, new)
     return new, result
 
 
-def _exists(directory: Path, stored: str) -> bool:
-    # normpath first: the project directory may not exist yet when init checks.
-    return os.path.exists(os.path.normpath(os.path.join(directory, stored)))
+def _missing(directory: Path, stored: list[str]) -> list[str]:
+    """The stored paths with no file behind them (the project directory need not exist yet)."""
+    return [
+        p for p, location in zip(stored, _locations(directory, stored), strict=True) if not os.path.exists(location)
+    ]
 
 
 def init_project(
@@ -256,11 +268,10 @@ def init_project(
         table = empty_table(classes)
     else:
         table["filepath"] = stored_paths(table["filepath"], directory, cwd)
-        if table["filepath"].duplicated().any():
-            dup = table["filepath"][table["filepath"].duplicated()].iloc[0]
-            raise PatchworkError(f"{labels}: two rows name the same image {dup!r}")
-    new, result = _new_paths(stored_paths(images, directory, cwd), set(table["filepath"]), directory)
-    result.missing = [p for p in table["filepath"] if not _exists(directory, p)] + result.missing
+        if len(set(_locations(directory, table["filepath"]))) < len(table):
+            raise PatchworkError(f"{labels}: two rows name the same image (written two ways)")
+    new, result = _new_paths(stored_paths(images, directory, cwd), table["filepath"].tolist(), directory)
+    result.missing = _missing(directory, table["filepath"].tolist()) + result.missing
     table = pd.concat([table, empty_table(classes, new)], ignore_index=True)
 
     directory.mkdir(parents=True, exist_ok=True)
