@@ -1,0 +1,108 @@
+"""True subprocess runs: the installed entry points, what they import, and the built wheel."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import write_images
+
+ROOT = Path(__file__).resolve().parents[1]
+PATCHWORK = Path(sys.executable).parent / "patchwork"
+
+# Runs the CLI in-process inside a fresh interpreter, then reports which heavy modules it imported.
+PROBE = """
+import json, sys
+from patchwork_cli.cli.app import main
+sys.argv = ["patchwork", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exit:
+    code = exit.code
+print(json.dumps({"code": code, "tensorflow": "tensorflow" in sys.modules, "pandas": "pandas" in sys.modules}),
+      file=sys.stderr)
+"""
+
+
+def run(*args, cwd: Path, env: dict | None = None, input: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(a) for a in args], cwd=cwd, capture_output=True, text=True, input=input, env=env, timeout=120
+    )
+
+
+def probe(*args, cwd: Path) -> dict:
+    result = run(sys.executable, "-c", PROBE, *args, cwd=cwd)
+    return json.loads(result.stderr.strip().splitlines()[-1])
+
+
+def test_console_script_walkthrough(tmp_path):
+    write_images(tmp_path / "images", 4)
+    assert run(PATCHWORK, "init", "proj", "--images", "images", "--classes", "cat,dog", cwd=tmp_path).returncode == 0
+    (tmp_path / "edits.csv").write_text("filepath,cat\n../images/img_0000.png,1\n../images/img_0001.png,0\n")
+    result = run(PATCHWORK, "label", "--import", "../edits.csv", cwd=tmp_path / "proj")
+    assert result.returncode == 0, result.stderr
+    status = run(sys.executable, "-m", "patchwork_cli", "status", "--json", cwd=tmp_path / "proj")
+    assert status.returncode == 0
+    report = json.loads(status.stdout)
+    assert report["classes"]["cat"]["train"] == {"positive": 1, "negative": 1}
+    bad = run(PATCHWORK, "status", cwd=tmp_path)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: not inside a patchwork project")
+    assert bad.stdout == "" and "Traceback" not in bad.stderr
+
+
+def test_light_commands_do_not_import_tensorflow(tmp_path):
+    write_images(tmp_path / "images", 3)
+    for args in (["init", "proj", "--images", "images", "--classes", "a"], ["--project", "proj", "status"]):
+        report = probe(*args, cwd=tmp_path)
+        assert report["code"] in (0, None) and not report["tensorflow"], (args, report)
+    (tmp_path / "e.csv").write_text("filepath,a\nimages/img_0000.png,1\n")
+    assert not probe("--project", "proj", "label", "--import", "e.csv", cwd=tmp_path)["tensorflow"]
+
+
+def test_help_imports_neither_tensorflow_nor_pandas(tmp_path):
+    report = probe("--help", cwd=tmp_path)
+    assert report == {"code": 0, "tensorflow": False, "pandas": False}
+
+
+def test_the_built_wheel_carries_the_project_template(tmp_path):
+    build = run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "-q",
+        "-w",
+        tmp_path / "dist",
+        ROOT,
+        cwd=tmp_path,
+    )
+    assert build.returncode == 0, build.stderr
+    (wheel,) = (tmp_path / "dist").glob("patchwork_cli-*.whl")
+    target = tmp_path / "site"
+    install = run(sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", target, wheel, cwd=tmp_path)
+    assert install.returncode == 0, install.stderr
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    where = run(sys.executable, "-c", "import patchwork_cli; print(patchwork_cli.__file__)", cwd=tmp_path, env=env)
+    assert where.stdout.startswith(str(target))
+    write_images(tmp_path / "images", 2)
+    init = run(
+        sys.executable,
+        "-m",
+        "patchwork_cli",
+        "init",
+        "p",
+        "--images",
+        "images",
+        "--classes",
+        "x",
+        cwd=tmp_path,
+        env=env,
+    )
+    assert init.returncode == 0, init.stderr
+    config = (tmp_path / "p" / "patchwork.yaml").read_text()
+    assert "classes: [x]" in config and "# The fine-tuning head" in config
