@@ -213,3 +213,18 @@ def test_python_api_for_notebook_users(tmp_path):
     df = open_project(tmp_path / "p").labels()
     assert df.loc[0, "cat"] == 1 and df.loc[0, "dog"] == 0
     assert list(df.columns) == ["filepath", "exclude", "validation", "subset", "cat", "dog"]
+
+
+def test_rewrites_keep_the_file_mode(tmp_path):
+    path = tmp_path / "labels.csv"
+    write_label_table(empty_table(CLASSES, ["a.png"]), path, CLASSES)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    path.chmod(0o640)
+    write_label_table(empty_table(CLASSES, ["b.png"]), path, CLASSES)
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

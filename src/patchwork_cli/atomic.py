@@ -25,6 +25,8 @@ def atomic_write(path: Path, mode: str = "w", encoding: str | None = "utf-8", ne
     path = Path(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file private (0600); give it the mode the file had, or a new file's.
+        os.fchmod(fd, _mode_for(path))
         if "b" in mode:
             handle = os.fdopen(fd, mode)
         else:
@@ -39,6 +41,15 @@ def atomic_write(path: Path, mode: str = "w", encoding: str | None = "utf-8", ne
             os.unlink(tmp_name)
         raise
     fsync_directory(path.parent)
+
+
+def _mode_for(path: Path) -> int:
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def atomic_write_text(path: Path, text: str) -> None:
