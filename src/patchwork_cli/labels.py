@@ -81,7 +81,8 @@ def read_label_table(path: Path, classes: list[str] | None = None, allow_missing
         missing = [c for c in classes if c not in table_classes]
         if missing and not allow_missing_classes:
             raise PatchworkError(f"{path}: class column {missing[0]!r} is missing")
-    dtypes = {column: str for column in header}
+    # object, not str: pandas' python-backed string dtype makes every later check a Python loop
+    dtypes = {column: object for column in header}
     dtypes.update({name: "float64" for name in table_classes})
     try:
         raw = _read_csv(path, dtype=dtypes, na_values={c: [""] for c in table_classes})
@@ -180,7 +181,7 @@ def _raise_bad_class_cell(path: Path, class_columns: list[str]) -> None:
 
 
 def _check_filepaths(path: Path, filepaths: pd.Series) -> None:
-    empty = (filepaths.str.strip() == "").to_numpy()
+    empty = (filepaths == "").to_numpy()
     if empty.any():
         raise PatchworkError(f"{path}, line {int(np.flatnonzero(empty)[0]) + 2}: empty filepath")
     duplicated = filepaths.duplicated().to_numpy()
@@ -193,9 +194,14 @@ def _check_filepaths(path: Path, filepaths: pd.Series) -> None:
 
 
 def _parse_flags(path: Path, column: str, cells: pd.Series) -> np.ndarray:
-    lowered = cells.str.strip().str.lower()
-    true = lowered.isin(_TRUE).to_numpy()
-    bad = ~(true | lowered.isin(_FALSE).to_numpy())
+    # Exact spellings first (hash lookups: fast at a million rows); only when some cell
+    # is unusual does the per-cell normalisation run.
+    true = cells.isin(("True", "TRUE", *_TRUE)).to_numpy()
+    bad = ~(true | cells.isin(("False", "FALSE", *_FALSE)).to_numpy())
+    if bad.any():
+        lowered = cells.str.strip().str.lower()
+        true = lowered.isin(_TRUE).to_numpy()
+        bad = ~(true | lowered.isin(_FALSE).to_numpy())
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise PatchworkError(
@@ -261,7 +267,7 @@ def read_label_edits(path: Path, classes: list[str]) -> list[tuple[int, str, dic
                 f"{path}, line 1: unknown column {column!r}{did_you_mean(column, allowed)}; "
                 f"expected filepath and any of: {', '.join(allowed)}"
             )
-    raw = _read_csv(path, dtype=str)
+    raw = _read_csv(path, dtype=object)
     raw.columns = header
     filepaths = raw["filepath"].str.strip()
     empty = (filepaths == "").to_numpy()
@@ -368,7 +374,7 @@ def apply_edits(table: pd.DataFrame, records: list[dict], classes: list[str]) ->
     """Replay journal `records` on `table` in order (last write wins); returns a new table."""
     if not records:
         return table
-    table = table.copy()
+    table = table.copy(deep=False)  # every changed column is replaced by a new array below
     rows = pd.Index(table["filepath"]).get_indexer([r["filepath"] for r in records])
     updates: dict[str, dict[int, object]] = {}
     skipped = 0

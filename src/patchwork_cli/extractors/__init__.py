@@ -1,0 +1,1 @@
+"""Pretrained feature extractors: networks that turn image pixels into feature maps."""
