@@ -35,9 +35,11 @@ from .labels import (
 from .locking import LOCK_NAME, project_lock
 
 PROJECT_FILE = "patchwork.yaml"
+FEATURES_NAME = "features.zarr"
+FAILURES_NAME = "features_failures.csv"
 REPLACED_DIR = ".replaced"
 # What `init --force` moves aside (never deletes): everything a project run leaves behind.
-PROJECT_ENTRIES = (PROJECT_FILE, LABELS_NAME, JOURNAL_NAME, "features.zarr", "models", "reports")
+PROJECT_ENTRIES = (PROJECT_FILE, LABELS_NAME, JOURNAL_NAME, FEATURES_NAME, FAILURES_NAME, "models", "reports")
 
 
 @dataclasses.dataclass

@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+
+from .project import FEATURES_NAME
+
+
+def project_status(project) -> dict:
+    """Everything `patchwork status` reports, as one JSON-ready dict."""
+    table = project.labels()
+    return {
+        "project": str(project.directory),
+        **label_summary(table, project.classes),
+        "features": feature_summary(project.directory / FEATURES_NAME, len(table)),
+    }
 
 
 def label_summary(table: pd.DataFrame, classes: list[str]) -> dict:
@@ -38,15 +52,40 @@ def label_summary(table: pd.DataFrame, classes: list[str]) -> dict:
     }
 
 
-def format_summary(project_dir: str, summary: dict) -> str:
+def feature_summary(store_path: Path, rows: int) -> dict | None:
+    """Rows extracted, failed and pending, and the extractor's name; None before any extract.
+
+    Rows appended since the last extract (the store has not grown yet) count as pending.
+    """
+    if not store_path.exists():
+        return None
+    from .features import FeatureStore  # zarr costs half a second: only when there is a store
+
+    store = FeatureStore.open(store_path)
+    if store is None:
+        return None
+    counts = store.counts()
+    counts["pending"] += max(0, rows - store.rows)
+    return {"extractor": store.identity.get("name"), **counts}
+
+
+def format_summary(summary: dict) -> str:
     """The human-readable status table."""
     labelled = summary["labelled"]
     lines = [
-        f"project     {project_dir}",
+        f"project     {summary['project']}",
         f"images      {summary['images']}  (excluded {summary['excluded']}, validation {summary['validation']})",
         f"labelled    {labelled['full']} fully, {labelled['partial']} partially, {labelled['none']} not at all",
-        "",
     ]
+    features = summary.get("features")
+    if features is None:
+        lines.append("features    not extracted yet (patchwork extract)")
+    else:
+        lines.append(
+            f"features    {features['done']} done, {features['failed']} failed, {features['pending']} pending"
+            f"  ({features['extractor']})"
+        )
+    lines.append("")
     width = max(8, *(len(name) for name in summary["classes"]))
     lines.append(f"{'class':<{width}}  {'train +':>8} {'train -':>8}  {'val +':>8} {'val -':>8}")
     for name, counts in summary["classes"].items():

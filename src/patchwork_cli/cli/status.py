@@ -10,12 +10,8 @@ from .common import JsonOption, ProjectOption, open_from
 
 
 def status(ctx: typer.Context, project: ProjectOption = None, as_json: JsonOption = False):
-    """Images, labelling progress and per-class label counts."""
-    from ..status import format_summary, label_summary
+    """Images, labelling progress, per-class label counts and extracted features."""
+    from ..status import format_summary, project_status
 
-    opened = open_from(ctx, project)
-    summary = label_summary(opened.labels(), opened.classes)
-    if as_json:
-        typer.echo(json.dumps({"project": str(opened.directory), **summary}, indent=2))
-    else:
-        typer.echo(format_summary(str(opened.directory), summary))
+    summary = project_status(open_from(ctx, project))
+    typer.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))

@@ -87,6 +87,8 @@ class _TensorRef:
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks, metadata=None):
     """Stand-in for torch._utils._rebuild_tensor_v2 (the signature torch pickles calls with)."""
+    if not isinstance(storage, _Storage):
+        raise pickle.UnpicklingError("checkpoint builds a tensor from something that is not a storage")
     return _TensorRef(storage, int(storage_offset), tuple(size), tuple(stride))
 
 
@@ -115,6 +117,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def persistent_load(self, persistent_id):
         # Several tensors can share a storage, so the same key must give the same object.
+        if not (isinstance(persistent_id, tuple) and len(persistent_id) == 6):
+            raise pickle.UnpicklingError(f"unexpected persistent id in checkpoint: {persistent_id!r}")
         kind, marker, key, _location, numel, view_metadata = persistent_id
         if kind != "storage" or not isinstance(marker, _StorageMarker):
             raise pickle.UnpicklingError(f"unexpected persistent id in checkpoint: {persistent_id!r}")

@@ -1,0 +1,49 @@
+"""patchwork extract: images to features.zarr."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from .common import JsonOption, ProjectOption, open_from, say
+
+
+def extract(
+    ctx: typer.Context,
+    model: str | None = typer.Option(
+        None, "--model", help="Extractor: efficientnet_lite0, keras:NAME or a .keras/.h5 path (default: the config's)."
+    ),
+    shard: str | None = typer.Option(
+        None, "--shard", help="K/N: only shard K of N (every N-th chunk), for N parallel processes or hosts."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a feature store made by a different extractor."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 when any image failed."),
+    from_npy: Path | None = typer.Option(
+        None, "--from-npy", help="Import pre-extracted features: a .npy with one row per labels.csv row, in order."
+    ),
+    project: ProjectOption = None,
+    as_json: JsonOption = False,
+):
+    """Run every pending image through the feature extractor into features.zarr."""
+    from ..extraction import extract as run_extract
+    from ..extraction import import_npy, parse_shard
+
+    opened = open_from(ctx, project)
+    if from_npy is not None:
+        report = import_npy(opened, from_npy, overwrite=overwrite)
+    else:
+        report = run_extract(opened, model=model, shard=parse_shard(shard), overwrite=overwrite)
+    summary = report.as_dict()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    say(
+        f"extracted {summary['processed']} image(s) with {summary['extractor']} in {summary['seconds']:.1f} s "
+        f"({summary['images_per_second']:.1f} img/s); store: {summary['done']} done, "
+        f"{summary['failed']} failed, {summary['pending']} pending"
+    )
+    if summary["failed"]:
+        say(f"warning: {summary['failed']} image(s) failed; reasons in features_failures.csv")
+        if strict:
+            raise typer.Exit(1)

@@ -1,0 +1,279 @@
+"""patchwork extract: every image of the project through the extractor into features.zarr.
+
+Resumable (only pending rows are worked on), incremental (rows appended by `add`
+are pending), shardable (shard K of N owns every N-th chunk) and reproducible: rows
+go through the model in fixed-size, zero-padded batches, so a row's features do not
+depend on which other rows shared its batch, and a resumed or sharded run writes
+exactly what one uninterrupted run writes. Images are decoded on a thread pool ahead
+of the model so inference never waits for them. TensorFlow is imported only when a
+model is really needed (not for --from-npy).
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import csv
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .atomic import atomic_write
+from .checksums import file_sha256
+from .errors import PatchworkError
+from .features import DONE, FAILED, PENDING, FeatureStore
+from .images import ImageError, load_image
+from .locking import project_lock
+from .project import FAILURES_NAME, FEATURES_NAME, Project
+
+
+@dataclass
+class ExtractReport:
+    processed: int
+    failed_now: int
+    seconds: float
+    counts: dict
+    extractor: str
+
+    def as_dict(self) -> dict:
+        rate = self.processed / self.seconds if self.seconds > 0 else 0.0
+        return {
+            "processed": self.processed,
+            "failed_now": self.failed_now,
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(rate, 2),
+            "extractor": self.extractor,
+            **self.counts,
+        }
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """'K/N' -> (K, N), shard K (1-based) of N; None -> the whole store (1, 1)."""
+    if text is None:
+        return 1, 1
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise PatchworkError(f"--shard: expected K/N such as 2/8, got {text!r}") from None
+    if not 1 <= k <= n:
+        raise PatchworkError(f"--shard: K must be between 1 and N, got {text!r}")
+    return k, n
+
+
+def extract(
+    project: Project,
+    model: str | None = None,
+    shard: tuple[int, int] = (1, 1),
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> ExtractReport:
+    """Extract the pending rows of this shard; returns what was done."""
+    from .extractors.loading import load_extractor  # TensorFlow starts here
+
+    settings = project.config.extractor
+    paths = [project.absolute_path(p) for p in project.labels()["filepath"]]
+    extractor = load_extractor(
+        model or settings.name, tuple(project.config.imshape), settings.pooling, base=project.directory
+    )
+    identity = extractor.identity(settings.dtype)
+    store = prepare_store(project, len(paths), extractor.output_shape, settings.dtype, identity, overwrite)
+
+    predict = _fixed_batch_predictor(extractor.model, settings.batch_size)
+    size, channels = extractor.imshape, extractor.channels
+    started = time.perf_counter()
+    processed, failed = _fill_chunks(
+        store,
+        _shard_chunks(store, shard),
+        lambda row: load_image(paths[row], size, channels),
+        predict,
+        settings.batch_size,
+        progress,
+    )
+    seconds = time.perf_counter() - started
+    write_failures_csv(project, store)
+    return ExtractReport(processed, failed, seconds, store.counts(), identity["name"])
+
+
+def import_npy(project: Project, npy_path: Path, overwrite: bool = False) -> ExtractReport:
+    """Fill the store from pre-extracted features, one row per labels.csv row, in order."""
+    npy_path = Path(npy_path)
+    try:
+        array = np.load(npy_path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise PatchworkError(f"{npy_path}: not a readable .npy array ({error})") from None
+    rows = len(project.labels())
+    if array.ndim < 2 or array.shape[0] != rows:
+        raise PatchworkError(
+            f"{npy_path}: shape {array.shape} does not fit the project: expected ({rows}, ...), "
+            "one row per labels.csv row, in order"
+        )
+    dtype = project.config.extractor.dtype
+    identity = {
+        "name": f"npy:{npy_path.name}",
+        "weights_sha256": file_sha256(npy_path),
+        "imshape": None,
+        "channels": None,
+        "pooling": None,
+        "output_shape": list(array.shape[1:]),
+        "dtype": dtype,
+    }
+    store = prepare_store(project, rows, tuple(array.shape[1:]), dtype, identity, overwrite)
+    started = time.perf_counter()
+    failed = 0
+    for index in range(store.chunk_count):
+        start, stop = store.chunk_bounds(index)
+        values = np.array(array[start:stop])  # a writable copy of the memory-mapped rows
+        finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+        values[~finite] = 0
+        reasons = ["" if ok else "features not finite in the .npy file" for ok in finite]
+        store.write_chunk(index, values, np.where(finite, DONE, FAILED).astype(np.uint8), reasons)
+        failed += int((~finite).sum())
+    write_failures_csv(project, store)
+    return ExtractReport(rows, failed, time.perf_counter() - started, store.counts(), identity["name"])
+
+
+def prepare_store(
+    project: Project, rows: int, row_shape: tuple[int, ...], dtype: str, identity: dict, overwrite: bool
+) -> FeatureStore:
+    """Open (or create) features.zarr for this extractor and grow it to `rows`.
+
+    A store made by a different extractor is refused unless `overwrite`, which replaces
+    it; that is idempotent, so every shard of a new extraction may pass it.
+    """
+    path = project.directory / FEATURES_NAME
+    with project_lock(project.directory, exclusive=True):
+        store = FeatureStore.open(path, writable=True)
+        if store is not None and store.identity != identity:
+            if not overwrite:
+                raise PatchworkError(
+                    f"{FEATURES_NAME} holds features from {store.identity.get('name')!r} "
+                    f"({_describe_difference(store.identity, identity)}); pass --overwrite to replace them"
+                )
+            shutil.rmtree(path)
+            store = None
+        if store is None:
+            store = FeatureStore.create(path, rows, row_shape, dtype, identity)
+        store.grow(rows)
+    return store
+
+
+def write_failures_csv(project: Project, store: FeatureStore) -> Path:
+    """features_failures.csv beside the store: row, filepath and reason of every failed row."""
+    path = project.directory / FAILURES_NAME
+    filepaths = project.labels()["filepath"]
+    with atomic_write(path, newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["row", "filepath", "reason"])
+        writer.writerows((row, filepaths.iloc[row], reason) for row, reason in store.failures())
+    return path
+
+
+def _describe_difference(old: dict, new: dict) -> str:
+    keys = [key for key in new if old.get(key) != new.get(key)]
+    return "; ".join(f"{key}: {old.get(key)!r} there, {new.get(key)!r} now" for key in keys[:2])
+
+
+def _shard_chunks(store: FeatureStore, shard: tuple[int, int]) -> list[int]:
+    k, n = shard
+    status = store.status()
+    chunks = range(k - 1, store.chunk_count, n)
+    return [c for c in chunks if (status[slice(*store.chunk_bounds(c))] == PENDING).any()]
+
+
+def _fixed_batch_predictor(model, batch_size: int) -> Callable[[np.ndarray], np.ndarray]:
+    """model.predict_on_batch on batches zero-padded to exactly `batch_size` rows.
+
+    One input shape means one compiled graph and, on the CPU, the same kernels for
+    every row, which is what makes features independent of batch companions.
+    """
+
+    def predict(pixels: np.ndarray) -> np.ndarray:
+        count = len(pixels)
+        padded = np.zeros((batch_size, *pixels.shape[1:]), dtype=np.float32)
+        padded[:count] = pixels
+        return np.asarray(model.predict_on_batch(padded))[:count]
+
+    return predict
+
+
+def _fill_chunks(store, chunks, decode, predict, batch_size, progress) -> tuple[int, int]:
+    """Decode, predict and write every pending row of `chunks`, one whole chunk at a time."""
+    status = store.status()
+    total = sum(int((status[slice(*store.chunk_bounds(c))] == PENDING).sum()) for c in chunks)
+    rows = (row for c in chunks for row in _pending_rows(store, status, c))
+    processed = failed = 0
+    with tqdm(
+        total=total, unit="img", desc="extract", disable=None if progress is None else not progress, smoothing=0.1
+    ) as bar:
+        decoded = _prefetch(decode, rows, lookahead=4 * batch_size)
+        chunk_items: list = []
+        for row, result in decoded:
+            if chunk_items and row // store.chunk_rows != chunk_items[0][0] // store.chunk_rows:
+                failed += _write_chunk(store, status, chunk_items, predict, batch_size)
+                processed += len(chunk_items)
+                bar.update(len(chunk_items))
+                chunk_items = []
+            chunk_items.append((row, result))
+        if chunk_items:
+            failed += _write_chunk(store, status, chunk_items, predict, batch_size)
+            processed += len(chunk_items)
+            bar.update(len(chunk_items))
+    return processed, failed
+
+
+def _pending_rows(store: FeatureStore, status: np.ndarray, chunk: int) -> Iterator[int]:
+    start, stop = store.chunk_bounds(chunk)
+    yield from (start + int(i) for i in np.flatnonzero(status[start:stop] == PENDING))
+
+
+def _write_chunk(store, status, items, predict, batch_size) -> int:
+    """Compute the chunk's pending rows and write the chunk whole; returns the failures."""
+    index = items[0][0] // store.chunk_rows
+    start, stop = store.chunk_bounds(index)
+    chunk_status = status[start:stop].copy()
+    done_before = (chunk_status == DONE).any()
+    features = (
+        store.features[start:stop] if done_before else np.zeros((stop - start, *store.row_shape), store.features.dtype)
+    )
+    reasons = list(store.reason_array[start:stop])
+    good = [(row, pixels) for row, pixels in items if not isinstance(pixels, ImageError)]
+    for offset in range(0, len(good), batch_size):
+        batch = good[offset : offset + batch_size]
+        outputs = predict(np.stack([pixels for _, pixels in batch]).astype(np.float32))
+        for (row, _), output in zip(batch, outputs, strict=True):
+            features[row - start] = output
+            chunk_status[row - start] = DONE
+            reasons[row - start] = ""
+    failures = [(row, error) for row, error in items if isinstance(error, ImageError)]
+    for row, error in failures:
+        chunk_status[row - start] = FAILED
+        reasons[row - start] = str(error)
+    store.write_chunk(index, features, chunk_status, reasons)
+    return len(failures)
+
+
+def _prefetch(decode, rows: Iterator[int], lookahead: int) -> Iterator[tuple[int, object]]:
+    """(row, decode(row) or its ImageError) in order, decoding up to `lookahead` rows ahead on threads."""
+
+    def safe(row):
+        try:
+            return decode(row)
+        except ImageError as error:
+            return error
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        window: collections.deque = collections.deque()
+        for row in rows:
+            window.append((row, pool.submit(safe, row)))
+            if len(window) >= lookahead:
+                done_row, future = window.popleft()
+                yield done_row, future.result()
+        while window:
+            done_row, future = window.popleft()
+            yield done_row, future.result()

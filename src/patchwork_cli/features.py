@@ -1,0 +1,115 @@
+"""features.zarr: the feature store. Row i holds the features of row i of labels.csv.
+
+A zarr group with three arrays chunked alike along rows:
+  features  (N, ...)  the extractor's output, float16 by default, zstd-compressed;
+  status    (N,)      0 pending, 1 done, 2 failed;
+  reason    (N,)      why a failed row failed ("" otherwise);
+and the extractor's identity in the group's attrs. Work is done and written a whole
+chunk at a time (zarr writes each chunk file atomically), so processes that own
+disjoint chunks never touch each other's files, and a killed run leaves every chunk
+either as it was or complete.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import ZstdCodec
+
+PENDING, DONE, FAILED = 0, 1, 2
+_CHUNK_BYTES = 8 * 2**20  # about 8 MiB of features per chunk
+
+
+def chunk_rows_for(row_shape: tuple[int, ...], dtype: str) -> int:
+    """Rows per chunk: a power of two giving chunks of about 8 MiB, between 16 and 4096 rows."""
+    row_bytes = max(1, math.prod(row_shape) * np.dtype(dtype).itemsize)
+    return int(min(4096, max(16, 2 ** math.floor(math.log2(max(1, _CHUNK_BYTES // row_bytes))))))
+
+
+class FeatureStore:
+    """An open features.zarr."""
+
+    def __init__(self, group: zarr.Group):
+        self.group = group
+        self.features = group["features"]
+        self.status_array = group["status"]
+        self.reason_array = group["reason"]
+
+    @classmethod
+    def open(cls, path: Path, writable: bool = False) -> FeatureStore | None:
+        """The store at `path`, or None when there is none yet."""
+        if not (Path(path) / "zarr.json").exists():
+            return None
+        return cls(zarr.open_group(str(path), mode="r+" if writable else "r"))
+
+    @classmethod
+    def create(cls, path: Path, rows: int, row_shape: tuple[int, ...], dtype: str, identity: dict) -> FeatureStore:
+        group = zarr.open_group(str(path), mode="w")
+        chunk = chunk_rows_for(row_shape, dtype)
+        group.create_array(
+            "features",
+            shape=(rows, *row_shape),
+            chunks=(chunk, *row_shape),
+            dtype=dtype,
+            fill_value=0,
+            compressors=[ZstdCodec(level=3, checksum=True)],
+        )
+        group.create_array("status", shape=(rows,), chunks=(chunk,), dtype="uint8", fill_value=PENDING)
+        group.create_array("reason", shape=(rows,), chunks=(chunk,), dtype=str, fill_value="")
+        group.attrs["extractor"] = identity
+        return cls(group)
+
+    @property
+    def identity(self) -> dict:
+        return dict(self.group.attrs["extractor"])
+
+    @property
+    def rows(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def chunk_rows(self) -> int:
+        return self.features.chunks[0]
+
+    @property
+    def row_shape(self) -> tuple[int, ...]:
+        return tuple(self.features.shape[1:])
+
+    def grow(self, rows: int) -> None:
+        """Make room for rows appended to labels.csv; they start pending."""
+        if rows > self.rows:
+            for array in (self.features, self.status_array, self.reason_array):
+                array.resize((rows, *array.shape[1:]))
+
+    def status(self) -> np.ndarray:
+        return self.status_array[:]
+
+    def chunk_bounds(self, index: int) -> tuple[int, int]:
+        start = index * self.chunk_rows
+        return start, min(start + self.chunk_rows, self.rows)
+
+    @property
+    def chunk_count(self) -> int:
+        return math.ceil(self.rows / self.chunk_rows)
+
+    def write_chunk(self, index: int, features: np.ndarray, status: np.ndarray, reasons: list[str]) -> None:
+        """Replace chunk `index` whole: features first, then status, so a row is only ever
+        marked done once its features are on disk."""
+        start, stop = self.chunk_bounds(index)
+        self.features[start:stop] = features
+        self.reason_array[start:stop] = np.array(reasons, dtype=object)
+        self.status_array[start:stop] = status
+
+    def counts(self) -> dict[str, int]:
+        values = np.bincount(self.status(), minlength=3)
+        return {"done": int(values[DONE]), "failed": int(values[FAILED]), "pending": int(values[PENDING])}
+
+    def failures(self) -> list[tuple[int, str]]:
+        failed = np.flatnonzero(self.status() == FAILED)
+        if not len(failed):
+            return []
+        reasons = self.reason_array[:]
+        return [(int(row), str(reasons[row])) for row in failed]

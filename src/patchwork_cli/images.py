@@ -1,0 +1,85 @@
+"""Decoding images for the model (and later the viewer): any common file in, a uint8 array out.
+
+Every failure -- unreadable, truncated, zero-byte, not an image, a decompression
+bomb -- becomes an ImageError with a short reason, so a million-image run records
+it and goes on.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# We refuse anything above Pillow's own bomb threshold ourselves (before decoding),
+# so its warning for the band just below its hard limit is noise.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+
+class ImageError(Exception):
+    """An image that cannot be used; str() is the reason recorded for it."""
+
+
+def load_image(path: str, size: tuple[int, int] | None = None, channels: int = 3) -> np.ndarray:
+    """The image at `path` as uint8 (height, width, channels), EXIF orientation applied.
+
+    `size` (height, width) resizes (bilinear, aspect not kept: the model's input is a
+    fixed rectangle). 16-bit images are scaled to 8 bits over their full range, palette
+    images expanded, and transparency composited over white.
+    """
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ImageError(f"refused: {width}x{height} pixels is over the {MAX_PIXELS:,} pixel limit")
+            if size is not None and image.format == "JPEG":
+                image.draft("RGB", (size[1], size[0]))  # let libjpeg decode at a reduced scale
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            pixels = _to_channels(image, channels)
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError("file not found") from None
+    except Image.DecompressionBombError:
+        raise ImageError("refused: decompression bomb") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError("not an image (or an unsupported format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageError(f"unreadable: {error}") from None
+    if size is not None and pixels.shape[:2] != tuple(size):
+        pixels = _resize(pixels, size)
+    return pixels
+
+
+def _to_channels(image: Image.Image, channels: int) -> np.ndarray:
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        image = Image.fromarray(_to_uint8(np.asarray(image), image.mode))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "RGB" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    image = image.convert("L" if channels == 1 else "RGB")
+    pixels = np.asarray(image, dtype=np.uint8)
+    return pixels[..., None] if channels == 1 else pixels
+
+
+def _to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    """High-bit-depth grey to 8 bits: 16-bit data over 0..65535, float data over 0..1."""
+    values = values.astype(np.float64)
+    if mode.startswith("I;16") or values.max(initial=0) > 255:
+        values = values / 65535 * 255
+    elif mode == "F" and values.max(initial=0) <= 1:
+        values = values * 255
+    return np.clip(np.round(values), 0, 255).astype(np.uint8)
+
+
+def _resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    channels = pixels.shape[2]
+    image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels)
+    resized = np.asarray(image.resize((size[1], size[0]), Image.BILINEAR), dtype=np.uint8)
+    return resized[..., None] if channels == 1 else resized
