@@ -71,18 +71,22 @@ def extract(
     model: str | None = None,
     shard: tuple[int, int] = (1, 1),
     overwrite: bool = False,
+    retry_failed: bool = False,
     progress: bool | None = None,
 ) -> ExtractReport:
-    """Extract the pending rows of this shard; returns what was done."""
+    """Extract the pending rows of this shard (and its failed ones with `retry_failed`)."""
     from .extractors.loading import load_extractor  # TensorFlow starts here
 
     settings = project.config.extractor
-    paths = [project.absolute_path(p) for p in project.labels()["filepath"]]
+    filepaths = project.labels()["filepath"].tolist()
+    paths = [project.absolute_path(p) for p in filepaths]
     extractor = load_extractor(
         model or settings.name, tuple(project.config.imshape), settings.pooling, base=project.directory
     )
     identity = extractor.identity(settings.dtype)
     store = prepare_store(project, len(paths), extractor.output_shape, settings.dtype, identity, overwrite)
+    if retry_failed:
+        store.retry_failed(_shard_chunks(store, shard, FAILED))
 
     predict = _fixed_batch_predictor(extractor.model, settings.batch_size)
     size, channels = extractor.imshape, extractor.channels
@@ -96,7 +100,7 @@ def extract(
         progress,
     )
     seconds = time.perf_counter() - started
-    write_failures_csv(project, store)
+    write_failures_csv(project.directory, store, filepaths)
     return ExtractReport(processed, failed, seconds, store.counts(), identity["name"])
 
 
@@ -107,7 +111,8 @@ def import_npy(project: Project, npy_path: Path, overwrite: bool = False) -> Ext
         array = np.load(npy_path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as error:
         raise PatchworkError(f"{npy_path}: not a readable .npy array ({error})") from None
-    rows = len(project.labels())
+    filepaths = project.labels()["filepath"].tolist()
+    rows = len(filepaths)
     if array.ndim < 2 or array.shape[0] != rows:
         raise PatchworkError(
             f"{npy_path}: shape {array.shape} does not fit the project: expected ({rows}, ...), "
@@ -134,7 +139,7 @@ def import_npy(project: Project, npy_path: Path, overwrite: bool = False) -> Ext
         reasons = ["" if ok else "features not finite in the .npy file" for ok in finite]
         store.write_chunk(index, values, np.where(finite, DONE, FAILED).astype(np.uint8), reasons)
         failed += int((~finite).sum())
-    write_failures_csv(project, store)
+    write_failures_csv(project.directory, store, filepaths)
     return ExtractReport(rows, failed, time.perf_counter() - started, store.counts(), identity["name"])
 
 
@@ -163,14 +168,13 @@ def prepare_store(
     return store
 
 
-def write_failures_csv(project: Project, store: FeatureStore) -> Path:
+def write_failures_csv(directory: Path, store: FeatureStore, filepaths: list[str]) -> Path:
     """features_failures.csv beside the store: row, filepath and reason of every failed row."""
-    path = project.directory / FAILURES_NAME
-    filepaths = project.labels()["filepath"]
+    path = directory / FAILURES_NAME
     with atomic_write(path, newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["row", "filepath", "reason"])
-        writer.writerows((row, filepaths.iloc[row], reason) for row, reason in store.failures())
+        writer.writerows((row, filepaths[row], reason) for row, reason in store.failures())
     return path
 
 
@@ -179,11 +183,12 @@ def _describe_difference(old: dict, new: dict) -> str:
     return "; ".join(f"{key}: {old.get(key)!r} there, {new.get(key)!r} now" for key in keys[:2])
 
 
-def _shard_chunks(store: FeatureStore, shard: tuple[int, int]) -> list[int]:
+def _shard_chunks(store: FeatureStore, shard: tuple[int, int], holding: int = PENDING) -> list[int]:
+    """The chunks of shard K of N (every N-th, from the (K-1)-th) with rows in state `holding`."""
     k, n = shard
     status = store.status()
     chunks = range(k - 1, store.chunk_count, n)
-    return [c for c in chunks if (status[slice(*store.chunk_bounds(c))] == PENDING).any()]
+    return [c for c in chunks if (status[slice(*store.chunk_bounds(c))] == holding).any()]
 
 
 def _fixed_batch_predictor(model, batch_size: int) -> Callable[[np.ndarray], np.ndarray]:

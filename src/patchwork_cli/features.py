@@ -103,6 +103,19 @@ class FeatureStore:
         self.reason_array[start:stop] = np.array(reasons, dtype=object)
         self.status_array[start:stop] = status
 
+    def retry_failed(self, chunks: list[int]) -> int:
+        """Mark the failed rows of `chunks` pending again (a fixed file gets another go)."""
+        retried = 0
+        for index in chunks:
+            start, stop = self.chunk_bounds(index)
+            status = self.status_array[start:stop]
+            failed = status == FAILED
+            if failed.any():
+                status[failed] = PENDING
+                self.status_array[start:stop] = status
+                retried += int(failed.sum())
+        return retried
+
     def counts(self) -> dict[str, int]:
         values = np.bincount(self.status(), minlength=3)
         return {"done": int(values[DONE]), "failed": int(values[FAILED]), "pending": int(values[PENDING])}

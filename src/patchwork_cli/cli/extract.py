@@ -20,6 +20,7 @@ def extract(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a feature store made by a different extractor."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when any image failed."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Try the images that failed before again."),
     from_npy: Path | None = typer.Option(
         None, "--from-npy", help="Import pre-extracted features: a .npy with one row per labels.csv row, in order."
     ),
@@ -34,7 +35,9 @@ def extract(
     if from_npy is not None:
         report = import_npy(opened, from_npy, overwrite=overwrite)
     else:
-        report = run_extract(opened, model=model, shard=parse_shard(shard), overwrite=overwrite)
+        report = run_extract(
+            opened, model=model, shard=parse_shard(shard), overwrite=overwrite, retry_failed=retry_failed
+        )
     summary = report.as_dict()
     if as_json:
         typer.echo(json.dumps(summary, indent=2))

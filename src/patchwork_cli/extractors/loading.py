@@ -7,8 +7,10 @@ the feature store records, so features from different extractors never mix.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +81,8 @@ def _keras_application(name: str, imshape: tuple[int, int]) -> Extractor:
         known = sorted(n for n in dir(keras.applications) if n[:1].isupper())
         raise PatchworkError(f"unknown keras application {name!r}; known: {', '.join(known)}")
     try:
-        backbone = constructor(include_top=False, weights="imagenet", input_shape=(*imshape, 3))
+        with contextlib.redirect_stdout(sys.stderr):  # Keras prints its download notice on stdout
+            backbone = constructor(include_top=False, weights="imagenet", input_shape=(*imshape, 3))
     except Exception as error:  # offline, the weight download fails in several ways
         raise PatchworkError(
             f"keras:{name}: could not get its ImageNet weights ({type(error).__name__}: {error}); "
