@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from conftest import write_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +61,9 @@ def test_light_commands_do_not_import_tensorflow(tmp_path):
         assert report["code"] in (0, None) and not report["tensorflow"], (args, report)
     (tmp_path / "e.csv").write_text("filepath,a\nimages/img_0000.png,1\n")
     assert not probe("--project", "proj", "label", "--import", "e.csv", cwd=tmp_path)["tensorflow"]
+    np.save(tmp_path / "f.npy", np.ones((3, 4), np.float32))
+    report = probe("--project", "proj", "extract", "--from-npy", "f.npy", cwd=tmp_path)
+    assert report["code"] in (0, None) and not report["tensorflow"]
 
 
 def test_help_imports_neither_tensorflow_nor_pandas(tmp_path):
