@@ -16,6 +16,7 @@ from PIL import Image, ImageOps
 # so its warning for the band just below its hard limit is noise.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+_ORIENTATION = 0x0112  # the EXIF tag
 
 
 class ImageError(Exception):
@@ -35,7 +36,10 @@ def load_image(path: str, size: tuple[int, int] | None = None, channels: int = 3
             if width * height > MAX_PIXELS:
                 raise ImageError(f"refused: {width}x{height} pixels is over the {MAX_PIXELS:,} pixel limit")
             if size is not None and image.format == "JPEG":
-                image.draft("RGB", (size[1], size[0]))  # let libjpeg decode at a reduced scale
+                # libjpeg decodes at a reduced scale; it scales the image as stored, before
+                # the EXIF rotation, so a quarter-turned image needs the target turned too.
+                turned = image.getexif().get(_ORIENTATION) in (5, 6, 7, 8)
+                image.draft("RGB", (size[0], size[1]) if turned else (size[1], size[0]))
             image.load()
             image = ImageOps.exif_transpose(image)
             pixels = _to_channels(image, channels)
@@ -55,17 +59,31 @@ def load_image(path: str, size: tuple[int, int] | None = None, channels: int = 3
 
 
 def _to_channels(image: Image.Image, channels: int) -> np.ndarray:
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        image = Image.fromarray(_to_uint8(np.asarray(image), image.mode))
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "RGB" and "transparency" in image.info):
+        image = _high_bit_depth_to_8bit(image)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode in ("RGB", "L") and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
     image = image.convert("L" if channels == 1 else "RGB")
-    pixels = np.asarray(image, dtype=np.uint8)
+    pixels = np.array(image, dtype=np.uint8)  # a writable copy, not a view of Pillow's buffer
     return pixels[..., None] if channels == 1 else pixels
+
+
+def _high_bit_depth_to_8bit(image: Image.Image) -> Image.Image:
+    """An 8-bit grey image ("LA" when a grey value is marked transparent, as 16-bit PNGs may)."""
+    values = np.asarray(image)
+    grey = Image.fromarray(_to_uint8(values, image.mode))
+    transparent = image.info.get("transparency")
+    if transparent is None:
+        return grey
+    grey = grey.convert("LA")
+    grey.putalpha(Image.fromarray(np.where(values == transparent, 0, 255).astype(np.uint8)))
+    return grey
 
 
 def _to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
