@@ -36,6 +36,9 @@ class ExtractorConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     head: str = "pool:avg"
+    kernel_size: int = field(default=3, metadata={"minimum": 1})
+    dropout: float = field(default=0.5, metadata={"minimum": 0.0})
+    batch_norm: bool = False
     output: Literal["sigmoid", "focal"] = "sigmoid"
     label_smoothing: float = field(default=0.0, metadata={"minimum": 0.0})
     focal_gamma: float = field(default=2.0, metadata={"minimum": 0.0})
