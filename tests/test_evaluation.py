@@ -34,14 +34,31 @@ nan = np.nan
 #  5   yes         no        0.3    1       0.6    0
 #  6   yes         no        0.1    -       0.7    -      (unlabelled)
 #  7   yes         yes       0.05   1       0.95   0      (excluded: would make validation AUCs defined)
-PROBABILITIES = np.array([
-    [0.9, 0.2], [0.7, 0.6], [0.4, 0.8], [nan, nan],
-    [0.8, 0.4], [0.3, 0.6], [0.1, 0.7], [0.05, 0.95],
-])
-LABELS = np.array([
-    [1, 0], [0, 1], [1, nan], [0, 1],
-    [1, 0], [1, 0], [nan, nan], [1, 0],
-], dtype=float)
+PROBABILITIES = np.array(
+    [
+        [0.9, 0.2],
+        [0.7, 0.6],
+        [0.4, 0.8],
+        [nan, nan],
+        [0.8, 0.4],
+        [0.3, 0.6],
+        [0.1, 0.7],
+        [0.05, 0.95],
+    ]
+)
+LABELS = np.array(
+    [
+        [1, 0],
+        [0, 1],
+        [1, nan],
+        [0, 1],
+        [1, 0],
+        [1, 0],
+        [nan, nan],
+        [1, 0],
+    ],
+    dtype=float,
+)
 VALIDATION = np.array([False, False, False, False, True, True, True, True])
 EXCLUDE = np.array([False] * 7 + [True])
 CLASSES = ["cat", "dog"]
@@ -61,22 +78,36 @@ def test_training_metrics_by_hand(metrics):
     # threshold .5 -> predictions 1, 1, 0: TP 1 (row 0), FP 1 (row 1), FN 1 (row 2), TN 0
     # accuracy 1/3, precision 1/2, recall 1/2, F1 1/2
     assert cat == {
-        "roc_auc": pytest.approx(0.5), "average_precision": pytest.approx(5 / 6),
-        "accuracy": pytest.approx(1 / 3), "precision": pytest.approx(0.5), "recall": pytest.approx(0.5),
-        "f1": pytest.approx(0.5), "positives": 2, "negatives": 1,
+        "roc_auc": pytest.approx(0.5),
+        "average_precision": pytest.approx(5 / 6),
+        "accuracy": pytest.approx(1 / 3),
+        "precision": pytest.approx(0.5),
+        "recall": pytest.approx(0.5),
+        "f1": pytest.approx(0.5),
+        "positives": 2,
+        "negatives": 1,
     }
     dog = metrics["train"]["classes"]["dog"]
     # dog, training cells rows 0-1 (row 2 unlabelled, row 3 no prediction): y = 0, 1; p = .2, .6
     # perfectly ranked and thresholded: everything 1, accuracy 2/2
     assert dog == {
-        "roc_auc": 1.0, "average_precision": 1.0, "accuracy": 1.0, "precision": 1.0, "recall": 1.0,
-        "f1": 1.0, "positives": 1, "negatives": 1,
+        "roc_auc": 1.0,
+        "average_precision": 1.0,
+        "accuracy": 1.0,
+        "precision": 1.0,
+        "recall": 1.0,
+        "f1": 1.0,
+        "positives": 1,
+        "negatives": 1,
     }
     # macro: mean of cat and dog
     assert metrics["train"]["macro"] == {
-        "roc_auc": pytest.approx(0.75), "average_precision": pytest.approx((5 / 6 + 1) / 2),
-        "accuracy": pytest.approx((1 / 3 + 1) / 2), "precision": pytest.approx(0.75),
-        "recall": pytest.approx(0.75), "f1": pytest.approx(0.75),
+        "roc_auc": pytest.approx(0.75),
+        "average_precision": pytest.approx((5 / 6 + 1) / 2),
+        "accuracy": pytest.approx((1 / 3 + 1) / 2),
+        "precision": pytest.approx(0.75),
+        "recall": pytest.approx(0.75),
+        "f1": pytest.approx(0.75),
     }
 
 
@@ -86,19 +117,35 @@ def test_validation_metrics_by_hand_with_undefined_ones(metrics):
     # no negatives -> ROC AUC undefined; AP with only positives: precision is 1 everywhere -> 1
     # predictions 1, 0: TP 1, FN 1 -> accuracy 1/2, precision 1/1, recall 1/2, F1 2*1*.5/1.5 = 2/3
     assert cat == {
-        "roc_auc": None, "average_precision": 1.0, "accuracy": 0.5, "precision": 1.0, "recall": 0.5,
-        "f1": pytest.approx(2 / 3), "positives": 2, "negatives": 0,
+        "roc_auc": None,
+        "average_precision": 1.0,
+        "accuracy": 0.5,
+        "precision": 1.0,
+        "recall": 0.5,
+        "f1": pytest.approx(2 / 3),
+        "positives": 2,
+        "negatives": 0,
     }
     dog = metrics["validation"]["classes"]["dog"]
     # dog, validation cells rows 4-5: y = 0, 0; p = .4, .6 -> no positives: AUC, AP, recall, F1 undefined
     # predictions 0, 1: accuracy 1/2; precision TP 0 / predicted 1 = 0
     assert dog == {
-        "roc_auc": None, "average_precision": None, "accuracy": 0.5, "precision": 0.0, "recall": None,
-        "f1": None, "positives": 0, "negatives": 2,
+        "roc_auc": None,
+        "average_precision": None,
+        "accuracy": 0.5,
+        "precision": 0.0,
+        "recall": None,
+        "f1": None,
+        "positives": 0,
+        "negatives": 2,
     }
     # macro over the classes where defined: AUC nowhere; AP, recall and F1 only cat's
     assert metrics["validation"]["macro"] == {
-        "roc_auc": None, "average_precision": 1.0, "accuracy": 0.5, "precision": 0.5, "recall": 0.5,
+        "roc_auc": None,
+        "average_precision": 1.0,
+        "accuracy": 0.5,
+        "precision": 0.5,
+        "recall": 0.5,
         "f1": pytest.approx(2 / 3),
     }
 
@@ -197,10 +244,20 @@ def test_table_without_validation_labels_says_so():
 
 def test_runs_table():
     runs = [
-        {"run_id": "20261129-073612-3f9a", "labels": 40, "val_macro_auc": None, "val_macro_ap": None,
-         "train_macro_auc": 0.99},
-        {"run_id": "20261130-080000-0b1c", "labels": 120, "val_macro_auc": 0.9123, "val_macro_ap": 0.8,
-         "train_macro_auc": 0.97},
+        {
+            "run_id": "20261129-073612-3f9a",
+            "labels": 40,
+            "val_macro_auc": None,
+            "val_macro_ap": None,
+            "train_macro_auc": 0.99,
+        },
+        {
+            "run_id": "20261130-080000-0b1c",
+            "labels": 120,
+            "val_macro_auc": 0.9123,
+            "val_macro_ap": 0.8,
+            "train_macro_auc": 0.97,
+        },
     ]
     lines = runs_table(runs).splitlines()
     assert lines[0].split() == ["run", "labels", "val", "AUC", "val", "AP", "train", "AUC"]
@@ -222,7 +279,13 @@ def _check_png(path: Path, size: tuple[int, int] | None = None) -> None:
 
 def test_safe_file_stems():
     assert safe_file_stems(["cat", "dog/wolf", "a b", "..", "A b", "ünï"]) == [
-        "cat", "dog_wolf", "a_b", "class", "A_b_2", "uni"]
+        "cat",
+        "dog_wolf",
+        "a_b",
+        "class",
+        "A_b_2",
+        "uni",
+    ]
 
 
 def test_class_histograms(tmp_path):
@@ -265,8 +328,10 @@ def test_learning_curve(tmp_path):
 
 
 def test_import_is_light():
-    code = ("import sys, patchwork_cli.evaluation; "
-            "print(sorted(m for m in ('tensorflow', 'keras', 'sklearn', 'matplotlib', 'matplotlib.pyplot') "
-            "if m in sys.modules))")
+    code = (
+        "import sys, patchwork_cli.evaluation; "
+        "print(sorted(m for m in ('tensorflow', 'keras', 'sklearn', 'matplotlib', 'matplotlib.pyplot') "
+        "if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -147,15 +147,21 @@ def format_metrics_table(metrics: dict, threshold: float = 0.5) -> str:
         return "\n".join(notes)
     names = list(metrics[parts[0]]["classes"])
     name_width = max(len("class"), len("macro"), *(len(n) for n in names))
-    columns = (("AUC", "roc_auc", 5), ("AP", "average_precision", 5), ("F1", "f1", 5),
-               ("pos", "positives", 5), ("neg", "negatives", 5))
+    columns = (
+        ("AUC", "roc_auc", 5),
+        ("AP", "average_precision", 5),
+        ("F1", "f1", 5),
+        ("pos", "positives", 5),
+        ("neg", "negatives", 5),
+    )
     group_width = sum(w for _, _, w in columns) + 2 * (len(columns) - 1)
     gap = "   "
 
     header = [" " * name_width + "".join(gap + PART_TITLES[p].ljust(group_width) for p in parts)]
     header.append(" " * name_width + "".join(gap + "-" * group_width for _ in parts))
-    header.append("class".ljust(name_width) + "".join(
-        gap + "  ".join(title.rjust(w) for title, _, w in columns) for _ in parts))
+    header.append(
+        "class".ljust(name_width) + "".join(gap + "  ".join(title.rjust(w) for title, _, w in columns) for _ in parts)
+    )
 
     def row(label: str, values_for) -> str:
         cells = []
@@ -176,8 +182,11 @@ def format_metrics_table(metrics: dict, threshold: float = 0.5) -> str:
 
 def _macro_with_counts(part_metrics: dict) -> dict:
     classes = part_metrics["classes"].values()
-    return {**part_metrics["macro"], "positives": sum(c["positives"] for c in classes),
-            "negatives": sum(c["negatives"] for c in classes)}
+    return {
+        **part_metrics["macro"],
+        "positives": sum(c["positives"] for c in classes),
+        "negatives": sum(c["negatives"] for c in classes),
+    }
 
 
 def _cell(value, width: int) -> str:
@@ -194,8 +203,13 @@ def runs_table(runs: list[dict]) -> str:
     """One line per run: id, number of labels, validation macro AUC and AP, training macro AUC."""
     if not runs:
         return "no runs yet: run 'patchwork train' first"
-    columns = (("run", "run_id"), ("labels", "labels"), ("val AUC", "val_macro_auc"),
-               ("val AP", "val_macro_ap"), ("train AUC", "train_macro_auc"))
+    columns = (
+        ("run", "run_id"),
+        ("labels", "labels"),
+        ("val AUC", "val_macro_auc"),
+        ("val AP", "val_macro_ap"),
+        ("train AUC", "train_macro_auc"),
+    )
     rows = [[_run_cell(run.get(key)) for _, key in columns] for run in runs]
     widths = [max(len(title), *(len(r[i]) for r in rows)) for i, (title, _) in enumerate(columns)]
 
@@ -257,19 +271,38 @@ def _histogram_figure(name, scores, column, parts, unlabelled):
     for ax, part in zip(axes, ("train", "validation"), strict=True):
         y_true, y_score = _cells(scores, column, parts[part])
         positives, negatives = y_score[y_true == 1], y_score[y_true == 0]
-        counts.append(f"{PART_TITLES[part]} {len(positives)}+ / {len(negatives)}\u2212" if len(y_true)
-                      else f"no {PART_TITLES[part]} labels")
+        counts.append(
+            f"{PART_TITLES[part]} {len(positives)}+ / {len(negatives)}\u2212"
+            if len(y_true)
+            else f"no {PART_TITLES[part]} labels"
+        )
         if len(unlabelled):
-            heights, _, _ = ax.hist(np.clip(unlabelled, 0, 1), bins=bins, density=True, color=UNLABELLED_COLOUR,
-                                    label=f"unlabelled ({len(unlabelled)})", zorder=1)
+            heights, _, _ = ax.hist(
+                np.clip(unlabelled, 0, 1),
+                bins=bins,
+                density=True,
+                color=UNLABELLED_COLOUR,
+                label=f"unlabelled ({len(unlabelled)})",
+                zorder=1,
+            )
             tallest = max(tallest, heights.max())
-        for values, colour, word in ((negatives, NEGATIVE_COLOUR, "negative"),
-                                     (positives, POSITIVE_COLOUR, "positive")):
+        for values, colour, word in (
+            (negatives, NEGATIVE_COLOUR, "negative"),
+            (positives, POSITIVE_COLOUR, "positive"),
+        ):
             if len(values):
                 clipped = np.clip(values, 0, 1)
                 ax.hist(clipped, bins=bins, density=True, histtype="stepfilled", color=colour, alpha=0.15, zorder=2)
-                heights, _, _ = ax.hist(clipped, bins=bins, density=True, histtype="step", color=colour,
-                                        linewidth=2, label=f"{word} ({len(values)})", zorder=3)
+                heights, _, _ = ax.hist(
+                    clipped,
+                    bins=bins,
+                    density=True,
+                    histtype="step",
+                    color=colour,
+                    linewidth=2,
+                    label=f"{word} ({len(values)})",
+                    zorder=3,
+                )
                 tallest = max(tallest, heights.max())
         ax.set_title(_panel_title(part, y_true, y_score), fontsize=11)
         ax.set_xlim(0, 1)
@@ -277,17 +310,33 @@ def _histogram_figure(name, scores, column, parts, unlabelled):
         ax.grid(axis="y", color="#EEEEEE", zorder=0)
         ax.set_axisbelow(True)
         if not len(y_true):
-            ax.text(0.5, 0.5, f"no {PART_TITLES[part]} labels", transform=ax.transAxes, ha="center",
-                    va="center", fontsize=12, color="#555555", zorder=4,
-                    bbox={"facecolor": "white", "edgecolor": "#BBBBBB", "boxstyle": "round,pad=0.4"})
+            ax.text(
+                0.5,
+                0.5,
+                f"no {PART_TITLES[part]} labels",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                fontsize=12,
+                color="#555555",
+                zorder=4,
+                bbox={"facecolor": "white", "edgecolor": "#BBBBBB", "boxstyle": "round,pad=0.4"},
+            )
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="upper center", fontsize=8.5, framealpha=0.9, ncols=3, handlelength=1.4,
-                      columnspacing=1.0, handletextpad=0.5, borderaxespad=0.3)
+            ax.legend(
+                loc="upper center",
+                fontsize=8.5,
+                framealpha=0.9,
+                ncols=3,
+                handlelength=1.4,
+                columnspacing=1.0,
+                handletextpad=0.5,
+                borderaxespad=0.3,
+            )
     # Headroom above the tallest bar so the legend (one row, at the top) never hides a bar.
     axes[0].set_ylim(0, tallest * 1.22 if tallest > 0 else 1)
     axes[0].set_ylabel("density (each group's area is 1)")
-    figure.suptitle(f"{name}: predicted probability  ({', '.join(counts)}, {len(unlabelled)} unlabelled)",
-                    fontsize=13)
+    figure.suptitle(f"{name}: predicted probability  ({', '.join(counts)}, {len(unlabelled)} unlabelled)", fontsize=13)
     return figure
 
 
@@ -314,18 +363,42 @@ def plot_learning_curve(runs: list[dict], out_path: Path) -> Path:
     scored = [r for r in counted if _finite(r.get("val_macro_auc"))]
     trained = [r for r in counted if _finite(r.get("train_macro_auc"))]
     if trained:
-        ax.plot([r["labels"] for r in trained], [r["train_macro_auc"] for r in trained], linestyle="--",
-                marker=".", color="#AAAAAA", label="training macro ROC AUC", zorder=2)
+        ax.plot(
+            [r["labels"] for r in trained],
+            [r["train_macro_auc"] for r in trained],
+            linestyle="--",
+            marker=".",
+            color="#AAAAAA",
+            label="training macro ROC AUC",
+            zorder=2,
+        )
     if scored:
         x, y = [r["labels"] for r in scored], [r["val_macro_auc"] for r in scored]
         ax.plot(x, y, marker="o", color=NEGATIVE_COLOUR, linewidth=2, label="validation macro ROC AUC", zorder=3)
         for r, (dx, dy, ha, va) in zip(scored, _label_offsets(scored), strict=True):
-            ax.annotate(f"{r['val_macro_auc']:.3f}", (r["labels"], r["val_macro_auc"]), xytext=(dx, dy),
-                        textcoords="offset points", ha=ha, va=va, fontsize=8, color="#555555", zorder=4,
-                        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 1})
+            ax.annotate(
+                f"{r['val_macro_auc']:.3f}",
+                (r["labels"], r["val_macro_auc"]),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                ha=ha,
+                va=va,
+                fontsize=8,
+                color="#555555",
+                zorder=4,
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 1},
+            )
     else:
-        ax.text(0.5, 0.5, "no run has a validation ROC AUC yet:\nmark some labelled images as validation",
-                transform=ax.transAxes, ha="center", va="center", fontsize=11, color="#555555")
+        ax.text(
+            0.5,
+            0.5,
+            "no run has a validation ROC AUC yet:\nmark some labelled images as validation",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=11,
+            color="#555555",
+        )
     values = [r["val_macro_auc"] for r in scored] + [r["train_macro_auc"] for r in trained]
     low = min(values, default=0.5)
     ax.set_ylim(0.5 if low >= 0.5 else max(0.0, low - 0.05), 1.04)

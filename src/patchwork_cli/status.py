@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import runs
 from .project import FEATURES_NAME
 
 
@@ -17,6 +18,7 @@ def project_status(project) -> dict:
         "project": str(project.directory),
         **label_summary(table, project.classes),
         "features": feature_summary(project.directory / FEATURES_NAME, len(table)),
+        "model": model_summary(project.directory),
     }
 
 
@@ -69,6 +71,20 @@ def feature_summary(store_path: Path, rows: int) -> dict | None:
     return {"extractor": store.identity.get("name"), **counts}
 
 
+def model_summary(project_dir: Path) -> dict | None:
+    """The latest run and its headline metric (validation macro ROC AUC, else training's)."""
+    run_id = runs.latest_run(project_dir)
+    if run_id is None:
+        return None
+    directory = runs.models_dir(project_dir) / run_id
+    metrics = runs.read_json(directory / runs.METRICS_FILE)
+    for part in ("validation", "train"):
+        auc = metrics.get(part, {}).get("macro", {}).get("roc_auc")
+        if auc is not None:
+            return {"run_id": run_id, "metric": f"{part} macro ROC AUC", "value": auc}
+    return {"run_id": run_id, "metric": None, "value": None}
+
+
 def format_summary(summary: dict) -> str:
     """The human-readable status table."""
     labelled = summary["labelled"]
@@ -85,6 +101,13 @@ def format_summary(summary: dict) -> str:
             f"features    {features['done']} done, {features['failed']} failed, {features['pending']} pending"
             f"  ({features['extractor']})"
         )
+    model = summary.get("model")
+    if model is None:
+        lines.append("model       none yet (patchwork train)")
+    elif model["metric"] is None:
+        lines.append(f"model       {model['run_id']}  (no labels to score it on)")
+    else:
+        lines.append(f"model       {model['run_id']}  {model['metric']} {model['value']:.3f}")
     lines.append("")
     width = max(8, *(len(name) for name in summary["classes"]))
     lines.append(f"{'class':<{width}}  {'train +':>8} {'train -':>8}  {'val +':>8} {'val -':>8}")

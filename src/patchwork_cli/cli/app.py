@@ -9,7 +9,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import PatchworkError
-from . import classes, extract, init, label, status
+from . import classes, evaluate, extract, init, label, status, train
 from .common import ProjectOption
 
 
@@ -72,6 +72,8 @@ def _main(
 app.command("init")(init.init)
 app.command("add")(init.add)
 app.command("extract")(extract.extract)
+app.command("train")(train.train)
+app.command("evaluate")(evaluate.evaluate)
 app.command("status")(status.status)
 app.command("label")(label.label)
 app.add_typer(classes.app, name="classes")

@@ -1,0 +1,30 @@
+"""patchwork evaluate: how good is a run, in numbers and pictures."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from .common import JsonOption, ProjectOption, open_from, say
+
+
+def evaluate(
+    ctx: typer.Context,
+    run: str | None = typer.Option(None, "--run", help="The run to evaluate (default: LATEST)."),
+    all_runs: bool = typer.Option(False, "--runs", help="Compare every run: one row each."),
+    project: ProjectOption = None,
+    as_json: JsonOption = False,
+):
+    """Metrics per class and macro-averaged, on validation and training rows, plus plots in reports/."""
+    from ..evaluation import format_metrics_table, runs_table
+    from ..reporting import evaluate_run, run_summaries
+
+    opened = open_from(ctx, project)
+    if all_runs:
+        summaries = run_summaries(opened)
+        typer.echo(json.dumps(summaries, indent=2) if as_json else runs_table(summaries))
+        return
+    run_id, metrics, plots = evaluate_run(opened, run)
+    typer.echo(json.dumps(metrics, indent=2) if as_json else f"run {run_id}\n" + format_metrics_table(metrics))
+    say(f"plots: {plots[0].parent}/ ({len(plots) - 1} histogram(s)), learning curve: {plots[-1]}")

@@ -1,0 +1,41 @@
+"""patchwork train: fit the head on the labels; a new run in models/."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from .common import JsonOption, ProjectOption, open_from, say
+
+
+def train(
+    ctx: typer.Context,
+    head: str | None = typer.Option(None, "--head", help="Head spec, e.g. pool:avg, mlp:256 or conv:128,p,d,r,128."),
+    if_changed: bool = typer.Option(
+        False, "--if-changed", help="Do nothing when labels, config and features are unchanged since LATEST."
+    ),
+    project: ProjectOption = None,
+    as_json: JsonOption = False,
+):
+    """Train a head on the extracted features and the labels; it becomes models/LATEST."""
+    from .. import runs
+    from ..training import is_unchanged
+    from ..training import train as run_train
+
+    opened = open_from(ctx, project)
+    if if_changed and is_unchanged(opened, head):
+        latest = runs.latest_run(opened.directory)
+        say(f"nothing to do: labels, config and features are unchanged since run {latest}")
+        if as_json:
+            typer.echo(json.dumps({"skipped": True, "run_id": latest}, indent=2))
+        return
+    report = run_train(opened, head=head)
+    auc = report.metrics["validation"]["macro"]["roc_auc"]
+    headline = f"validation macro AUC {auc:.3f}" if auc is not None else "no validation labels to score it on"
+    say(
+        f"trained run {report.run_id}: {report.epochs} epochs on {report.train_rows} labelled rows "
+        f"({report.validation_rows} validation) in {report.seconds:.1f} s; {headline}"
+    )
+    if as_json:
+        typer.echo(json.dumps({"skipped": False, **report.as_dict()}, indent=2))

@@ -1,0 +1,98 @@
+"""models/: one directory per training run, and models/LATEST naming the newest complete one.
+
+A run is written under models/.incomplete-<id>/ and renamed to models/<id>/ only when
+everything in it is on disk; LATEST is then replaced atomically. A killed train leaves
+at most a dot-directory that nothing mistakes for a run, and LATEST on the previous one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+from .atomic import atomic_write_text, fsync_directory
+from .errors import PatchworkError
+
+MODELS_NAME = "models"
+LATEST_NAME = "LATEST"
+STAGING_PREFIX = ".incomplete-"
+# The files of a run directory.
+MODEL_FILE = "model.keras"
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+CONFIG_FILE = "config.yaml"
+LABEL_COUNTS_FILE = "label_counts.json"
+PREDICTIONS_NAME = "predictions.zarr"
+EMBEDDINGS_NAME = "embeddings.zarr"
+
+
+def new_run_id() -> str:
+    """Sortable by time, unique across hosts: 20261129-073612-3f9a."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def models_dir(project_dir: Path) -> Path:
+    return Path(project_dir) / MODELS_NAME
+
+
+def staging_dir(project_dir: Path, run_id: str) -> Path:
+    path = models_dir(project_dir) / f"{STAGING_PREFIX}{run_id}"
+    path.mkdir(parents=True)
+    return path
+
+
+def publish(project_dir: Path, staging: Path, run_id: str) -> Path:
+    """Rename the finished staging directory into place, then point LATEST at it."""
+    final = models_dir(project_dir) / run_id
+    os.replace(staging, final)
+    fsync_directory(final.parent)
+    atomic_write_text(models_dir(project_dir) / LATEST_NAME, run_id + "\n")
+    return final
+
+
+def discard(staging: Path) -> None:
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def list_runs(project_dir: Path) -> list[str]:
+    """Complete runs, oldest first."""
+    directory = models_dir(project_dir)
+    if not directory.is_dir():
+        return []
+    return sorted(
+        p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / RUN_FILE).is_file()
+    )
+
+
+def latest_run(project_dir: Path) -> str | None:
+    try:
+        run_id = (models_dir(project_dir) / LATEST_NAME).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return run_id if (models_dir(project_dir) / run_id / RUN_FILE).is_file() else None
+
+
+def resolve_run(project_dir: Path, run_id: str | None) -> Path:
+    """The directory of run `run_id` (LATEST when None); a clear error listing the runs otherwise."""
+    runs = list_runs(project_dir)
+    if run_id is None:
+        run_id = latest_run(project_dir)
+        if run_id is None:
+            raise PatchworkError("no trained model yet: run 'patchwork train' first")
+    elif run_id not in runs:
+        known = ", ".join(runs) if runs else "none yet"
+        raise PatchworkError(f"unknown run {run_id!r}; runs: {known}")
+    return models_dir(project_dir) / run_id
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_json(path: Path, data: dict) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")

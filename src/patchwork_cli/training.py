@@ -1,0 +1,322 @@
+"""patchwork train: fit the head on the labelled rows' features; predict every row; write a run.
+
+Only labelled rows' features are loaded for training. Batches are drawn stratified over
+(class, value) buckets, all epochs' indices at once with numpy, and gathered inside a
+tf.data pipeline, so fitting runs at the speed of plain `model.fit` on arrays.
+Predictions and embeddings for all rows then stream chunk by chunk from the feature
+store into the run's zarr arrays, so memory stays flat as the project grows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from . import runs
+from .config import Config
+from .errors import PatchworkError
+from .features import DONE, FeatureStore
+from .project import FEATURES_NAME, Project
+from .status import label_summary
+from .tensorflow_runtime import start_tensorflow
+
+log = logging.getLogger("patchwork")
+UNLABELLED = -1.0  # how an unlabelled cell reaches the masked loss
+PREDICT_BATCH = 256
+
+
+@dataclass
+class TrainReport:
+    run_id: str
+    epochs: int
+    seconds: float
+    train_rows: int
+    validation_rows: int
+    metrics: dict
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --- stratified sampling (numpy only) -----------------------------------------------
+
+
+def stratified_indices(labels: np.ndarray, mode: str, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` row indices into `labels` (n, C; NaN = unlabelled), drawn with replacement.
+
+    `instance`: every labelled row equally likely. `class`: first a (class, value) bucket
+    uniformly, then a row within it, so rare labels are seen as often as common ones.
+    `squareroot`: buckets weighted by the square root of their size, in between.
+    """
+    if mode == "instance":
+        return rng.integers(0, len(labels), count)
+    members, sizes = _buckets(labels)
+    weights = np.sqrt(sizes) if mode == "squareroot" else np.ones(len(sizes))
+    bucket = rng.choice(len(sizes), size=count, p=weights / weights.sum())
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    position = (rng.random(count) * sizes[bucket]).astype(np.int64)
+    return members[offsets[bucket] + position]
+
+
+def _buckets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of each non-empty (class, value) bucket, concatenated, and the bucket sizes."""
+    groups = [np.flatnonzero(labels[:, c] == value) for c in range(labels.shape[1]) for value in (0, 1)]
+    groups = [g for g in groups if len(g)]
+    return np.concatenate(groups), np.array([len(g) for g in groups])
+
+
+# --- fingerprint for --if-changed ------------------------------------------------------
+
+
+def fingerprint(table: pd.DataFrame, config: Config, store: FeatureStore | None) -> str:
+    """What a run depends on: the labels, the config, and which features exist."""
+    digest = hashlib.sha256()
+    digest.update(table[config.classes].to_numpy(np.float64).tobytes())
+    digest.update(table["exclude"].to_numpy(bool).tobytes() + table["validation"].to_numpy(bool).tobytes())
+    digest.update(json.dumps(dataclasses.asdict(config), sort_keys=True).encode())
+    if store is not None:
+        digest.update(json.dumps(store.identity, sort_keys=True).encode())
+        digest.update(store.status().tobytes())
+    return digest.hexdigest()
+
+
+def is_unchanged(project: Project, head: str | None = None) -> bool:
+    """True when LATEST was trained on exactly the current labels, config and features."""
+    latest = runs.latest_run(project.directory)
+    if latest is None:
+        return False
+    recorded = runs.read_json(runs.models_dir(project.directory) / latest / runs.RUN_FILE).get("fingerprint")
+    config = _with_head(project.config, head)
+    return recorded == fingerprint(project.labels(), config, FeatureStore.open(project.directory / FEATURES_NAME))
+
+
+# --- the run ---------------------------------------------------------------------------
+
+
+def train(project: Project, head: str | None = None, progress: bool | None = None) -> TrainReport:
+    """Train a head on the current labels and publish it as a new run (LATEST)."""
+    config = _with_head(project.config, head)
+    table = project.labels()
+    store = FeatureStore.open(project.directory / FEATURES_NAME)
+    if store is None:
+        raise PatchworkError("features not extracted yet: run 'patchwork extract' first")
+    labels, has_features = _labels_and_feature_mask(table, config.classes, store)
+    usable = ~table["exclude"].to_numpy(bool) & has_features & ~np.isnan(labels).all(axis=1)
+    validation = table["validation"].to_numpy(bool)
+    train_rows, val_rows = np.flatnonzero(usable & ~validation), np.flatnonzero(usable & validation)
+    _check_labels(table, labels, has_features, train_rows, config.classes)
+
+    tf = start_tensorflow()  # only now that the inputs are known to be good
+    import keras
+
+    from .evaluation import compute_metrics
+    from .modeling.heads import build_model, embedding_model
+    from .modeling.losses import masked_loss
+
+    seed = config.training.seed if config.training.seed is not None else int(np.random.default_rng().integers(2**31))
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+    started = time.perf_counter()
+    model = build_model(store.row_shape, len(config.classes), config.model)
+    model.compile(optimizer=_optimizer(config), loss=masked_loss(config.model))
+    x_train = _load_rows(store, train_rows)
+    y_train = np.nan_to_num(labels[train_rows], nan=UNLABELLED).astype(np.float32)
+    dataset = _training_dataset(x_train, y_train, labels[train_rows], config, seed)
+    fit_options = {}
+    if len(val_rows):
+        x_val = _load_rows(store, val_rows)
+        fit_options["validation_data"] = (x_val, np.nan_to_num(labels[val_rows], nan=UNLABELLED).astype(np.float32))
+        if config.training.patience is not None:
+            fit_options["callbacks"] = [
+                keras.callbacks.EarlyStopping(
+                    monitor="val_loss", patience=config.training.patience, restore_best_weights=True
+                )
+            ]
+    fit_options["callbacks"] = [*fit_options.get("callbacks", []), epoch_timer()]
+    history = model.fit(
+        dataset,
+        epochs=config.training.epochs,
+        steps_per_epoch=config.training.batches_per_epoch,
+        verbose=0,
+        **fit_options,
+    )
+    del x_train
+
+    run_id = runs.new_run_id()
+    staging = runs.staging_dir(project.directory, run_id)
+    try:
+        probabilities = _predict_all(embedding_model(model), store, len(table), has_features, staging)
+        metrics = compute_metrics(probabilities, labels, validation, table["exclude"].to_numpy(bool), config.classes)
+        seconds = time.perf_counter() - started
+        _write_run_files(
+            staging,
+            model,
+            history.history,
+            metrics,
+            table,
+            config,
+            store,
+            seed,
+            run_id,
+            len(train_rows),
+            len(val_rows),
+            seconds,
+        )
+        runs.publish(project.directory, staging, run_id)
+    except BaseException:
+        runs.discard(staging)
+        raise
+    return TrainReport(run_id, len(history.history["loss"]), round(seconds, 3), len(train_rows), len(val_rows), metrics)
+
+
+def epoch_timer():
+    """A Keras callback adding each epoch's wall time to the history as `seconds`."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs["seconds"] = time.perf_counter() - self.started
+
+    return EpochTimer()
+
+
+def _with_head(config: Config, head: str | None) -> Config:
+    if head is None:
+        return config
+    from .modeling.spec import parse_head_spec
+
+    parse_head_spec(head)  # a bad --head is an error before anything else happens
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, head=head))
+
+
+def _labels_and_feature_mask(table: pd.DataFrame, classes: list[str], store: FeatureStore):
+    labels = table[classes].to_numpy(np.float64)
+    status = store.status()
+    has_features = np.zeros(len(table), bool)
+    has_features[: min(len(status), len(table))] = status[: len(table)] == DONE
+    return labels, has_features
+
+
+def _check_labels(table, labels, has_features, train_rows, classes) -> None:
+    excluded = table["exclude"].to_numpy(bool)
+    labelled = ~np.isnan(labels).all(axis=1) & ~excluded
+    without = int((labelled & ~has_features).sum())
+    if without:
+        log.warning("%d labelled image(s) have no features (not extracted or failed) and are left out", without)
+    if not len(train_rows):
+        raise PatchworkError(
+            "no training labels: label some images that are not validation or excluded (patchwork label)"
+        )
+    train_labels = labels[train_rows]
+    for k, name in enumerate(classes):
+        for value, word in ((1, "positive"), (0, "negative")):
+            if not (train_labels[:, k] == value).any():
+                log.warning("class %r has no %s training labels; its output cannot learn it", name, word)
+
+
+def _load_rows(store: FeatureStore, rows: np.ndarray) -> np.ndarray:
+    """The features of `rows` only (zarr reads just the chunks that hold them)."""
+    return np.asarray(store.features.get_orthogonal_selection((rows,)), dtype=np.float32)
+
+
+def _training_dataset(x, y, labels, config: Config, seed: int):
+    """Every epoch's stratified batches, drawn up front, gathered in the tf.data graph."""
+    import tensorflow as tf
+
+    settings = config.training
+    total = settings.epochs * settings.batches_per_epoch * settings.batch_size
+    indices = stratified_indices(labels, settings.stratify, total, np.random.default_rng(seed))
+    x, y = tf.constant(x), tf.constant(y)
+    batches = tf.data.Dataset.from_tensor_slices(indices.reshape(-1, settings.batch_size))
+    return batches.map(lambda i: (tf.gather(x, i), tf.gather(y, i))).prefetch(2)
+
+
+def _optimizer(config: Config):
+    import keras
+
+    settings = config.training
+    rate = settings.learning_rate
+    if settings.cosine_decay_steps is not None:
+        # a fixed period: restart every cosine_decay_steps at the full rate
+        rate = keras.optimizers.schedules.CosineDecayRestarts(rate, settings.cosine_decay_steps, t_mul=1.0, m_mul=1.0)
+    decay = settings.weight_decay or None
+    if settings.optimizer == "sgd":
+        return keras.optimizers.SGD(rate, momentum=settings.momentum, weight_decay=decay)
+    return keras.optimizers.Adam(rate, weight_decay=decay)
+
+
+def _predict_all(model, store: FeatureStore, rows: int, has_features: np.ndarray, directory: Path) -> np.ndarray:
+    """Probabilities (rows, C) and embeddings for every row, a feature chunk at a time, into
+    the run's zarr arrays; NaN where a row has no features. Returns the probabilities."""
+    import zarr
+
+    embedding_width, classes = (int(o.shape[-1]) for o in model.outputs)
+    chunk = store.chunk_rows
+    probabilities = zarr.create_array(
+        str(directory / runs.PREDICTIONS_NAME),
+        shape=(rows, classes),
+        chunks=(chunk, classes),
+        dtype="float32",
+        fill_value=np.nan,
+    )
+    embeddings = zarr.create_array(
+        str(directory / runs.EMBEDDINGS_NAME),
+        shape=(rows, embedding_width),
+        chunks=(chunk, embedding_width),
+        dtype="float32",
+        fill_value=np.nan,
+    )
+    for start in range(0, min(rows, store.rows), chunk):
+        stop = min(start + chunk, rows, store.rows)
+        present = np.flatnonzero(has_features[start:stop])
+        if not len(present):
+            continue
+        features = np.asarray(store.features[start:stop], dtype=np.float32)[present]
+        embedded, predicted = model.predict(features, batch_size=PREDICT_BATCH, verbose=0)
+        block_p = np.full((stop - start, classes), np.nan, np.float32)
+        block_e = np.full((stop - start, embedding_width), np.nan, np.float32)
+        block_p[present], block_e[present] = predicted, embedded
+        probabilities[start:stop], embeddings[start:stop] = block_p, block_e
+    return probabilities[:]
+
+
+def _write_run_files(
+    directory, model, history, metrics, table, config, store, seed, run_id, train_rows, val_rows, seconds
+) -> None:
+    model.save(directory / runs.MODEL_FILE)
+    pd.DataFrame(history).rename_axis("epoch").to_csv(directory / runs.HISTORY_FILE)
+    runs.write_json(directory / runs.METRICS_FILE, metrics)
+    (directory / runs.CONFIG_FILE).write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+    counts = label_summary(table, config.classes)
+    runs.write_json(directory / runs.LABEL_COUNTS_FILE, counts)
+    runs.write_json(
+        directory / runs.RUN_FILE,
+        {
+            "run_id": run_id,
+            "classes": config.classes,
+            "head": config.model.head,
+            "output": config.model.output,
+            "seed": seed,
+            "epochs": len(history["loss"]),
+            "seconds": round(seconds, 3),
+            "rows": len(table),
+            "train_rows": train_rows,
+            "validation_rows": val_rows,
+            "labelled_images": counts["labelled"]["full"] + counts["labelled"]["partial"],
+            "features": store.identity,
+            "fingerprint": fingerprint(table, config, store),
+        },
+    )
