@@ -134,8 +134,10 @@ def train(project: Project, head: str | None = None, progress: bool | None = Non
     dataset = _training_dataset(x_train, y_train, labels[train_rows], config, seed)
     fit_options = {}
     if len(val_rows):
-        x_val = _load_rows(store, val_rows)
-        fit_options["validation_data"] = (x_val, np.nan_to_num(labels[val_rows], nan=UNLABELLED).astype(np.float32))
+        y_val = np.nan_to_num(labels[val_rows], nan=UNLABELLED).astype(np.float32)
+        fit_options["validation_data"] = _quiet_dataset(
+            tf.data.Dataset.from_tensor_slices((_load_rows(store, val_rows), y_val)).batch(PREDICT_BATCH)
+        )
         if config.training.patience is not None:
             fit_options["callbacks"] = [
                 keras.callbacks.EarlyStopping(
@@ -147,6 +149,7 @@ def train(project: Project, head: str | None = None, progress: bool | None = Non
         dataset,
         epochs=config.training.epochs,
         steps_per_epoch=config.training.batches_per_epoch,
+        shuffle=False,  # the stratified draw is already random
         verbose=0,
         **fit_options,
     )
@@ -241,7 +244,18 @@ def _training_dataset(x, y, labels, config: Config, seed: int):
     indices = stratified_indices(labels, settings.stratify, total, np.random.default_rng(seed))
     x, y = tf.constant(x), tf.constant(y)
     batches = tf.data.Dataset.from_tensor_slices(indices.reshape(-1, settings.batch_size))
-    return batches.map(lambda i: (tf.gather(x, i), tf.gather(y, i))).prefetch(2)
+    return _quiet_dataset(batches.map(lambda i: (tf.gather(x, i), tf.gather(y, i))).prefetch(2))
+
+
+def _quiet_dataset(dataset):
+    """tf.data's graph rewrites and autotuning buy nothing for these small pipelines, and in
+    TensorFlow 2.21 they log errors from C++ into the user's terminal: switch them off."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_optimization.apply_default_optimizations = False
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 def _optimizer(config: Config):
@@ -285,7 +299,7 @@ def _predict_all(model, store: FeatureStore, rows: int, has_features: np.ndarray
         if not len(present):
             continue
         features = np.asarray(store.features[start:stop], dtype=np.float32)[present]
-        embedded, predicted = model.predict(features, batch_size=PREDICT_BATCH, verbose=0)
+        embedded, predicted = model.predict_on_batch(features)  # a chunk is a few MiB: one batch
         block_p = np.full((stop - start, classes), np.nan, np.float32)
         block_e = np.full((stop - start, embedding_width), np.nan, np.float32)
         block_p[present], block_e[present] = predicted, embedded
