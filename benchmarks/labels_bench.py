@@ -108,10 +108,16 @@ def measure(tmp: str, rows: int, classes: int, edits: int) -> dict:
     p50, p99 = np.percentile(edit, [50, 99]) * 1000
     rewrite_ms = statistics.median(rewrite) * 1000
     return {
-        "rows": rows, "classes": classes, "edits": edits,
-        "edit_p50_ms": p50, "edit_p99_ms": p99, "rewrite_ms": rewrite_ms,
-        "rewrite_vs_edit_p50": rewrite_ms / p50, "rewrite_vs_edit_p99": rewrite_ms / p99,
-        "open_empty_s": statistics.median(open_empty), "open_pending_s": statistics.median(open_pending),
+        "rows": rows,
+        "classes": classes,
+        "edits": edits,
+        "edit_p50_ms": p50,
+        "edit_p99_ms": p99,
+        "rewrite_ms": rewrite_ms,
+        "rewrite_vs_edit_p50": rewrite_ms / p50,
+        "rewrite_vs_edit_p99": rewrite_ms / p99,
+        "open_empty_s": statistics.median(open_empty),
+        "open_pending_s": statistics.median(open_pending),
         "help_s": cli_seconds(["--help"], 5),
         "status_s": cli_seconds(["--project", str(big), "status"], 3),
         "status_tiny_s": cli_seconds(["--project", str(tiny), "status"], 5),
@@ -124,8 +130,10 @@ def verdicts(figures: dict) -> dict:
 
 def print_table(figures: dict) -> None:
     verdict = verdicts(figures)
-    print(f"label store benchmark: {figures['rows']:,} rows, {figures['classes']} classes, "
-          f"{figures['edits']:,} timed edits; status on the big project runs with {PENDING:,} journal lines")
+    print(
+        f"label store benchmark: {figures['rows']:,} rows, {figures['classes']} classes, "
+        f"{figures['edits']:,} timed edits; status on the big project runs with {PENDING:,} journal lines"
+    )
     print(f"{'measure':<36} {'value':>10}  {'target':<9} verdict")
     for key, label in LABELS.items():
         target = TARGETS.get(key, ("",))[0]
@@ -142,8 +150,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="patchwork-bench-") as tmp:
         figures = measure(tmp, args.rows, args.classes, args.edits)
     if args.json:
-        print(json.dumps({**figures, "targets": {k: t for k, (t, _) in TARGETS.items()}, "verdicts": verdicts(figures)},
-                         indent=2))
+        print(
+            json.dumps(
+                {**figures, "targets": {k: t for k, (t, _) in TARGETS.items()}, "verdicts": verdicts(figures)}, indent=2
+            )
+        )
     else:
         print_table(figures)
 

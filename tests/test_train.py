@@ -244,3 +244,38 @@ def test_real_digits_through_the_default_extractor(tmp_path):
     auc = report["metrics"]["validation"]["macro"]["roc_auc"]
     print(f"validation macro ROC AUC on real digits: {auc:.3f}")
     assert auc > 0.9
+
+
+def test_evaluate_reports_tables_plots_and_runs(tmp_path):
+    project, _ = make_project(tmp_path)
+    cli = Cli(project)
+    first = json.loads(cli("train", "--json").stdout)["run_id"]
+    result = cli("evaluate")
+    assert result.stdout.startswith(f"run {first}\n")
+    assert "macro" in result.stdout and "validation" in result.stdout
+    metrics = json.loads(cli("evaluate", "--json").stdout)
+    assert metrics["validation"]["classes"]["a"]["positives"] + metrics["validation"]["classes"]["a"]["negatives"] == 30
+    assert metrics["validation"]["macro"]["roc_auc"] > 0.85
+    report_dir = project / "reports" / first
+    assert sorted(p.name for p in report_dir.glob("*.png")) == ["hist_a.png", "hist_b.png"]
+    assert (project / "reports" / "learning_curve.png").stat().st_size > 10_000
+    (tmp_path / "more.csv").write_text("filepath,a,b\n" + "".join(f"img/{i:05d}.png,1,0\n" for i in range(80, 90)))
+    Cli(tmp_path)("--project", "proj", "label", "--import", "more.csv")
+    second = json.loads(cli("train", "--json").stdout)["run_id"]
+    table = cli("evaluate", "--runs").stdout.splitlines()
+    assert table[1].startswith(first) and table[2].startswith(second)
+    assert table[1].split()[1] == "80" and table[2].split()[1] == "90"
+    # an older run is scored against today's labels: its validation rows did not change
+    assert json.loads(cli("evaluate", "--run", first, "--json").stdout)["validation"] == metrics["validation"]
+    unknown = cli("evaluate", "--run", "nope", expect=1).stderr
+    assert f"unknown run 'nope'; runs: {first}, {second}" in unknown
+
+
+def test_evaluate_without_validation_labels_says_so(tmp_path):
+    project, _ = make_project(tmp_path, validation=0)
+    cli = Cli(project)
+    assert "no trained model yet" in cli("evaluate", expect=1).stderr
+    cli("train")
+    result = cli("evaluate")
+    assert "no validation labels" in result.stdout
+    assert json.loads(cli("evaluate", "--json").stdout)["validation"]["macro"]["roc_auc"] is None

@@ -1,0 +1,163 @@
+"""Benchmark of `patchwork extract`: throughput against the bare model, and peak memory.
+
+Setup (untimed): --images real JPEGs (photographs from skimage.data, randomly cropped,
+flipped and resized to about 640x480, quality 90) in a temp dir, and two projects with
+the default config (efficientnet_lite0, 224x224, batch 32): one over all the images
+and one over the first quarter. Then, in one run:
+
+- `patchwork extract --json` on each project as a subprocess: its own images_per_second
+  (from its JSON; TensorFlow start-up and model building are excluded), the wall time,
+  and the child's peak RSS. Peak RSS is the ru_maxrss that os.wait4 returns for that one
+  child (the kernel's high-water mark of its resident set, in KiB on Linux): exact, no
+  sampling, and unlike RUSAGE_CHILDREN not a maximum over every earlier child.
+- the model-bound rate in this process: the same extractor, all images decoded into
+  memory first with load_image, then model.predict_on_batch timed over zero-padded
+  batches of 32 after one warm-up batch.
+
+Targets: extract / model-bound >= 0.85, and the full project's peak RSS within 1.15x of
+the quarter project's (memory flat in the number of images). Exit code is 0 whatever the
+verdicts. Run it on an otherwise idle machine: other load on the cores skews the ratio.
+
+    .venv/bin/python benchmarks/extract_bench.py [--images N] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from skimage import data
+
+from patchwork_cli.project import init_project
+
+CLI = Path(sys.executable).parent / "patchwork"
+SOURCES = "chelsea coffee astronaut rocket camera immunohistochemistry hubble_deep_field retina coins moon cell"
+IMSHAPE, BATCH = (224, 224), 32
+TARGETS = {
+    "ratio": (">= 0.85", lambda v: v >= 0.85),
+    "rss_ratio": ("<= 1.15x", lambda v: v <= 1.15),
+}
+
+
+def write_images(directory: Path, count: int, rng: np.random.Generator) -> list[str]:
+    """`count` JPEGs: a random crop (60-100% per side) of a random photograph, maybe flipped, ~640x480."""
+    photos = [getattr(data, name)() for name in SOURCES.split()]
+    directory.mkdir()
+    paths = []
+    for i in range(count):
+        photo = photos[rng.integers(len(photos))]
+        h, w = (int(s * rng.uniform(0.6, 1.0)) for s in photo.shape[:2])
+        top, left = rng.integers(photo.shape[0] - h + 1), rng.integers(photo.shape[1] - w + 1)
+        image = Image.fromarray(photo[top : top + h, left : left + w])
+        if rng.random() < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        size = (int(640 * rng.uniform(0.9, 1.1)), int(480 * rng.uniform(0.9, 1.1)))
+        path = directory / f"{i:06d}.jpg"
+        image.resize(size, Image.BILINEAR).save(path, quality=90)
+        paths.append(str(path))
+    return paths
+
+
+def run_extract(project: Path) -> dict:
+    """`patchwork extract --json` on `project`: its reported rate, wall time and peak RSS."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        child = subprocess.Popen([str(CLI), "--project", str(project), "extract", "--json"], stdout=out, stderr=err)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            err.seek(0)
+            sys.exit(f"patchwork extract failed ({child.returncode}):\n{err.read().decode()[-2000:]}")
+        out.seek(0)
+        report = json.loads(out.read())
+    return {"rate": report["images_per_second"], "wall_s": wall, "rss_mib": usage.ru_maxrss / 1024}
+
+
+def model_bound_rate(paths: list[str]) -> float:
+    """Images per second of predict_on_batch alone, on pre-decoded, zero-padded batches."""
+    from patchwork_cli.extractors.loading import load_extractor
+    from patchwork_cli.images import load_image
+
+    model = load_extractor("efficientnet_lite0", IMSHAPE).model
+    pixels = np.stack([load_image(path, IMSHAPE) for path in paths])
+    model.predict_on_batch(np.zeros((BATCH, *pixels.shape[1:]), np.float32))  # warm-up: traces the graph
+    seconds = 0.0
+    for start in range(0, len(pixels), BATCH):
+        batch = pixels[start : start + BATCH]
+        padded = np.zeros((BATCH, *batch.shape[1:]), np.float32)
+        padded[: len(batch)] = batch
+        began = time.perf_counter()
+        model.predict_on_batch(padded)
+        seconds += time.perf_counter() - began
+    return len(paths) / seconds
+
+
+def measure(tmp: Path, count: int) -> dict:
+    paths = write_images(tmp / "images", count, np.random.default_rng(0))
+    logging.getLogger("patchwork").setLevel(logging.ERROR)
+    init_project(tmp / "full", images=paths, classes=["a"], cwd=tmp)
+    init_project(tmp / "quarter", images=paths[: count // 4], classes=["a"], cwd=tmp)
+    full, quarter = run_extract(tmp / "full"), run_extract(tmp / "quarter")
+    model = model_bound_rate(paths)
+    return {
+        "images": count,
+        "extract_rate": full["rate"],
+        "extract_wall_s": full["wall_s"],
+        "model_rate": model,
+        "ratio": full["rate"] / model,
+        "rss_full_mib": full["rss_mib"],
+        "rss_quarter_mib": quarter["rss_mib"],
+        "rss_ratio": full["rss_mib"] / quarter["rss_mib"],
+        "quarter_images": count // 4,
+    }
+
+
+def verdicts(figures: dict) -> dict:
+    return {key: "PASS" if passes(figures[key]) else "FAIL" for key, (_, passes) in TARGETS.items()}
+
+
+def print_table(figures: dict) -> None:
+    n, q = figures["images"], figures["quarter_images"]
+    rows = {
+        "extract_rate": f"patchwork extract, {n} images (img/s)",
+        "extract_wall_s": "  its wall time, TF start-up included (s)",
+        "model_rate": "model-bound predict_on_batch (img/s)",
+        "ratio": "extract / model-bound",
+        "rss_full_mib": f"peak RSS, {n} images (MiB)",
+        "rss_quarter_mib": f"peak RSS, {q} images (MiB)",
+        "rss_ratio": f"peak RSS {n} / {q}",
+    }
+    verdict = verdicts(figures)
+    print(f"extract benchmark: {n} JPEGs ~640x480, efficientnet_lite0 at 224x224, batch {BATCH}, {os.cpu_count()} CPUs")
+    print(f"{'measure':<42} {'value':>9}  {'target':<8} verdict")
+    for key, label in rows.items():
+        target = TARGETS.get(key, ("",))[0]
+        print(f"{label:<42} {figures[key]:>9.2f}  {target:<8} {verdict.get(key, '')}".rstrip())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="patchwork-extract-bench-") as tmp:
+        figures = measure(Path(tmp), args.images)
+    if args.json:
+        targets = {key: target for key, (target, _) in TARGETS.items()}
+        print(json.dumps({**figures, "targets": targets, "verdicts": verdicts(figures)}, indent=2))
+    else:
+        print_table(figures)
+
+
+if __name__ == "__main__":
+    main()
