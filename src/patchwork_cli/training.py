@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+import zarr
 
 from . import runs
 from .config import Config
@@ -275,24 +276,16 @@ def _optimizer(config: Config):
 def _predict_all(model, store: FeatureStore, rows: int, has_features: np.ndarray, directory: Path) -> np.ndarray:
     """Probabilities (rows, C) and embeddings for every row, a feature chunk at a time, into
     the run's zarr arrays; NaN where a row has no features. Returns the probabilities."""
-    import zarr
-
     embedding_width, classes = (int(o.shape[-1]) for o in model.outputs)
     chunk = store.chunk_rows
-    probabilities = zarr.create_array(
-        str(directory / runs.PREDICTIONS_NAME),
-        shape=(rows, classes),
-        chunks=(chunk, classes),
-        dtype="float32",
-        fill_value=np.nan,
-    )
-    embeddings = zarr.create_array(
-        str(directory / runs.EMBEDDINGS_NAME),
-        shape=(rows, embedding_width),
-        chunks=(chunk, embedding_width),
-        dtype="float32",
-        fill_value=np.nan,
-    )
+
+    def nan_array(name: str, width: int) -> zarr.Array:
+        return zarr.create_array(
+            str(directory / name), shape=(rows, width), chunks=(chunk, width), dtype="float32", fill_value=np.nan
+        )
+
+    probabilities = nan_array(runs.PREDICTIONS_NAME, classes)
+    embeddings = nan_array(runs.EMBEDDINGS_NAME, embedding_width)
     for start in range(0, min(rows, store.rows), chunk):
         stop = min(start + chunk, rows, store.rows)
         present = np.flatnonzero(has_features[start:stop])
