@@ -279,3 +279,17 @@ def test_evaluate_without_validation_labels_says_so(tmp_path):
     result = cli("evaluate")
     assert "no validation labels" in result.stdout
     assert json.loads(cli("evaluate", "--json").stdout)["validation"]["macro"]["roc_auc"] is None
+
+
+def test_sgd_with_cosine_decay_and_weight_decay(tmp_path):
+    project, _ = make_project(tmp_path, optimizer="sgd", momentum=0.9, cosine_decay_steps=20, weight_decay=0.01)
+    report = json.loads(Cli(project)("train", "--json").stdout)
+    saved = yaml.safe_load((project / "models" / report["run_id"] / "config.yaml").read_text())["training"]
+    assert saved["optimizer"] == "sgd" and saved["cosine_decay_steps"] == 20 and saved["weight_decay"] == 0.01
+    assert report["metrics"]["validation"]["macro"]["roc_auc"] > 0.7
+
+
+def test_early_stopping_on_validation_loss(tmp_path):
+    project, _ = make_project(tmp_path, epochs=80, batches_per_epoch=10, patience=2, learning_rate=0.05)
+    report = json.loads(Cli(project)("train", "--json").stdout)
+    assert report["epochs"] < 80  # validation loss stopped improving, so training stopped
