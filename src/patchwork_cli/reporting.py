@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import zarr
 
 from . import runs
 from .errors import PatchworkError
@@ -21,7 +20,7 @@ def evaluate_run(project: Project, run_id: str | None = None) -> tuple[str, dict
     directory = runs.resolve_run(project.directory, run_id)
     run = runs.read_json(directory / runs.RUN_FILE)
     table = project.labels()
-    probabilities = _predictions_for(directory, len(table))
+    probabilities = runs.read_run_array(directory, runs.PREDICTIONS_NAME, len(table))
     missing = [name for name in run["classes"] if name not in table]
     if missing:
         raise PatchworkError(f"run {directory.name} predicts class {missing[0]!r}, which the project no longer has")
@@ -53,11 +52,3 @@ def run_summaries(project: Project) -> list[dict]:
         )
     return rows
 
-
-def _predictions_for(directory: Path, rows: int) -> np.ndarray:
-    """The run's predictions, NaN-padded for rows added since it was trained."""
-    predictions = zarr.open_array(str(directory / runs.PREDICTIONS_NAME), mode="r")[:]
-    if len(predictions) < rows:
-        padding = np.full((rows - len(predictions), predictions.shape[1]), np.nan, predictions.dtype)
-        predictions = np.concatenate([predictions, padding])
-    return predictions

@@ -14,6 +14,8 @@ import secrets
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from .atomic import atomic_write_text, fsync_directory
 from .errors import PatchworkError
 
@@ -96,3 +98,16 @@ def read_json(path: Path) -> dict:
 
 def write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def read_run_array(run_dir: Path, name: str, rows: int) -> np.ndarray:
+    """A run's per-row zarr array (PREDICTIONS_NAME or EMBEDDINGS_NAME) as float32, NaN-padded
+    or cut to `rows`: images added since the run have no predictions yet. Zarr is imported
+    here so that commands which never read a run do not pay for it."""
+    import zarr
+
+    stored = zarr.open_array(str(Path(run_dir) / name), mode="r")
+    out = np.full((rows, stored.shape[1]), np.nan, np.float32)
+    present = min(rows, stored.shape[0])
+    out[:present] = stored[:present]
+    return out
