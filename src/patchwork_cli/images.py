@@ -58,6 +58,17 @@ def load_image(path: str, size: tuple[int, int] | None = None, channels: int = 3
     return pixels
 
 
+def load_display_image(path: str, max_side: int = 1600) -> np.ndarray:
+    """The image at `path` for a person to look at: RGB uint8 like load_image, aspect kept,
+    shrunk (never enlarged) to at most `max_side` pixels on its longer side so big photos draw fast."""
+    pixels = load_image(path)
+    longest = max(pixels.shape[:2])
+    if longest <= max_side:
+        return pixels
+    height, width = (max(1, round(side * max_side / longest)) for side in pixels.shape[:2])
+    return _resize(pixels, (height, width))
+
+
 def _to_channels(image: Image.Image, channels: int) -> np.ndarray:
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")

@@ -1,16 +1,31 @@
-"""patchwork label: record labels (today from a CSV; the interactive window is a later step)."""
+"""patchwork label: the labelling window over a sample or a list of paths, or edits from a CSV."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
 
+from ..errors import PatchworkError
 from .common import ProjectOption, open_from, say
 
 
 def label(
     ctx: typer.Context,
+    strategy: str | None = typer.Option(
+        None, "--strategy", "-s", help="How to choose the images (default: sampling.strategy in patchwork.yaml)."
+    ),
+    filters: list[str] = typer.Option(
+        [], "--from", help="Which rows to choose from, repeatable (AND): unlabeled (default), partial, ..."
+    ),
+    n: int | None = typer.Option(
+        None, "-n", min=1, help="How many images to label (default: sampling.n in patchwork.yaml)."
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Seed for the strategies that draw at random."),
+    paths: str | None = typer.Option(
+        None, "--paths", help="Label these images instead: a file with one path per line, or - for stdin."
+    ),
     import_file: Path | None = typer.Option(
         None,
         "--import",
@@ -19,9 +34,43 @@ def label(
     ),
     project: ProjectOption = None,
 ):
-    """Label images."""
-    if import_file is None:
-        raise typer.BadParameter("the interactive labelling window is not available yet; give --import FILE")
+    """Label images in a window (keys: 1..9,0 classes, n rest no, x exclude, v validation, arrows, ? help)."""
     opened = open_from(ctx, project)
-    count = opened.import_labels(import_file)
-    say(f"imported {count} label edit(s) from {import_file}")
+    if import_file is not None:
+        count = opened.import_labels(import_file)
+        say(f"imported {count} label edit(s) from {import_file}")
+        return
+
+    from ..labelling import LabelSession, rows_for_paths
+
+    table = opened.labels()
+    if paths is not None:
+        if strategy or filters or n or seed is not None:
+            raise typer.BadParameter("--paths chooses the images itself: drop --strategy, --from, -n and --seed")
+        source = "<stdin>" if paths == "-" else paths
+        rows = rows_for_paths(opened, table, _numbered_paths(paths), source)
+    else:
+        from ..sampling import sample
+
+        chosen = sample(opened, n or opened.config.sampling.n, strategy=strategy, filters=filters, seed=seed)
+        rows = chosen["row"].tolist()
+    if not rows:
+        say("nothing to label")
+        return
+    from .. import viewer
+
+    session = LabelSession(opened, rows, table)
+    viewer.run(session, title=f"patchwork label - {opened.directory.name}")
+    say(f"{session.edits} label edit(s) on {len(session)} image(s); labels.csv is up to date")
+
+
+def _numbered_paths(source: str) -> list[tuple[int, str]]:
+    """(line number, path) for each non-blank, non-# line of a file or stdin."""
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise PatchworkError(f"{source}: no such file or directory") from None
+    except UnicodeDecodeError as error:
+        raise PatchworkError(f"{source}: not a text list of paths (not UTF-8 at byte {error.start})") from None
+    numbered = ((number, line.strip()) for number, line in enumerate(text.splitlines(), start=1))
+    return [(number, path) for number, path in numbered if path and not path.startswith("#")]
