@@ -1,0 +1,30 @@
+"""patchwork export: a deployable model, the labels and the predictions, into one directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import ProjectOption, open_from, say
+
+
+def export(
+    ctx: typer.Context,
+    out: Path = typer.Option(..., "--out", help="The directory to export into (created if needed)."),
+    run: str | None = typer.Option(None, "--run", help="The run to export (default: LATEST)."),
+    what: str = typer.Option(
+        "model,labels,predictions", "--what", help="Comma-separated parts: model, labels, predictions."
+    ),
+    force: bool = typer.Option(False, "--force", help="Write into a directory that is not empty."),
+    project: ProjectOption = None,
+):
+    """Export the model (.keras, SavedModel, model card), labels.csv and predictions.csv; prints the paths."""
+    from ..exporting import export as run_export
+    from ..exporting import parse_parts
+
+    parts = parse_parts(what)
+    written = run_export(open_from(ctx, project), out, run, parts, force)
+    for path in written:
+        typer.echo(str(path))
+    say(f"exported {', '.join(parts)} to {out}")

@@ -1,0 +1,51 @@
+"""patchwork predict: class probabilities for images, as CSV on stdout."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import typer
+
+from .common import ProjectOption, open_from, say
+
+
+def predict(
+    ctx: typer.Context,
+    images: list[str] | None = typer.Argument(None, help="Image files, or directories (scanned for images)."),
+    listed: str | None = typer.Option(
+        None, "--images", help="A text file with one image path per line, a directory, or - for stdin."
+    ),
+    run: str | None = typer.Option(None, "--run", help="The project's run to use (default: LATEST)."),
+    model: Path | None = typer.Option(
+        None, "--model", help="An exported directory (patchwork export) to use instead of a project's run."
+    ),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per model call."),
+    project: ProjectOption = None,
+):
+    """Probabilities per class for each image: CSV (filepath, one column per class) on stdout.
+
+    Unreadable images get a row with empty cells and a warning on stderr.
+    """
+    from ..exporting import PROBABILITY_FORMAT
+    from ..predicting import exported_model, image_paths, run_model
+    from ..predicting import predict as run_predict
+
+    if model is not None and run is not None:
+        raise typer.BadParameter("give --run (a project's run) or --model (an exported directory), not both")
+    paths = image_paths(images or [], listed)
+    if not paths:
+        raise typer.BadParameter("no images: give image files or directories, or --images FILE|-")
+    network, classes = exported_model(model) if model is not None else run_model(open_from(ctx, project), run)
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(["filepath", *classes])
+    failed = 0
+    for result in run_predict(network, paths, batch_size):
+        if result.probabilities is None:
+            failed += 1
+            say(f"warning: {result.path}: {result.error}")
+            writer.writerow([result.path, *[""] * len(classes)])
+        else:
+            writer.writerow([result.path, *(PROBABILITY_FORMAT % p for p in result.probabilities)])
+    say(f"predicted {len(paths) - failed} image(s)" + (f"; {failed} unreadable (empty rows)" if failed else ""))

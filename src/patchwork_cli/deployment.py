@@ -1,0 +1,78 @@
+"""The deployable model: raw uint8 pixels in, the run's per-class probabilities out.
+
+It chains what extract and train did to an image -- pixels to float, the project's
+feature extractor (its preprocessing and pooling inside it), the rounding of the
+features to the feature store's dtype, and the run's head -- into one Keras model made
+of standard layers only, so `keras.models.load_model` needs no custom objects, and
+`Model.export` turns it into a SavedModel for TF Serving. The rounding matters: the
+head was trained on (and the run's predictions computed from) float16 features by
+default, so without it the model's outputs would drift from the run's predictions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import runs
+from .errors import PatchworkError
+from .project import Project
+from .tensorflow_runtime import start_tensorflow
+
+KERAS_FILE = "model.keras"
+SAVED_MODEL_DIR = "saved_model"
+INPUT_NAME = "pixels"
+
+
+def end_to_end_model(project: Project, run_dir: Path):
+    """The run's head behind the extractor that made its features, as one keras.Model on uint8 images."""
+    identity = runs.read_json(Path(run_dir) / runs.RUN_FILE)["features"]
+    if identity["name"].startswith("npy:"):
+        raise PatchworkError(
+            f"run {Path(run_dir).name} was trained on features imported from {identity['name'][4:]}: there is no "
+            "extractor to put in front of its head; export --what labels,predictions only"
+        )
+    start_tensorflow()
+    import keras
+
+    from .extractors.loading import DEFAULT, load_extractor
+
+    # The store records a user model by its file name only; its path is in the config.
+    spec = identity["name"] if identity["name"] == DEFAULT or identity["name"].startswith("keras:") else None
+    spec = spec or project.config.extractor.name
+    extractor = load_extractor(spec, tuple(identity["imshape"]), identity["pooling"], base=project.directory)
+    now = extractor.identity(identity["dtype"])
+    if now != identity:
+        differences = "; ".join(
+            f"{key}: {identity.get(key)!r} then, {now.get(key)!r} now" for key in identity if identity[key] != now[key]
+        )
+        raise PatchworkError(
+            f"run {Path(run_dir).name} was trained on features of another extractor than {spec!r} ({differences}); "
+            "restore the extractor the run was trained with to export it"
+        )
+    head = keras.models.load_model(Path(run_dir) / runs.MODEL_FILE, compile=False)
+
+    pixels = keras.Input((*extractor.imshape, extractor.channels), dtype="uint8", name=INPUT_NAME)
+    # Rescaling by 1 is a standard, serialisable cast: to float32 here, to the store's dtype below.
+    features = extractor.model(keras.layers.Rescaling(1.0, name="pixels_to_float")(pixels))
+    if identity["dtype"] != "float32":
+        features = keras.layers.Rescaling(1.0, dtype=identity["dtype"], name="feature_store_rounding")(features)
+    return keras.Model(pixels, head(features), name="patchwork_" + Path(run_dir).name.replace("-", "_"))
+
+
+def save_model(model, directory: Path) -> list[Path]:
+    """model.keras and the SavedModel (serving signature `serving_default`) into `directory`."""
+    keras_path, saved_path = Path(directory) / KERAS_FILE, Path(directory) / SAVED_MODEL_DIR
+    model.save(keras_path)
+    model.export(str(saved_path), verbose=False)
+    return [keras_path, saved_path]
+
+
+def load_exported(directory: Path):
+    """The model.keras of an exported directory (checked to exist before TensorFlow starts)."""
+    path = Path(directory) / KERAS_FILE
+    if not path.is_file():
+        raise PatchworkError(f"{directory}: not an exported patchwork model (no {KERAS_FILE}); see 'patchwork export'")
+    start_tensorflow()
+    import keras
+
+    return keras.models.load_model(path, compile=False)

@@ -1,0 +1,193 @@
+"""patchwork export: labels and predictions as CSV, the end-to-end model as .keras and SavedModel
+(reloaded in a fresh process), the model card, and the refusals (unknown run, non-empty directory)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+import zarr
+from conftest import Cli, snapshot, write_images
+from test_end_to_end import probe
+from test_train import make_project as make_npy_project
+
+from patchwork_cli import open_project
+
+IMSHAPE = (32, 32)
+CLASSES = ["a", "b"]
+
+
+def build_trained_project(root: Path) -> Path:
+    """A real project: 30 PNG images and one broken file, a small .keras extractor (avg-pooled,
+    float16 store), 24 labelled rows (8 for validation), one training run."""
+    keras.utils.set_random_seed(11)
+    inputs = keras.Input((*IMSHAPE, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(x)
+    keras.Model(inputs, x).save(root / "extractor.keras")
+    write_images(root / "images", 30)
+    (root / "images" / "broken.png").write_bytes(b"not a png")
+    Cli(root)("init", "proj", "--images", "images", "--classes", ",".join(CLASSES))
+    project = root / "proj"
+    config = yaml.safe_load((project / "patchwork.yaml").read_text())
+    config["imshape"] = list(IMSHAPE)
+    config["extractor"].update(name="../extractor.keras", pooling="avg", batch_size=8)
+    config["model"]["head"] = "mlp:16"
+    config["training"].update(epochs=3, batches_per_epoch=10, batch_size=8, learning_rate=0.01)
+    (project / "patchwork.yaml").write_text(yaml.safe_dump(config))
+    rng = np.random.default_rng(5)
+    edits = pd.DataFrame(
+        {
+            "filepath": [f"images/img_{i:04d}.png" for i in range(24)],
+            "a": rng.integers(0, 2, 24),
+            "b": rng.integers(0, 2, 24),
+            "validation": np.arange(24) >= 16,
+        }
+    )
+    edits.to_csv(root / "edits.csv", index=False)
+    Cli(project)("extract")
+    Cli(root)("--project", "proj", "label", "--import", "edits.csv")
+    Cli(project)("train")
+    return project
+
+
+def run_predictions(project: Path) -> np.ndarray:
+    run = (project / "models" / "LATEST").read_text().strip()
+    return zarr.open_array(str(project / "models" / run / "predictions.zarr"), mode="r")[:]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    return build_trained_project(tmp_path_factory.mktemp("export"))
+
+
+@pytest.fixture(scope="module")
+def exported(trained) -> Path:
+    Cli(trained)("export", "--out", "../deploy")
+    return trained.parent / "deploy"
+
+
+def test_export_writes_model_card_labels_and_predictions(trained, exported):
+    run_id = (trained / "models" / "LATEST").read_text().strip()
+    names = sorted(p.name for p in exported.iterdir())
+    assert names == ["labels.csv", "model.keras", "model_card.json", "model_card.md", "predictions.csv", "saved_model"]
+
+    labels = pd.read_csv(exported / "labels.csv", keep_default_na=False)
+    assert list(labels.columns) == ["filepath", "exclude", "validation", "subset", *CLASSES]
+    assert labels["filepath"][0] == "../images/broken.png"  # relative to the export directory
+    table = open_project(trained).labels()
+    assert labels["a"].replace("", np.nan).astype(float).equals(table["a"])
+
+    predictions = pd.read_csv(exported / "predictions.csv")
+    assert list(predictions.columns) == ["filepath", *CLASSES]
+    expected = run_predictions(trained)
+    assert np.isnan(expected[0]).all() and predictions.iloc[0, 1:].isna().all()  # broken.png has none
+    np.testing.assert_allclose(predictions[CLASSES].to_numpy(), expected, rtol=1e-5, equal_nan=True)
+
+    card = json.loads((exported / "model_card.json").read_text())
+    run_dir = trained / "models" / run_id
+    assert card["classes"] == CLASSES and card["input"]["shape"] == [*IMSHAPE, 3]
+    assert card["extractor"]["name"] == "extractor.keras" and card["extractor"]["pooling"] == "avg"
+    assert card["metrics"] == json.loads((run_dir / "metrics.json").read_text())
+    assert card["label_counts"] == json.loads((run_dir / "label_counts.json").read_text())
+    assert card["model"] == f"patchwork run {run_id}" and card["exported"][:4].isdigit()
+    markdown = (exported / "model_card.md").read_text()
+    assert f"# patchwork run {run_id}" in markdown and "a, b" in markdown and "macro" in markdown
+
+
+# Loads both exported forms in a fresh interpreter and prints their predictions for the images.
+RELOAD = """
+import json, sys
+import numpy as np, keras, tensorflow as tf
+from patchwork_cli.images import load_image
+directory, paths = sys.argv[1], sys.argv[2:]
+pixels = np.stack([load_image(p, (32, 32), 3) for p in paths])
+from_keras = keras.models.load_model(directory + "/model.keras").predict_on_batch(pixels)
+serving = tf.saved_model.load(directory + "/saved_model").signatures["serving_default"]
+from_saved = serving(pixels=tf.constant(pixels))["output_0"].numpy()
+print(json.dumps({"keras": np.asarray(from_keras).tolist(), "saved_model": from_saved.tolist()}))
+"""
+
+
+def test_exported_models_reproduce_the_run_in_a_fresh_process(trained, exported):
+    paths = sorted(str(p) for p in (trained.parent / "images").glob("img_*.png"))
+    result = subprocess.run(
+        [sys.executable, "-c", RELOAD, str(exported), *paths], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    outputs = json.loads(result.stdout)
+    expected = run_predictions(trained)[1:]  # row 0 is broken.png
+    for form in ("keras", "saved_model"):
+        difference = np.abs(np.array(outputs[form]) - expected).max()
+        print(f"{form}: max |exported - run| = {difference:.2e}")
+        assert difference < 1e-3, form
+
+
+def test_unknown_run_is_refused_with_the_list_of_runs(trained):
+    run_id = (trained / "models" / "LATEST").read_text().strip()
+    result = Cli(trained)("export", "--out", "../nowhere", "--run", "nope", expect=1)
+    assert result.stderr == f"error: unknown run 'nope'; runs: {run_id}\n"
+    assert not (trained.parent / "nowhere").exists()
+
+
+def test_a_non_empty_directory_needs_force(trained, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    before = snapshot(out)
+    result = Cli(trained)("export", "--out", out, "--what", "labels,predictions", expect=1)
+    assert result.stderr == f"error: {out}: directory is not empty; pass --force to write into it\n"
+    assert snapshot(out) == before and not list(tmp_path.glob(".out.export-*"))
+    written = Cli(trained)("export", "--out", out, "--what", "predictions,labels", "--force").stdout
+    assert written.splitlines() == [str(out / "labels.csv"), str(out / "predictions.csv")]
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging directory left behind
+
+
+def test_bad_what_is_a_clear_error(trained, tmp_path):
+    result = Cli(trained)("export", "--out", tmp_path / "x", "--what", "labels,weights", expect=1)
+    assert "--what: expected a comma-separated list of model, labels, predictions, got 'labels,weights'" in (
+        result.stderr
+    )
+
+
+def test_labels_round_trip_through_init(tmp_path):
+    project, _ = make_npy_project(tmp_path, rows=20, labelled=10, validation=4)
+    opened = open_project(project)
+    paths = opened.labels()["filepath"]
+    opened.label(paths[15], a=1, exclude=True)  # in the journal only: export must fold it in
+    opened.label(paths[16], b=0, validation=True)
+    Cli(project)("export", "--out", "../labels-out", "--what", "labels")
+    out = tmp_path / "labels-out"
+    Cli(out)("init", "../copy", "--labels", "labels.csv")
+    original, copy = opened.labels(), open_project(tmp_path / "copy").labels()
+    locate = lambda directory, paths: [os.path.normpath(directory / p) for p in paths]  # noqa: E731
+    assert locate(tmp_path / "copy", copy["filepath"]) == locate(project, original["filepath"])
+    pd.testing.assert_frame_equal(copy.drop(columns="filepath"), original.drop(columns="filepath"))
+    assert copy.loc[15, "a"] == 1 and copy.loc[15, "exclude"] and copy.loc[16, "validation"]
+
+
+def test_labels_and_predictions_export_without_tensorflow(tmp_path):
+    project, _ = make_npy_project(tmp_path, rows=20, labelled=10, validation=4)
+    Cli(project)("train")
+    report = probe("--project", "proj", "export", "--out", "deploy", "--what", "labels,predictions", cwd=tmp_path)
+    assert report["code"] in (0, None) and not report["tensorflow"]
+    assert len(pd.read_csv(tmp_path / "deploy" / "predictions.csv")) == 20
+
+
+def test_a_model_from_imported_features_cannot_be_exported(tmp_path):
+    project, _ = make_npy_project(tmp_path, rows=20, labelled=10, validation=4)
+    Cli(project)("train")
+    result = Cli(project)("export", "--out", "../deploy", expect=1)
+    assert "trained on features imported from features.npy" in result.stderr
+    assert "export --what labels,predictions only" in result.stderr
+    assert not (tmp_path / "deploy").exists()
