@@ -9,7 +9,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import PatchworkError
-from . import classes, evaluate, extract, init, label, status, train
+from . import classes, evaluate, export, extract, init, label, predict, sample, status, train
 from .common import ProjectOption
 
 
@@ -74,8 +74,11 @@ app.command("add")(init.add)
 app.command("extract")(extract.extract)
 app.command("train")(train.train)
 app.command("evaluate")(evaluate.evaluate)
+app.command("export")(export.export)
+app.command("predict")(predict.predict)
 app.command("status")(status.status)
 app.command("label")(label.label)
+app.command("sample")(sample.sample)
 app.add_typer(classes.app, name="classes")
 
 
