@@ -1,0 +1,64 @@
+"""patchwork sample: which images to look at next, on stdout for pipes."""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+
+import typer
+
+from .common import ProjectOption, open_from, say
+
+# The names are listed here (not imported) so that --help does not load numpy and pandas.
+STRATEGY_HELP = "random, maxent, maxent+sum, maxent:C, high:C, low:C, badge, coreset, disagree"
+FILTER_HELP = "unlabeled, partial, labeled, all, excluded, validation, unlabeled:C, contains:C, lacks:C, subset:V"
+
+
+class OutputFormat(str, enum.Enum):
+    paths = "paths"
+    csv = "csv"
+    json = "json"
+
+
+def sample(
+    ctx: typer.Context,
+    n: int | None = typer.Option(None, "-n", min=1, help="How many images (default: sampling.n in patchwork.yaml)."),
+    strategy: str | None = typer.Option(
+        None, "--strategy", "-s", help=f"{STRATEGY_HELP} (default: sampling.strategy in patchwork.yaml)."
+    ),
+    filters: list[str] = typer.Option(
+        [], "--from", help=f"Which rows, repeatable, combined with AND: {FILTER_HELP} (default: unlabeled)."
+    ),
+    seed: int | None = typer.Option(None, "--seed", help="Seed for the random strategies (random, high, low, badge)."),
+    run: str | None = typer.Option(None, "--run", help="The run whose predictions to use (default: LATEST)."),
+    output: OutputFormat = typer.Option(
+        OutputFormat.paths, "--format", help="paths: one per line; csv or json: row, filepath, score, rank."
+    ),
+    project: ProjectOption = None,
+):
+    """Choose the images to label next: filter, then score, then select.
+
+    Paths are printed so they work from the current directory (relative ones relative
+    to it, absolute ones as stored), ready for `patchwork label --paths -` or any tool.
+    """
+    from ..sampling import sample as choose_rows
+
+    opened = open_from(ctx, project)
+    chosen = choose_rows(opened, n or opened.config.sampling.n, strategy, filters, seed, run)
+    if chosen.empty:
+        say(f"nothing to sample: no row matches --from {' --from '.join(filters or ['(default)'])}")
+        return
+    chosen["filepath"] = [_from_cwd(opened.directory, path) for path in chosen["filepath"]]
+    if output is OutputFormat.paths:
+        typer.echo("\n".join(chosen["filepath"]))
+    elif output is OutputFormat.csv:
+        typer.echo(chosen.to_csv(index=False, lineterminator="\n"), nl=False)
+    else:
+        typer.echo(json.dumps(chosen.to_dict(orient="records"), indent=2))
+
+
+def _from_cwd(directory, stored: str) -> str:
+    """A stored path as the user would type it here: absolute paths as they are, relative
+    ones (relative to the project directory) made relative to the current directory."""
+    return stored if os.path.isabs(stored) else os.path.relpath(os.path.join(directory, stored))

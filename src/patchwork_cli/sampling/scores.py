@@ -1,0 +1,45 @@
+"""Score functions: one number per candidate row from a model's outputs, pure numpy.
+
+`p` is (N, C) sigmoid probabilities, one independent binary output per class
+(multi-label); `labels` is (N, C) with NaN where a class is unlabelled.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+COMBINE = ("max", "sum")
+
+
+def binary_entropy(p: np.ndarray) -> np.ndarray:
+    """Entropy in bits of each Bernoulli output (1 at p = 0.5, 0 at p = 0 or 1).
+    Uncertainty sampling, Lewis & Gale 1994; per class because the outputs are independent sigmoids."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0)
+    q = 1.0 - p
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * np.log2(p), 0.0) + np.where(q > 0, q * np.log2(q), 0.0)
+    return -terms
+
+
+def max_entropy(p: np.ndarray, combine: str = "max") -> np.ndarray:
+    """Uncertainty over all classes: the most uncertain class ("max") or the total ("sum")."""
+    entropy = binary_entropy(p)
+    return entropy.max(axis=1) if combine == "max" else entropy.sum(axis=1)
+
+
+def disagreement(p: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """How far the model is from the person's label, |p - y|, at the worst labelled class; NaN for
+    rows with no label. Likely label errors first (confident learning in its simplest form,
+    Northcutt et al. 2021)."""
+    gap = np.abs(np.asarray(p, dtype=np.float64) - labels)
+    labelled = ~np.isnan(gap)
+    worst = np.where(labelled, gap, -1.0).max(axis=1)
+    return np.where(labelled.any(axis=1), worst, np.nan)
+
+
+def hard_prediction_gradient(p: np.ndarray) -> np.ndarray:
+    """d(binary cross-entropy)/d(logit) = p - y, with y the model's own hard prediction: the
+    per-class factor of BADGE's gradient embedding (Ash et al. 2020, "Deep Batch Active
+    Learning by Diverse, Uncertain Gradient Lower Bounds")."""
+    p = np.asarray(p, dtype=np.float32)
+    return p - (p > 0.5)

@@ -1,0 +1,94 @@
+"""Selections: which k of the scored candidates to show, pure numpy.
+
+Each returns (indices into the candidates in the order chosen, the score that chose
+each). Ties go to the earlier row, so a deterministic strategy is reproducible.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .geometry import Points, nearest_squared_distance
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k highest scores, highest first (modAL's multi_argmax), in O(N) plus O(k log k)."""
+    scores = np.asarray(scores)
+    k = min(k, len(scores))
+    if k == 0:
+        return np.empty(0, dtype=np.int64), scores[:0]
+    threshold = np.partition(scores, len(scores) - k)[len(scores) - k]
+    above = np.flatnonzero(scores > threshold)
+    ties = np.flatnonzero(scores == threshold)[: k - len(above)]
+    chosen = np.sort(np.concatenate([above, ties]))
+    chosen = chosen[np.argsort(-scores[chosen], kind="stable")]
+    return chosen, scores[chosen]
+
+
+def weighted_draw(weights: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """k rows drawn without replacement with probability proportional to `weights`: the
+    top k of the keys log(u) / w (Efraimidis & Spirakis 2006, "Weighted random sampling
+    with a reservoir"). A zero weight is floored so such rows still come, last and in random order."""
+    weights = np.maximum(np.asarray(weights, dtype=np.float64), 1e-300)
+    keys = np.log(rng.random(len(weights))) / weights
+    chosen, _ = top_k(keys, k)
+    return chosen, weights[chosen]
+
+
+def random_draw(count: int, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """k rows uniformly without replacement; the score is each row's uniform key."""
+    return top_k(rng.random(count), k)
+
+
+def kmeans_pp_seeding(points, k: int, rng: np.random.Generator, centres=None) -> tuple[np.ndarray, np.ndarray]:
+    """k-means++ seeding (Arthur & Vassilvitskii 2007) as BADGE uses it (Ash et al. 2020): each
+    next point drawn with probability proportional to its squared distance to the nearest
+    centre so far. `centres` (already labelled rows) start the set; without them the first
+    pick is the point farthest from the origin (the largest gradient), as in BADGE's code.
+    The score is the squared distance at the moment of the pick."""
+    k = min(k, len(points))
+    seeded = centres is not None and len(centres) > 0
+    nearest = nearest_squared_distance(points, centres) if seeded else points.squared_norms.copy()
+    available = np.ones(len(points), dtype=bool)
+    chosen, scores = [], []
+    for step in range(k):
+        pick = _draw_proportional(nearest, available, rng) if seeded or step else int(np.argmax(nearest))
+        chosen.append(pick)
+        scores.append(float(nearest[pick]))
+        _move_closer(nearest, points, pick)
+        nearest[pick], available[pick] = 0, False  # rounding must not let a chosen point come back
+    return np.array(chosen, dtype=np.int64), np.array(scores)
+
+
+def k_center_greedy(points: Points, k: int, centres: Points | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy k-center (Sener & Savarese 2018, "Active Learning for Convolutional Neural
+    Networks: A Core-Set Approach"; Gonzalez 1985, a 2-approximation): each next point is
+    the one farthest from every centre so far. `centres` (already labelled rows) start the
+    set; without them, the mean of the points does, so the first pick is the most atypical.
+    The score is the distance (not squared) at the moment of the pick."""
+    k = min(k, len(points))
+    if centres is None or len(centres) == 0:
+        centres = Points(points.x.mean(axis=0, keepdims=True))
+    nearest = nearest_squared_distance(points, centres)
+    chosen, scores = [], []
+    for _ in range(k):
+        pick = int(np.argmax(nearest))
+        chosen.append(pick)
+        scores.append(float(np.sqrt(nearest[pick])))
+        _move_closer(nearest, points, pick)
+        nearest[pick] = -np.inf  # never again, even when every remaining distance is zero
+    return np.array(chosen, dtype=np.int64), np.array(scores)
+
+
+def _move_closer(nearest: np.ndarray, points, pick: int) -> None:
+    """Update each point's nearest-centre distance now that `pick` is a centre."""
+    np.minimum(nearest, points.squared_distances(points.take(np.array([pick])))[:, 0], out=nearest)
+
+
+def _draw_proportional(weights: np.ndarray, available: np.ndarray, rng: np.random.Generator) -> int:
+    """An index drawn with probability proportional to `weights`; uniform over the available
+    indices when every weight is zero (all the rest coincide with centres)."""
+    cumulative = np.cumsum(weights, dtype=np.float64)
+    if cumulative[-1] <= 0:
+        return int(rng.choice(np.flatnonzero(available)))
+    return int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
