@@ -12,6 +12,7 @@ import dataclasses
 import re
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -66,6 +67,12 @@ class SamplingConfig:
 
 
 @dataclass(frozen=True)
+class StorageConfig:
+    # A path (relative to the project directory) or a URL: file:///shared/x.zarr, s3://bucket/x.zarr.
+    features: str = "features.zarr"
+
+
+@dataclass(frozen=True)
 class Config:
     classes: list[str]
     imshape: list[int] = field(default_factory=lambda: [224, 224])
@@ -73,6 +80,22 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+
+
+def storage_location(directory: Path, configured: str) -> str:
+    """Where a configured store lives: an absolute local path, or a URL for fsspec.
+
+    file:// URLs become plain paths, so that zarr writes their chunks through its local
+    store (each chunk file replaced atomically) rather than through fsspec's, which
+    writes in place and leaves a torn chunk when a worker dies mid-write.
+    """
+    parsed = urllib.parse.urlsplit(configured)
+    if parsed.scheme == "file":
+        return urllib.parse.unquote(parsed.path)
+    if "://" in configured:
+        return configured
+    return str(Path(directory) / Path(configured).expanduser())
 
 
 def validate_class_name(name: str) -> str:
@@ -111,6 +134,7 @@ def parse_config(data: object, source: str) -> Config:
     if len(config.imshape) != 2 or min(config.imshape) < 1:
         raise PatchworkError(f"{source}: imshape: expected [height, width] of positive integers, got {config.imshape}")
     _check_strategy_class(config, source)
+    _check_storage(config.storage, source)
     return config
 
 
@@ -164,6 +188,17 @@ def _check_strategy_class(config: Config, source: str) -> None:
                 f"{source}: sampling.strategy: unknown class {name!r} in {strategy!r}"
                 f"{did_you_mean(name, config.classes)}; classes are {', '.join(config.classes)}"
             )
+
+
+def _check_storage(storage: StorageConfig, source: str) -> None:
+    location = storage.features
+    parsed = urllib.parse.urlsplit(location)
+    if not location.strip():
+        raise PatchworkError(f"{source}: storage.features: expected a path or URL, got {location!r}")
+    if parsed.scheme == "file" and (parsed.netloc not in ("", "localhost") or not parsed.path):
+        raise PatchworkError(
+            f"{source}: storage.features: a file URL needs an absolute path (file:///shared/x.zarr), got {location!r}"
+        )
 
 
 def _build(cls, data: dict, prefix: str, source: str):

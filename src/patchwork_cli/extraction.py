@@ -6,7 +6,8 @@ go through the model in fixed-size, zero-padded batches, so a row's features do 
 depend on which other rows shared its batch, and a resumed or sharded run writes
 exactly what one uninterrupted run writes. Images are decoded on a thread pool ahead
 of the model so inference never waits for them. TensorFlow is imported only when a
-model is really needed (not for --from-npy).
+model is really needed (not for --from-npy). With a Dask cluster, each pending chunk
+becomes a task that runs `extract_chunk` on a worker (see distributed.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import collections
 import concurrent.futures
 import csv
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,7 +30,7 @@ from .errors import PatchworkError
 from .features import DONE, FAILED, PENDING, FeatureStore
 from .images import ImageError, load_image
 from .locking import project_lock
-from .project import FAILURES_NAME, FEATURES_NAME, Project
+from .project import FAILURES_NAME, Project
 
 
 @dataclass
@@ -73,35 +73,73 @@ def extract(
     overwrite: bool = False,
     retry_failed: bool = False,
     progress: bool | None = None,
+    cluster=None,
 ) -> ExtractReport:
-    """Extract the pending rows of this shard (and its failed ones with `retry_failed`)."""
-    from .extractors.loading import load_extractor  # TensorFlow starts here
+    """Extract the pending rows of this shard (and its failed ones with `retry_failed`).
 
+    `cluster` (a distributed.ClusterSpec) runs the chunks as tasks on a Dask cluster instead
+    of in this process; the store is prepared, and the report written, here either way.
+    """
     settings = project.config.extractor
     filepaths = project.labels()["filepath"].tolist()
     paths = [project.absolute_path(p) for p in filepaths]
-    extractor = load_extractor(
-        model or settings.name, tuple(project.config.imshape), settings.pooling, base=project.directory
-    )
+    spec = ExtractorSpec(model or settings.name, tuple(project.config.imshape), settings.pooling, project.directory)
+    extractor = spec.load()  # TensorFlow starts here
     identity = extractor.identity(settings.dtype)
     store = prepare_store(project, len(paths), extractor.output_shape, settings.dtype, identity, overwrite)
     if retry_failed:
         store.retry_failed(_shard_chunks(store, shard, FAILED))
+    chunks = _shard_chunks(store, shard)
 
-    predict = _fixed_batch_predictor(extractor.model, settings.batch_size)
-    size, channels = extractor.imshape, extractor.channels
     started = time.perf_counter()
-    processed, failed = _fill_chunks(
-        store,
-        _shard_chunks(store, shard),
-        lambda row: load_image(paths[row], size, channels),
-        predict,
-        settings.batch_size,
-        progress,
-    )
+    if cluster is None:
+        status = store.status()
+        processed, failed = _fill_chunks(
+            store,
+            {c: status[slice(*store.chunk_bounds(c))] for c in chunks},
+            lambda row: load_image(paths[row], extractor.imshape, extractor.channels),
+            _fixed_batch_predictor(extractor.model, settings.batch_size),
+            settings.batch_size,
+            progress,
+        )
+    else:
+        from .distributed import extract_on_cluster
+
+        processed, failed = extract_on_cluster(
+            cluster, project.features_location, chunks, paths, spec, settings.batch_size, progress
+        )
     seconds = time.perf_counter() - started
     write_failures_csv(project.directory, store, filepaths)
     return ExtractReport(processed, failed, seconds, store.counts(), identity["name"])
+
+
+@dataclass(frozen=True)
+class ExtractorSpec:
+    """What loads an extractor: small and picklable, so a Dask worker can load its own copy."""
+
+    name: str
+    imshape: tuple[int, int]
+    pooling: str | None
+    base: Path  # the project directory, against which a relative model path is resolved
+
+    def load(self):
+        from .extractors.loading import load_extractor  # imports TensorFlow
+
+        return load_extractor(self.name, self.imshape, self.pooling, base=self.base)
+
+
+def extract_chunk(store: FeatureStore, index: int, paths: list[str], extractor, batch_size: int) -> tuple[int, int]:
+    """Decode, predict and write the pending rows of chunk `index` (`paths`: its rows' images,
+    in order): one Dask task. Returns the rows processed and failed."""
+    start, stop = store.chunk_bounds(index)
+    return _fill_chunks(
+        store,
+        {index: store.status_array[start:stop]},
+        lambda row: load_image(paths[row - start], extractor.imshape, extractor.channels),
+        _fixed_batch_predictor(extractor.model, batch_size),
+        batch_size,
+        progress=False,
+    )
 
 
 def import_npy(project: Project, npy_path: Path, overwrite: bool = False) -> ExtractReport:
@@ -146,24 +184,23 @@ def import_npy(project: Project, npy_path: Path, overwrite: bool = False) -> Ext
 def prepare_store(
     project: Project, rows: int, row_shape: tuple[int, ...], dtype: str, identity: dict, overwrite: bool
 ) -> FeatureStore:
-    """Open (or create) features.zarr for this extractor and grow it to `rows`.
+    """Open (or create) the feature store for this extractor and grow it to `rows`.
 
     A store made by a different extractor is refused unless `overwrite`, which replaces
     it; that is idempotent, so every shard of a new extraction may pass it.
     """
-    path = project.directory / FEATURES_NAME
+    location = project.features_location
     with project_lock(project.directory, exclusive=True):
-        store = FeatureStore.open(path, writable=True)
+        store = FeatureStore.open(location, writable=True)
         if store is not None and store.identity != identity:
             if not overwrite:
                 raise PatchworkError(
-                    f"{FEATURES_NAME} holds features from {store.identity.get('name')!r} "
+                    f"{project.config.storage.features} holds features from {store.identity.get('name')!r} "
                     f"({_describe_difference(store.identity, identity)}); pass --overwrite to replace them"
                 )
-            shutil.rmtree(path)
             store = None
         if store is None:
-            store = FeatureStore.create(path, rows, row_shape, dtype, identity)
+            store = FeatureStore.create(location, rows, row_shape, dtype, identity)
         store.grow(rows)
     return store
 
@@ -207,11 +244,11 @@ def _fixed_batch_predictor(model, batch_size: int) -> Callable[[np.ndarray], np.
     return predict
 
 
-def _fill_chunks(store, chunks, decode, predict, batch_size, progress) -> tuple[int, int]:
-    """Decode, predict and write every pending row of `chunks`, one whole chunk at a time."""
-    status = store.status()
-    total = sum(int((status[slice(*store.chunk_bounds(c))] == PENDING).sum()) for c in chunks)
-    rows = (row for c in chunks for row in _pending_rows(store, status, c))
+def _fill_chunks(store, statuses: dict, decode, predict, batch_size, progress) -> tuple[int, int]:
+    """Decode, predict and write every pending row of the chunks of `statuses` (chunk index ->
+    its rows' status), one whole chunk at a time. Decoding runs ahead across chunk borders."""
+    total = sum(int((status == PENDING).sum()) for status in statuses.values())
+    rows = (row for c, status in statuses.items() for row in _pending_rows(store, c, status))
     processed = failed = 0
     with tqdm(
         total=total, unit="img", desc="extract", disable=None if progress is None else not progress, smoothing=0.1
@@ -220,28 +257,28 @@ def _fill_chunks(store, chunks, decode, predict, batch_size, progress) -> tuple[
         chunk_items: list = []
         for row, result in decoded:
             if chunk_items and row // store.chunk_rows != chunk_items[0][0] // store.chunk_rows:
-                failed += _write_chunk(store, status, chunk_items, predict, batch_size)
+                failed += _write_chunk(store, statuses, chunk_items, predict, batch_size)
                 processed += len(chunk_items)
                 bar.update(len(chunk_items))
                 chunk_items = []
             chunk_items.append((row, result))
         if chunk_items:
-            failed += _write_chunk(store, status, chunk_items, predict, batch_size)
+            failed += _write_chunk(store, statuses, chunk_items, predict, batch_size)
             processed += len(chunk_items)
             bar.update(len(chunk_items))
     return processed, failed
 
 
-def _pending_rows(store: FeatureStore, status: np.ndarray, chunk: int) -> Iterator[int]:
-    start, stop = store.chunk_bounds(chunk)
-    yield from (start + int(i) for i in np.flatnonzero(status[start:stop] == PENDING))
+def _pending_rows(store: FeatureStore, chunk: int, status: np.ndarray) -> Iterator[int]:
+    start = store.chunk_bounds(chunk)[0]
+    yield from (start + int(i) for i in np.flatnonzero(status == PENDING))
 
 
-def _write_chunk(store, status, items, predict, batch_size) -> int:
+def _write_chunk(store, statuses, items, predict, batch_size) -> int:
     """Compute the chunk's pending rows and write the chunk whole; returns the failures."""
     index = items[0][0] // store.chunk_rows
     start, stop = store.chunk_bounds(index)
-    chunk_status = status[start:stop].copy()
+    chunk_status = statuses[index].copy()
     done_before = (chunk_status == DONE).any()
     features = (
         store.features[start:stop] if done_before else np.zeros((stop - start, *store.row_shape), store.features.dtype)

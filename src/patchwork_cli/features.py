@@ -8,6 +8,9 @@ and the extractor's identity in the group's attrs. Work is done and written a wh
 chunk at a time (zarr writes each chunk file atomically), so processes that own
 disjoint chunks never touch each other's files, and a killed run leaves every chunk
 either as it was or complete.
+
+A store is named by its location: a local path, or a URL that zarr opens through fsspec
+(s3://bucket/x.zarr, ...), so that workers on other hosts can write it.
 """
 
 from __future__ import annotations
@@ -39,15 +42,19 @@ class FeatureStore:
         self.reason_array = group["reason"]
 
     @classmethod
-    def open(cls, path: Path, writable: bool = False) -> FeatureStore | None:
-        """The store at `path`, or None when there is none yet."""
-        if not (Path(path) / "zarr.json").exists():
+    def open(cls, location: str | Path, writable: bool = False) -> FeatureStore | None:
+        """The store at `location` (a path or URL), or None when there is none yet."""
+        try:
+            return cls(zarr.open_group(str(location), mode="r+" if writable else "r"))
+        except FileNotFoundError:
             return None
-        return cls(zarr.open_group(str(path), mode="r+" if writable else "r"))
 
     @classmethod
-    def create(cls, path: Path, rows: int, row_shape: tuple[int, ...], dtype: str, identity: dict) -> FeatureStore:
-        group = zarr.open_group(str(path), mode="w")
+    def create(
+        cls, location: str | Path, rows: int, row_shape: tuple[int, ...], dtype: str, identity: dict
+    ) -> FeatureStore:
+        """A new, all-pending store at `location`, replacing whatever store was there."""
+        group = zarr.open_group(str(location), mode="w")
         chunk = chunk_rows_for(row_shape, dtype)
         group.create_array(
             "features",

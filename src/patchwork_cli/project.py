@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from .atomic import atomic_write_text
-from .config import Config, load_config, replace_classes, validate_class_name, validate_classes
+from .config import Config, load_config, replace_classes, storage_location, validate_class_name, validate_classes
 from .errors import PatchworkError, did_you_mean
 from .labels import (
     JOURNAL_NAME,
@@ -108,6 +108,11 @@ class Project:
 
     def absolute_path(self, stored: str) -> str:
         return os.path.join(self.directory, stored)
+
+    @property
+    def features_location(self) -> str:
+        """The feature store: features.zarr here, or where patchwork.yaml's storage.features says (a path or URL)."""
+        return storage_location(self.directory, self.config.storage.features)
 
     # --- reading ---
 

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 
 from . import runs
-from .project import FEATURES_NAME
 
 
 def project_status(project) -> dict:
@@ -17,7 +16,7 @@ def project_status(project) -> dict:
     return {
         "project": str(project.directory),
         **label_summary(table, project.classes),
-        "features": feature_summary(project.directory / FEATURES_NAME, len(table)),
+        "features": feature_summary(project.features_location, len(table)),
         "model": model_summary(project.directory),
     }
 
@@ -54,16 +53,16 @@ def label_summary(table: pd.DataFrame, classes: list[str]) -> dict:
     }
 
 
-def feature_summary(store_path: Path, rows: int) -> dict | None:
+def feature_summary(store_location: str, rows: int) -> dict | None:
     """Rows extracted, failed and pending, and the extractor's name; None before any extract.
 
     Rows appended since the last extract (the store has not grown yet) count as pending.
     """
-    if not store_path.exists():
+    if "://" not in store_location and not Path(store_location).exists():
         return None
     from .features import FeatureStore  # zarr costs half a second: only when there is a store
 
-    store = FeatureStore.open(store_path)
+    store = FeatureStore.open(store_location)
     if store is None:
         return None
     counts = store.counts()

@@ -4,7 +4,8 @@ Only labelled rows' features are loaded for training. Batches are drawn stratifi
 (class, value) buckets, all epochs' indices at once with numpy, and gathered inside a
 tf.data pipeline, so fitting runs at the speed of plain `model.fit` on arrays.
 Predictions and embeddings for all rows then stream chunk by chunk from the feature
-store into the run's zarr arrays, so memory stays flat as the project grows.
+store into the run's zarr arrays, so memory stays flat as the project grows; with a Dask
+cluster the chunks are tasks on its workers (see distributed.py).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from . import runs
 from .config import Config
 from .errors import PatchworkError
 from .features import DONE, FeatureStore
-from .project import FEATURES_NAME, Project
+from .project import Project
 from .status import label_summary
 from .tensorflow_runtime import start_tensorflow
 
@@ -83,7 +84,9 @@ def fingerprint(table: pd.DataFrame, config: Config, store: FeatureStore | None)
     digest = hashlib.sha256()
     digest.update(table[config.classes].to_numpy(np.float64).tobytes())
     digest.update(table["exclude"].to_numpy(bool).tobytes() + table["validation"].to_numpy(bool).tobytes())
-    digest.update(json.dumps(dataclasses.asdict(config), sort_keys=True).encode())
+    # where the features are stored is not what a run depends on: their identity and status are
+    settings = {key: value for key, value in dataclasses.asdict(config).items() if key != "storage"}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
     if store is not None:
         digest.update(json.dumps(store.identity, sort_keys=True).encode())
         digest.update(store.status().tobytes())
@@ -97,17 +100,20 @@ def is_unchanged(project: Project, head: str | None = None) -> bool:
         return False
     recorded = runs.read_json(runs.models_dir(project.directory) / latest / runs.RUN_FILE).get("fingerprint")
     config = _with_head(project.config, head)
-    return recorded == fingerprint(project.labels(), config, FeatureStore.open(project.directory / FEATURES_NAME))
+    return recorded == fingerprint(project.labels(), config, FeatureStore.open(project.features_location))
 
 
 # --- the run ---------------------------------------------------------------------------
 
 
-def train(project: Project, head: str | None = None, progress: bool | None = None) -> TrainReport:
-    """Train a head on the current labels and publish it as a new run (LATEST)."""
+def train(project: Project, head: str | None = None, progress: bool | None = None, cluster=None) -> TrainReport:
+    """Train a head on the current labels and publish it as a new run (LATEST).
+
+    `cluster` (a distributed.ClusterSpec) runs the prediction over all rows on a Dask cluster.
+    """
     config = _with_head(project.config, head)
     table = project.labels()
-    store = FeatureStore.open(project.directory / FEATURES_NAME)
+    store = FeatureStore.open(project.features_location)
     if store is None:
         raise PatchworkError("features not extracted yet: run 'patchwork extract' first")
     labels, has_features = _labels_and_feature_mask(table, config.classes, store)
@@ -159,7 +165,14 @@ def train(project: Project, head: str | None = None, progress: bool | None = Non
     run_id = runs.new_run_id()
     staging = runs.staging_dir(project.directory, run_id)
     try:
-        probabilities = _predict_all(embedding_model(model), store, len(table), has_features, staging)
+        model.save(staging / runs.MODEL_FILE)  # before predicting: Dask workers load it from here
+        head = embedding_model(model)
+        if cluster is None:
+            probabilities = _predict_all(head, store, len(table), has_features, staging)
+        else:
+            probabilities = _predict_all_on_cluster(
+                cluster, project.features_location, head, store, len(table), has_features, staging
+            )
         metrics = compute_metrics(probabilities, labels, validation, table["exclude"].to_numpy(bool), config.classes)
         seconds = time.perf_counter() - started
         _write_run_files(
@@ -276,34 +289,59 @@ def _optimizer(config: Config):
 def _predict_all(model, store: FeatureStore, rows: int, has_features: np.ndarray, directory: Path) -> np.ndarray:
     """Probabilities (rows, C) and embeddings for every row, a feature chunk at a time, into
     the run's zarr arrays; NaN where a row has no features. Returns the probabilities."""
+    probabilities, embeddings = _run_arrays(directory, model, rows, store.chunk_rows)
+    for start, stop in _prediction_chunks(store, rows):
+        predict_chunk(model, store, start, stop, has_features[start:stop], probabilities, embeddings)
+    return probabilities[:]
+
+
+def _predict_all_on_cluster(cluster, location: str, model, store, rows: int, has_features, directory: Path):
+    """_predict_all with each chunk a Dask task; the workers load the head from the run's model.keras."""
+    from .distributed import predict_on_cluster
+
+    probabilities, _ = _run_arrays(directory, model, rows, store.chunk_rows)
+    chunks = _prediction_chunks(store, rows)
+    predict_on_cluster(cluster, location, directory / runs.MODEL_FILE, chunks, has_features, directory)
+    return probabilities[:]
+
+
+def _run_arrays(directory: Path, model, rows: int, chunk: int) -> tuple[zarr.Array, zarr.Array]:
+    """The run's predictions (rows, C) and embeddings (rows, width) arrays, all NaN, chunked like
+    the feature store, so that each chunk of rows is one file of each: tasks never share one."""
     embedding_width, classes = (int(o.shape[-1]) for o in model.outputs)
-    chunk = store.chunk_rows
 
     def nan_array(name: str, width: int) -> zarr.Array:
         return zarr.create_array(
             str(directory / name), shape=(rows, width), chunks=(chunk, width), dtype="float32", fill_value=np.nan
         )
 
-    probabilities = nan_array(runs.PREDICTIONS_NAME, classes)
-    embeddings = nan_array(runs.EMBEDDINGS_NAME, embedding_width)
-    for start in range(0, min(rows, store.rows), chunk):
-        stop = min(start + chunk, rows, store.rows)
-        present = np.flatnonzero(has_features[start:stop])
-        if not len(present):
-            continue
-        features = np.asarray(store.features[start:stop], dtype=np.float32)[present]
-        embedded, predicted = model.predict_on_batch(features)  # a chunk is a few MiB: one batch
-        block_p = np.full((stop - start, classes), np.nan, np.float32)
-        block_e = np.full((stop - start, embedding_width), np.nan, np.float32)
-        block_p[present], block_e[present] = predicted, embedded
-        probabilities[start:stop], embeddings[start:stop] = block_p, block_e
-    return probabilities[:]
+    return nan_array(runs.PREDICTIONS_NAME, classes), nan_array(runs.EMBEDDINGS_NAME, embedding_width)
+
+
+def _prediction_chunks(store: FeatureStore, rows: int) -> list[tuple[int, int]]:
+    """(start, stop) of each feature-store chunk among the run's `rows` (images added since the
+    last extract have no features: their rows stay NaN)."""
+    end = min(rows, store.rows)
+    return [(start, min(start + store.chunk_rows, end)) for start in range(0, end, store.chunk_rows)]
+
+
+def predict_chunk(model, store: FeatureStore, start: int, stop: int, has_features, probabilities, embeddings) -> None:
+    """Embeddings and probabilities of rows start..stop (one feature chunk) that have features,
+    written over the chunk's rows of the run's arrays: one Dask task."""
+    present = np.flatnonzero(has_features)
+    if not len(present):
+        return
+    features = np.asarray(store.features[start:stop], dtype=np.float32)[present]
+    embedded, predicted = model.predict_on_batch(features)  # a chunk is a few MiB: one batch
+    block_p = np.full((stop - start, probabilities.shape[1]), np.nan, np.float32)
+    block_e = np.full((stop - start, embeddings.shape[1]), np.nan, np.float32)
+    block_p[present], block_e[present] = predicted, embedded
+    probabilities[start:stop], embeddings[start:stop] = block_p, block_e
 
 
 def _write_run_files(
     directory, model, history, metrics, table, config, store, seed, run_id, train_rows, val_rows, seconds
 ) -> None:
-    model.save(directory / runs.MODEL_FILE)
     pd.DataFrame(history).rename_axis("epoch").to_csv(directory / runs.HISTORY_FILE)
     runs.write_json(directory / runs.METRICS_FILE, metrics)
     (directory / runs.CONFIG_FILE).write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))

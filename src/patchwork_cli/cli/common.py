@@ -28,6 +28,28 @@ def open_from(ctx: typer.Context, project: Path | None):
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON report on stdout.")]
 
+# Running a command's chunks as tasks on a Dask cluster (the optional patchwork-cli[dask] extra).
+DaskOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dask",
+        metavar="ADDRESS",
+        help="Run the chunks on a Dask cluster: a scheduler address (tcp://host:8786) or 'local'.",
+    ),
+]
+WorkersOption = Annotated[
+    int | None, typer.Option("--workers", help="Worker processes of --dask local (default: one per CPU core).")
+]
+
+
+def dask_cluster(address: str | None, workers: int | None):
+    """The checked --dask/--workers options (None without them); Dask's glue is imported only then."""
+    if address is None and workers is None:
+        return None
+    from ..distributed import cluster_spec
+
+    return cluster_spec(address, workers)
+
 
 def say(message: str) -> None:
     """A message for the person (stderr), never mixed into the data on stdout."""

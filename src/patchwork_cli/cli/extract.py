@@ -1,4 +1,4 @@
-"""patchwork extract: images to features.zarr."""
+"""patchwork extract: images to the feature store (features.zarr)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .common import JsonOption, ProjectOption, open_from, say
+from .common import DaskOption, JsonOption, ProjectOption, WorkersOption, dask_cluster, open_from, say
 
 
 def extract(
@@ -24,19 +24,30 @@ def extract(
     from_npy: Path | None = typer.Option(
         None, "--from-npy", help="Import pre-extracted features: a .npy with one row per labels.csv row, in order."
     ),
+    dask: DaskOption = None,
+    workers: WorkersOption = None,
     project: ProjectOption = None,
     as_json: JsonOption = False,
 ):
     """Run every pending image through the feature extractor into features.zarr."""
+    from ..errors import PatchworkError
     from ..extraction import extract as run_extract
     from ..extraction import import_npy, parse_shard
 
+    cluster = dask_cluster(dask, workers)
     opened = open_from(ctx, project)
     if from_npy is not None:
+        if cluster is not None:
+            raise PatchworkError("--dask: not with --from-npy, which copies an array in this process")
         report = import_npy(opened, from_npy, overwrite=overwrite)
     else:
         report = run_extract(
-            opened, model=model, shard=parse_shard(shard), overwrite=overwrite, retry_failed=retry_failed
+            opened,
+            model=model,
+            shard=parse_shard(shard),
+            overwrite=overwrite,
+            retry_failed=retry_failed,
+            cluster=cluster,
         )
     summary = report.as_dict()
     if as_json:

@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from .common import JsonOption, ProjectOption, open_from, say
+from .common import DaskOption, JsonOption, ProjectOption, WorkersOption, dask_cluster, open_from, say
 
 
 def train(
@@ -15,6 +15,8 @@ def train(
     if_changed: bool = typer.Option(
         False, "--if-changed", help="Do nothing when labels, config and features are unchanged since LATEST."
     ),
+    dask: DaskOption = None,
+    workers: WorkersOption = None,
     project: ProjectOption = None,
     as_json: JsonOption = False,
 ):
@@ -23,6 +25,7 @@ def train(
     from ..training import is_unchanged
     from ..training import train as run_train
 
+    cluster = dask_cluster(dask, workers)
     opened = open_from(ctx, project)
     if if_changed and is_unchanged(opened, head):
         latest = runs.latest_run(opened.directory)
@@ -30,7 +33,7 @@ def train(
         if as_json:
             typer.echo(json.dumps({"skipped": True, "run_id": latest}, indent=2))
         return
-    report = run_train(opened, head=head)
+    report = run_train(opened, head=head, cluster=cluster)
     auc = report.metrics["validation"]["macro"]["roc_auc"]
     headline = f"validation macro AUC {auc:.3f}" if auc is not None else "no validation labels to score it on"
     say(

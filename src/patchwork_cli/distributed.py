@@ -1,0 +1,205 @@
+"""Extraction and prediction as Dask tasks: the glue between patchwork and dask.distributed.
+
+Imported only when a command is given --dask, and Dask is imported only inside it, so the
+base install never needs Dask. The command's own process coordinates: it prepares the
+store and picks the chunks exactly as a single-process run does, submits one task per
+chunk, and gathers what the tasks report. A task works on one whole chunk of the store
+(and of the run's arrays), the unit zarr writes atomically, so tasks never touch each
+other's files, and a task that is run twice (the scheduler retries the tasks of a worker
+that died) writes the same bytes again. Each worker process loads its extractor or head
+model on its first task and keeps it for the next ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .errors import PatchworkError
+from .features import PENDING, FeatureStore
+
+INSTALL_HINT = "pip install 'patchwork-cli[dask]'"
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Where the tasks run: `local` (a LocalCluster of `workers` processes) or a scheduler address."""
+
+    address: str
+    workers: int | None = None
+
+
+def cluster_spec(address: str | None, workers: int | None) -> ClusterSpec | None:
+    """The --dask and --workers options, checked; None without --dask."""
+    if address is None:
+        if workers is not None:
+            raise PatchworkError("--workers: only with --dask local")
+        return None
+    if workers is not None and address != "local":
+        raise PatchworkError(f"--workers: only with --dask local; the cluster at {address} has the workers it has")
+    if workers is not None and workers < 1:
+        raise PatchworkError(f"--workers: expected at least 1, got {workers}")
+    try:
+        import dask.distributed  # noqa: F401  (checked now, before any work is done)
+    except ImportError:
+        raise PatchworkError(f"--dask needs Dask, which is not installed: {INSTALL_HINT}") from None
+    return ClusterSpec(address, workers)
+
+
+@contextlib.contextmanager
+def connect(spec: ClusterSpec) -> Iterator:
+    """A dask.distributed Client for `spec`; a LocalCluster is started here and stopped after."""
+    from dask.distributed import Client, LocalCluster
+
+    if spec.address != "local":
+        try:
+            client = Client(spec.address, timeout="20s")
+        except (OSError, ValueError) as error:
+            raise PatchworkError(f"--dask {spec.address}: no Dask scheduler answered there ({error})") from None
+        with client:
+            yield client
+        return
+    # One thread per worker process: TensorFlow runs its own thread pool inside each task,
+    # and Dask threads would only run several models side by side in one process.
+    with (
+        LocalCluster(
+            n_workers=spec.workers or os.cpu_count() or 1,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+# --- the coordinating side ------------------------------------------------------------------
+
+
+def extract_on_cluster(
+    spec: ClusterSpec, location: str, chunks: list[int], paths: list[str], extractor, batch_size: int, progress
+) -> tuple[int, int]:
+    """extraction.extract_chunk for every chunk of `chunks` as Dask tasks; (processed, failed)."""
+    store = FeatureStore.open(location)
+    status = store.status()
+    pending = sum(int((status[slice(*store.chunk_bounds(c))] == PENDING).sum()) for c in chunks)
+    with connect(spec) as client:
+        futures = []
+        for index in chunks:
+            start, stop = store.chunk_bounds(index)
+            futures.append(
+                client.submit(
+                    _extract_chunk_task, location, index, paths[start:stop], extractor, batch_size, pure=False
+                )
+            )
+        results = _gather(client, futures, pending, "extract", "img", lambda result: result[0], progress)
+    return sum(r[0] for r in results), sum(r[1] for r in results)
+
+
+def predict_on_cluster(
+    spec: ClusterSpec, location: str, model_path: Path, bounds: list[tuple[int, int]], has_features, run_dir: Path
+) -> None:
+    """training.predict_chunk for every (start, stop) of `bounds` as Dask tasks, each worker
+    loading the head from `model_path`; the tasks write the run's arrays in `run_dir`."""
+    with connect(spec) as client:
+        futures = [
+            client.submit(
+                _predict_chunk_task, location, str(model_path), start, stop, has_features[start:stop], str(run_dir)
+            )
+            for start, stop in bounds
+        ]
+        total = sum(stop - start for start, stop in bounds)
+        _gather(client, futures, total, "predict", "row", lambda rows: rows, progress=None)
+
+
+def _gather(client, futures, total: int, desc: str, unit: str, count: Callable, progress) -> list:
+    """The futures' results as they finish, with a progress bar; the first failure cancels the
+    rest and becomes one clear error (the chunks written so far stay written)."""
+    from dask.distributed import as_completed
+
+    results = []
+    with tqdm(total=total, unit=unit, desc=desc, disable=None if progress is None else not progress) as bar:
+        try:
+            for future in as_completed(futures):
+                results.append(future.result())
+                bar.update(count(results[-1]))
+        except Exception as error:
+            client.cancel(futures)
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise PatchworkError(
+                f"{desc} on the Dask cluster stopped: {type(error).__name__}: {reason}; "
+                "the chunks finished so far are saved, run the same command again to go on"
+            ) from None
+    return results
+
+
+# --- the worker side --------------------------------------------------------------------------
+
+_loaded: dict[str, tuple[object, object]] = {}
+_loading = threading.Lock()
+
+
+def _load_once(kind: str, key, load: Callable):
+    """The model of `kind` for `key`, loaded on this worker's first task that needs it and kept
+    for the next ones; a new key (another extractor, the next run's head) replaces it."""
+    with _loading:
+        held = _loaded.get(kind)
+        if held is None or held[0] != key:
+            _loaded.pop(kind, None)  # let the old model go before the new one is built
+            _loaded[kind] = (key, load())
+        return _loaded[kind][1]
+
+
+def _extract_chunk_task(location: str, index: int, paths: list[str], spec, batch_size: int) -> tuple[int, int]:
+    from .extraction import extract_chunk
+
+    store = FeatureStore.open(location, writable=True)
+    extractor = _load_once("extractor", spec, lambda: _load_extractor(spec))
+    identity = extractor.identity(store.identity["dtype"])
+    if identity != store.identity:
+        differing = ", ".join(key for key in identity if identity[key] != store.identity.get(key))
+        raise PatchworkError(
+            f"the extractor {spec.name!r} on this worker differs from the coordinator's ({differing}); "
+            "every worker needs the same patchwork install and model files"
+        )
+    return extract_chunk(store, index, paths, extractor, batch_size)
+
+
+def _predict_chunk_task(location: str, model_path: str, start: int, stop: int, has_features, run_dir: str) -> int:
+    import zarr
+
+    from . import runs
+    from .training import predict_chunk
+
+    store = FeatureStore.open(location)
+    model = _load_once("head", model_path, lambda: _load_head(model_path))
+    probabilities = zarr.open_array(str(Path(run_dir) / runs.PREDICTIONS_NAME), mode="r+")
+    embeddings = zarr.open_array(str(Path(run_dir) / runs.EMBEDDINGS_NAME), mode="r+")
+    predict_chunk(model, store, start, stop, np.asarray(has_features), probabilities, embeddings)
+    return stop - start
+
+
+def _load_extractor(spec):
+    from .tensorflow_runtime import start_tensorflow
+
+    start_tensorflow()  # quietly, before the extractor's import of Keras starts it noisily
+    return spec.load()
+
+
+def _load_head(model_path: str):
+    from .tensorflow_runtime import start_tensorflow
+
+    start_tensorflow()
+    import keras
+
+    from .modeling.heads import embedding_model
+
+    return embedding_model(keras.models.load_model(model_path, compile=False))
