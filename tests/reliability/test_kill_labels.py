@@ -1,0 +1,215 @@
+"""SIGKILL the label store's writers at random moments: nothing acknowledged is ever lost.
+
+An edit is acknowledged when `Project.label` has returned (its journal line is fsynced) or, for
+`label --import`, when the command has exited 0. After every kill the project must open cleanly
+and hold exactly the acknowledged edits -- plus, at most, the one edit that was in flight.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import shutil
+import time
+
+import pandas as pd
+from conftest import Cli
+
+from patchwork_cli.labels import Journal
+from patchwork_cli.project import Project
+
+from .conftest import apply_to_model, image_list_project, random_edit, read_acks, report, table_matches
+
+KILLS = 40  # kill iterations per case
+EDITS_PER_RUN = 60
+
+# Appends edits one at a time, acknowledging each once `label` has returned, and compacts now and then.
+LABEL_DRIVER = """
+import json, os
+from patchwork_cli.project import Project
+project = Project(ARGS["project"])
+acks = os.open(ARGS["acks"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+for number, (path, fields) in enumerate(ARGS["edits"], start=1):
+    project.label(path, **fields)
+    os.write(acks, (json.dumps([path, fields]) + "\\n").encode())
+    if number % ARGS["compact_every"] == 0:
+        project.compact()
+"""
+
+IMPORT_CLI = """
+from patchwork_cli.cli.app import app
+app(["--project", ARGS["project"], "label", "--import", ARGS["csv"]], prog_name="patchwork")
+"""
+
+COMPACT = """
+from patchwork_cli.project import Project
+Project(ARGS["project"]).compact()
+"""
+
+
+def timed(forks, code, cwd, **args):
+    started = time.monotonic()
+    exit_code, log = forks.run(code, cwd, **args)
+    assert exit_code == 0, log
+    return time.monotonic() - started
+
+
+def settle(table, model, rows, in_flight):
+    """The model the table proves: the acknowledged edits alone, or with the in-flight edit."""
+    if table_matches(table, model, rows):
+        return model, "acknowledged edits only"
+    with_in_flight = apply_to_model(model, in_flight)
+    assert in_flight and table_matches(table, with_in_flight, rows), "an acknowledged edit was lost or garbled"
+    return with_in_flight, "in-flight edit landed too"
+
+
+def test_killed_labeller_keeps_every_acknowledged_edit(tmp_path, forks):
+    rows = 2000
+    directory = image_list_project(tmp_path, rows).directory
+    rng = random.Random(1)
+    run = {"project": str(directory), "compact_every": 20}
+    edits = [random_edit(rng, range(rows)) for _ in range(EDITS_PER_RUN)]
+    duration = timed(forks, LABEL_DRIVER, tmp_path, acks=str(tmp_path / "acks-full"), edits=edits, **run)
+    model = apply_to_model({}, edits)
+    assert table_matches(Project(directory).labels(), model, rows)
+
+    outcomes = collections.Counter()
+    for iteration in range(KILLS):
+        edits = [random_edit(rng, range(rows)) for _ in range(EDITS_PER_RUN)]
+        acks = tmp_path / f"acks-{iteration}"
+        exit_code, log = forks.run(
+            LABEL_DRIVER, tmp_path, kill_after=rng.uniform(0, duration), acks=str(acks), edits=edits, **run
+        )
+        acked = read_acks(acks)
+        assert acked == [list(edit) for edit in edits[: len(acked)]] and "Traceback" not in log
+        table = Project(directory).labels()  # the project opens cleanly
+        model, outcome = settle(table, apply_to_model(model, edits[: len(acked)]), rows, edits[len(acked) :][:1])
+        outcomes[outcome] += 1
+        outcomes["killed" if exit_code == -9 else "finished first"] += 1
+        outcomes["acknowledged edits"] += len(acked)
+    assert outcomes["killed"] >= KILLS // 4  # the kills really land mid-work (timing on a busy machine varies)
+    assert Cli(directory)("status").exit_code == 0
+    report("label edits, SIGKILL", iterations=KILLS, **outcomes)
+
+
+def write_import(path, edits, classes=("a", "b", "c")):
+    columns = ["filepath", *classes, "exclude", "validation", "subset"]
+    rows = [{c: "" for c in columns} | {"filepath": p} | {k: str(v) for k, v in f.items()} for p, f in edits]
+    pd.DataFrame(rows, columns=columns).to_csv(path, index=False)
+
+
+def test_killed_label_import_is_all_or_nothing_until_acknowledged(tmp_path, forks):
+    rows = 3000
+    template = image_list_project(tmp_path, rows, name="template").directory
+    rng = random.Random(2)
+    earlier = [random_edit(rng, range(rows)) for _ in range(100)]
+    Project(template).edit_labels(earlier)  # a journal the import's compaction must fold in
+    imported = [random_edit(rng, range(rows), clearing=False) for _ in range(800)]
+    write_import(tmp_path / "answers.csv", imported)
+    old, new = apply_to_model({}, earlier), apply_to_model(apply_to_model({}, earlier), imported)
+    directory = tmp_path / "proj"
+
+    def fresh_copy():
+        shutil.rmtree(directory, ignore_errors=True)
+        shutil.copytree(template, directory)
+
+    fresh_copy()
+    duration = timed(forks, IMPORT_CLI, tmp_path, project=str(directory), csv="answers.csv")
+    assert table_matches(Project(directory).labels(), new, rows)
+
+    outcomes = collections.Counter()
+    for _ in range(KILLS):
+        fresh_copy()
+        exit_code, log = forks.run(
+            IMPORT_CLI, tmp_path, kill_after=rng.uniform(0, duration), project=str(directory), csv="answers.csv"
+        )
+        assert exit_code in (0, -9) and "Traceback" not in log
+        table = Project(directory).labels()
+        if table_matches(table, new, rows):
+            outcomes["whole import"] += 1
+        else:
+            assert exit_code == -9, "the command returned but its import is not whole"
+            # a kill inside the journal write may cut it short: only whole lines count
+            landed = len(Journal(directory / "labels.journal").read()) - len(earlier)
+            assert table_matches(table, apply_to_model(old, imported[:landed]), rows)
+            outcomes["nothing" if landed == 0 else "a prefix of the edits (killed mid-write)"] += 1
+        outcomes["killed" if exit_code == -9 else "finished first"] += 1
+    assert outcomes["killed"] >= KILLS // 4  # the kills really land mid-work (timing on a busy machine varies)
+    report("label --import, SIGKILL", iterations=KILLS, **outcomes)
+
+
+def test_killed_compaction_leaves_old_or_new_labels_csv(tmp_path, forks):
+    rows = 10000
+    template = image_list_project(tmp_path, rows, name="template").directory
+    rng = random.Random(3)
+    edits = [random_edit(rng, range(rows)) for _ in range(400)]
+    Project(template).edit_labels(edits)
+    model = apply_to_model({}, edits)
+    old_csv = (template / "labels.csv").read_bytes()
+    directory = tmp_path / "proj"
+
+    def fresh_copy():
+        shutil.rmtree(directory, ignore_errors=True)
+        shutil.copytree(template, directory)
+
+    fresh_copy()
+    duration = timed(forks, COMPACT, tmp_path, project=str(directory))
+    new_csv = (directory / "labels.csv").read_bytes()
+    assert new_csv != old_csv and (directory / "labels.journal").stat().st_size == 0
+
+    outcomes = collections.Counter()
+    for _ in range(KILLS):
+        fresh_copy()
+        exit_code, log = forks.run(COMPACT, tmp_path, kill_after=rng.uniform(0, duration), project=str(directory))
+        assert "Traceback" not in log
+        on_disk = (directory / "labels.csv").read_bytes()
+        assert on_disk in (old_csv, new_csv), "labels.csv is neither the old nor the new complete file"
+        journal_left = (directory / "labels.journal").stat().st_size > 0
+        csv_state = "new" if on_disk == new_csv else "old"
+        outcomes[f"{csv_state} labels.csv, journal {'kept' if journal_left else 'empty'}"] += 1
+        assert table_matches(Project(directory).labels(), model, rows)  # replay gives the same labels
+        Project(directory).compact()
+        assert (directory / "labels.csv").read_bytes() == new_csv
+        outcomes["killed" if exit_code == -9 else "finished first"] += 1
+    assert outcomes["killed"] >= KILLS // 4  # the kills really land mid-work (timing on a busy machine varies)
+    report("compaction, SIGKILL", iterations=KILLS, **outcomes)
+
+
+def test_two_labellers_at_once_lose_nothing(tmp_path, forks):
+    rows = 1000
+    directory = image_list_project(tmp_path, rows).directory
+    rng = random.Random(4)
+    halves = (range(0, rows, 2), range(1, rows, 2))  # disjoint rows: each writer's result is exact
+    model = {}
+    outcomes = collections.Counter()
+    rounds = 16
+    for round_ in range(rounds):
+        edits = [[random_edit(rng, half) for _ in range(EDITS_PER_RUN)] for half in halves]
+        acks = [tmp_path / f"acks-{round_}-{w}" for w in (0, 1)]
+        started = [
+            forks.start(LABEL_DRIVER, tmp_path, project=str(directory), acks=str(a), edits=e, compact_every=10 + 5 * w)
+            for w, (a, e) in enumerate(zip(acks, edits, strict=True))
+        ]
+        if round_ % 2:  # every other round, both are killed at random moments
+            time.sleep(rng.uniform(0, 0.08))
+            for pid, _ in started:
+                time.sleep(rng.uniform(0, 0.02))
+                forks.kill(pid)
+        codes = [forks.reap(pid) if round_ % 2 else forks.finish(pid) for pid, _ in started]
+        logs = [log.read_text() if log.exists() else "" for _, log in started]
+        assert all(code in (0, -9) for code in codes) and not any("Traceback" in log for log in logs), logs
+        table = Project(directory).labels()
+        acked = [read_acks(a) for a in acks]
+        for w in (0, 1):
+            assert acked[w] == [list(edit) for edit in edits[w][: len(acked[w])]]
+            if codes[w] == 0:
+                assert len(acked[w]) == EDITS_PER_RUN
+        model = apply_to_model(model, [e for w in (0, 1) for e in edits[w][: len(acked[w])]])
+        in_flight = [e for w in (0, 1) for e in edits[w][len(acked[w]) :][:1]]
+        candidates = [in_flight[:0], in_flight[:1], in_flight[1:], in_flight]
+        matched = next((c for c in candidates if table_matches(table, apply_to_model(model, c), rows)), None)
+        assert matched is not None, "an acknowledged edit of one of the two labellers was lost"
+        model = apply_to_model(model, matched)
+        outcomes["edits acknowledged"] += sum(map(len, acked))
+        outcomes["rounds with kills" if round_ % 2 else "rounds run to the end"] += 1
+    report("two labellers at once", rounds=rounds, **outcomes)
