@@ -3,6 +3,7 @@ after every key, the journal holds exactly the edit that key means."""
 
 from __future__ import annotations
 
+import gc
 import json
 
 import matplotlib
@@ -150,7 +151,6 @@ def test_the_window_shows_labels_probabilities_position_and_file_name(project_di
     assert "1   cat           yes    0.88" in text
     assert "2   dog           no     0.12" in text
     assert "3   bird          -      -" in text  # the run does not know bird
-    assert window._image_axes.get_title(loc="left") == "img_0004.png"
     session.finish()
     plt.close(window.figure)
 
@@ -176,6 +176,24 @@ def test_matplotlib_default_keys_do_not_fire_for_ours(project):
     assert key_press_handler not in handlers
     session.finish()
     plt.close(figure)
+
+
+def test_the_figure_keeps_the_window_alive(project):
+    figure = plt.figure()
+    LabelWindow(LabelSession(project, [0, 1]), figure)  # no reference kept, as in viewer.run
+    gc.collect()
+    canvas = figure.canvas
+    canvas.callbacks.process("key_press_event", KeyEvent("key_press_event", canvas, "1"))
+    assert journal(project)[-1]["set"] == {"cat": 1}
+    plt.close(figure)
+
+
+def test_a_zoom_holds_through_edits_of_the_same_image_only(window):
+    window._image_axes.set_xlim(2, 6)
+    press(window, "1", "h")
+    assert window._image_axes.get_xlim() == (2, 6)
+    press(window, "right")
+    assert window._image_axes.get_xlim() == (-0.5, 15.5)
 
 
 def test_help_and_equalisation_toggles(window):

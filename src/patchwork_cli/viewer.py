@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 from matplotlib.backend_bases import key_press_handler
+from matplotlib.transforms import offset_copy
 
 from .errors import PatchworkError
 from .labelling import CLASS_KEYS, LabelSession
@@ -30,6 +31,7 @@ VALUE_TEXT = {None: "-", 1: "yes", 0: "no"}
 VALUE_COLOUR = {None: "0.55", 1: "#1a7f37", 0: "#c62828"}
 FLAG_COLOUR = {True: "#b35900", False: "0.55"}
 NAME_WIDTH = 14
+PANEL_WIDTH = 30  # characters of 13-point monospace that fit beside the image
 
 
 def equalise(pixels: np.ndarray) -> np.ndarray:
@@ -53,6 +55,7 @@ class LabelWindow:
         self.equalised = False
         self.show_help = False
         self.notice = ""
+        self._drawn: int | None = None  # the position whose image is on screen
         self._image_axes = figure.add_axes((0.01, 0.02, 0.67, 0.92))
         self._panel = figure.add_axes((0.70, 0.02, 0.29, 0.96))
         self._actions = {
@@ -77,7 +80,8 @@ class LabelWindow:
             canvas.mpl_disconnect(manager.key_press_handler_id)
             manager.key_press_handler_id = None
             manager.set_window_title(title)
-        canvas.mpl_connect("key_press_event", self.on_key)
+        # matplotlib holds bound methods weakly; a lambda keeps the window alive as long as its figure.
+        canvas.mpl_connect("key_press_event", lambda event: self.on_key(event))
         canvas.mpl_connect("close_event", lambda event: session.finish())
         self.draw()
 
@@ -119,6 +123,9 @@ class LabelWindow:
 
     def _draw_image(self) -> None:
         axes = self._image_axes
+        # A zoom (o) or pan (p) holds while the same image is redrawn after an edit.
+        view = (axes.get_xlim(), axes.get_ylim()) if self._drawn == self.session.position else None
+        self._drawn = self.session.position
         axes.clear()
         axes.set_axis_off()
         picture = self.session.picture()
@@ -138,7 +145,9 @@ class LabelWindow:
         else:
             pixels = equalise(picture.pixels) if self.equalised else picture.pixels
             axes.imshow(pixels, interpolation="antialiased")
-        axes.set_title(os.path.basename(self.session.current.filepath), fontsize=11, loc="left")
+            if view is not None:
+                axes.set_xlim(view[0])
+                axes.set_ylim(view[1])
         if self.show_help:
             axes.text(
                 0.5,
@@ -147,6 +156,7 @@ class LabelWindow:
                 transform=axes.transAxes,
                 ha="center",
                 va="center",
+                multialignment="left",
                 family="monospace",
                 fontsize=11,
                 bbox={"boxstyle": "round,pad=0.8", "facecolor": "white", "alpha": 0.93, "edgecolor": "0.6"},
@@ -156,13 +166,11 @@ class LabelWindow:
         panel = self._panel
         panel.clear()
         panel.set_axis_off()
-        panel.set_xlim(0, 1)
-        panel.set_ylim(0, 1)
         session, image = self.session, self.session.current
         lines = _Lines(panel)
-        lines.add(f"{session.position + 1} / {len(session)}", size=18, weight="bold")
-        lines.add(os.path.basename(image.filepath), size=11)
-        lines.add(os.path.dirname(image.filepath) or ".", size=9, colour="0.45")
+        lines.add(f"{session.position + 1} / {len(session)}", size=20, weight="bold")
+        lines.add(_shorten(os.path.basename(image.filepath), PANEL_WIDTH), size=13)
+        lines.add(_shorten(os.path.dirname(image.filepath) or ".", PANEL_WIDTH * 13 // 10), size=10, colour="0.45")
         lines.gap()
         lines.add(f"{'key':<4}{'class':<{NAME_WIDTH}}{'label':<7}model", colour="0.45")
         for index, name in enumerate(session.classes):
@@ -186,18 +194,20 @@ class LabelWindow:
 
 
 class _Lines:
-    """Text lines stacked down a panel axes, top to bottom."""
+    """Text lines stacked down a panel from its top, spaced in points so that they keep
+    their size and spacing however the window is resized."""
 
     def __init__(self, axes):
         self.axes = axes
-        self.y = 0.98
+        self.depth = 0.0  # points below the top of the panel
 
-    def add(self, text: str, size: float = 11, colour: str = "black", weight: str = "normal") -> None:
-        self.axes.text(0.0, self.y, text, va="top", family="monospace", fontsize=size, color=colour, weight=weight)
-        self.y -= 0.012 + size * 0.0042
+    def add(self, text: str, size: float = 12, colour: str = "black", weight: str = "normal") -> None:
+        self.depth += size * 1.5
+        place = offset_copy(self.axes.transAxes, self.axes.figure, y=-self.depth, units="points")
+        self.axes.text(0, 1, text, transform=place, family="monospace", fontsize=size, color=colour, weight=weight)
 
     def gap(self) -> None:
-        self.y -= 0.025
+        self.depth += 10
 
 
 def _class_key(index: int) -> str:
@@ -205,8 +215,12 @@ def _class_key(index: int) -> str:
     return CLASS_KEYS[index] if index < len(CLASS_KEYS) else ""
 
 
-def _shorten(name: str) -> str:
-    return name if len(name) < NAME_WIDTH else name[: NAME_WIDTH - 2] + "~"
+def _shorten(text: str, width: int = NAME_WIDTH - 1) -> str:
+    """`text` cut to `width` characters in the middle, so its end (a file's number, a suffix) shows."""
+    if len(text) <= width:
+        return text
+    keep = width - 1
+    return text[: keep - keep // 2] + "~" + text[len(text) - keep // 2 :]
 
 
 def _placeholder_patch():
