@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -19,7 +20,8 @@ from conftest import Cli, snapshot, write_images
 from test_end_to_end import probe
 from test_train import make_project as make_npy_project
 
-from patchwork_cli import open_project
+from patchwork_cli import PatchworkError, open_project
+from patchwork_cli.deployment import without_lambdas
 
 IMSHAPE = (32, 32)
 CLASSES = ["a", "b"]
@@ -109,8 +111,8 @@ RELOAD = """
 import json, sys
 import numpy as np, keras, tensorflow as tf
 from patchwork_cli.images import load_image
-directory, paths = sys.argv[1], sys.argv[2:]
-pixels = np.stack([load_image(p, (32, 32), 3) for p in paths])
+directory, size, paths = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+pixels = np.stack([load_image(p, (size, size), 3) for p in paths])
 from_keras = keras.models.load_model(directory + "/model.keras").predict_on_batch(pixels)
 serving = tf.saved_model.load(directory + "/saved_model").signatures["serving_default"]
 from_saved = serving(pixels=tf.constant(pixels))["output_0"].numpy()
@@ -118,18 +120,43 @@ print(json.dumps({"keras": np.asarray(from_keras).tolist(), "saved_model": from_
 """
 
 
-def test_exported_models_reproduce_the_run_in_a_fresh_process(trained, exported):
-    paths = sorted(str(p) for p in (trained.parent / "images").glob("img_*.png"))
+def assert_reloaded_models_reproduce(directory: Path, size: int, paths: list[str], expected: np.ndarray) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", RELOAD, str(exported), *paths], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", RELOAD, str(directory), str(size), *paths], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr
     outputs = json.loads(result.stdout)
-    expected = run_predictions(trained)[1:]  # row 0 is broken.png
     for form in ("keras", "saved_model"):
         difference = np.abs(np.array(outputs[form]) - expected).max()
         print(f"{form}: max |exported - run| = {difference:.2e}")
         assert difference < 1e-3, form
+
+
+def test_exported_models_reproduce_the_run_in_a_fresh_process(trained, exported):
+    paths = sorted(str(p) for p in (trained.parent / "images").glob("img_*.png"))
+    assert_reloaded_models_reproduce(exported, IMSHAPE[0], paths, run_predictions(trained)[1:])  # 0 is broken.png
+
+
+def test_the_default_extractor_exports_without_custom_objects(tmp_path):
+    """EfficientNet-Lite0 (the bundled default) on 16 real digit images at 64x64."""
+    digits = sorted((Path(__file__).resolve().parents[1] / "examples" / "digits" / "images").glob("*.png"))[:16]
+    (tmp_path / "list.txt").write_text("\n".join(map(str, digits)))
+    Cli(tmp_path)("init", "proj", "--images", "list.txt", "--classes", ",".join(CLASSES))
+    project = tmp_path / "proj"
+    config = yaml.safe_load((project / "patchwork.yaml").read_text())
+    config["imshape"] = [64, 64]
+    config["training"].update(epochs=2, batches_per_epoch=5, batch_size=8)
+    (project / "patchwork.yaml").write_text(yaml.safe_dump(config))
+    pd.DataFrame({"filepath": map(str, digits[:10]), "a": [0, 1] * 5, "b": [1, 1, 0] * 3 + [0]}).to_csv(
+        tmp_path / "edits.csv", index=False
+    )
+    Cli(project)("extract")
+    Cli(project)("label", "--import", "../edits.csv")
+    Cli(project)("train")
+    Cli(project)("export", "--out", "../deploy", "--what", "model")
+    card = json.loads((tmp_path / "deploy" / "model_card.json").read_text())
+    assert card["extractor"]["name"] == "efficientnet_lite0" and card["input"]["shape"] == [64, 64, 3]
+    assert_reloaded_models_reproduce(tmp_path / "deploy", 64, list(map(str, digits)), run_predictions(project))
 
 
 def test_unknown_run_is_refused_with_the_list_of_runs(trained):
@@ -191,3 +218,28 @@ def test_a_model_from_imported_features_cannot_be_exported(tmp_path):
     assert "trained on features imported from features.npy" in result.stderr
     assert "export --what labels,predictions only" in result.stderr
     assert not (tmp_path / "deploy").exists()
+
+
+@pytest.mark.parametrize("application", ["ResNet50", "MobileNetV2", "DenseNet121"])  # caffe, tf, torch modes
+def test_keras_application_preprocessing_is_saved_as_standard_layers(application, tmp_path):
+    """keras:NAME extractors preprocess in a Lambda, which load_model cannot rebuild without the
+    function registered; the exported model computes it with a 1x1 convolution instead."""
+    preprocess = importlib.import_module(getattr(keras.applications, application).__module__).preprocess_input
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((8, 8, 3))
+    backbone = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3)], name="backbone")
+    model = keras.Model(
+        inputs, keras.layers.GlobalAveragePooling2D()(backbone(keras.layers.Lambda(preprocess)(inputs)))
+    )
+    without_lambdas(model).save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")  # safe mode, no custom objects
+    assert not any(isinstance(layer, keras.layers.Lambda) for layer in loaded.layers)
+    pixels = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict_on_batch(pixels), model.predict_on_batch(pixels), rtol=1e-4, atol=1e-4)
+
+
+def test_a_lambda_that_is_not_per_channel_linear_is_refused():
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Lambda(keras.ops.square, name="squares")(inputs))
+    with pytest.raises(PatchworkError, match="layer 'squares' is Python code .* not a per-channel linear map"):
+        without_lambdas(model)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from . import runs
 from .errors import PatchworkError
 from .project import Project
@@ -53,10 +55,59 @@ def end_to_end_model(project: Project, run_dir: Path):
 
     pixels = keras.Input((*extractor.imshape, extractor.channels), dtype="uint8", name=INPUT_NAME)
     # Rescaling by 1 is a standard, serialisable cast: to float32 here, to the store's dtype below.
-    features = extractor.model(keras.layers.Rescaling(1.0, name="pixels_to_float")(pixels))
+    features = without_lambdas(extractor.model)(keras.layers.Rescaling(1.0, name="pixels_to_float")(pixels))
     if identity["dtype"] != "float32":
         features = keras.layers.Rescaling(1.0, dtype=identity["dtype"], name="feature_store_rounding")(features)
     return keras.Model(pixels, head(features), name="patchwork_" + Path(run_dir).name.replace("-", "_"))
+
+
+def without_lambdas(model):
+    """The model with each Lambda layer replaced by a 1x1 convolution computing the same map.
+
+    keras.applications' preprocessing (keras:NAME extractors) is a Lambda around a Python
+    function, and a saved model holding one loads only where that function is registered
+    as a custom object. Every such preprocessing (the caffe, tf and torch modes) is a
+    per-channel affine map, the caffe one with the channel order reversed, which a 1x1
+    convolution with fixed weights computes; anything else is refused.
+    """
+    import keras
+
+    if not any(isinstance(layer, keras.layers.Lambda) for layer in model.layers):
+        return model
+    convolutions = []
+
+    def clone(layer):
+        if not isinstance(layer, keras.layers.Lambda):
+            return layer  # shared as it is, weights and all
+        convolutions.append(_as_convolution(layer))
+        return convolutions[-1]
+
+    def call(layer, *args, **kwargs):
+        # the Lambda was called with a mask argument, which a convolution does not take
+        return layer(*args) if any(layer is c for c in convolutions) else layer(*args, **kwargs)
+
+    return keras.models.clone_model(model, clone_function=clone, call_function=call)
+
+
+def _as_convolution(layer):
+    import keras
+
+    channels = int(layer.input.shape[-1])
+    # f(0) is the bias; f(e_i) - f(0) is row i of the kernel, if f is affine (checked below).
+    probes = np.vstack([np.zeros(channels), np.eye(channels)]).astype(np.float32)[:, None, None, :]
+    values = np.asarray(layer(probes), np.float32).reshape(channels + 1, -1)
+    bias, kernel = values[0], values[1:] - values[0]
+    trial = np.random.default_rng(0).uniform(0, 255, (8, 1, 1, channels)).astype(np.float32)
+    mapped = np.asarray(layer(trial))
+    if mapped.shape != (8, 1, 1, kernel.shape[1]) or not np.allclose(mapped, trial @ kernel + bias, 1e-5, 1e-4):
+        raise PatchworkError(
+            f"the extractor's layer {layer.name!r} is Python code (a Lambda) that is not a per-channel "
+            "linear map, so it cannot be saved as standard Keras layers"
+        )
+    convolution = keras.layers.Conv2D(kernel.shape[1], 1, name=f"{layer.name}_as_convolution")
+    convolution.build((None, None, None, channels))
+    convolution.set_weights([kernel[None, None], bias])
+    return convolution
 
 
 def save_model(model, directory: Path) -> list[Path]:

@@ -45,7 +45,7 @@ def export(project: Project, out: Path, run_id: str | None, parts: list[str], fo
     Refused before anything is written: a non-empty `out` without `force`, an unknown
     run, a run whose extractor cannot be rebuilt.
     """
-    out = Path(out).absolute()
+    out = Path(os.path.abspath(out))
     if out.exists() and not out.is_dir():
         raise PatchworkError(f"{out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not force:
