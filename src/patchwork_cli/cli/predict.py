@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from pathlib import Path
 
@@ -39,13 +40,19 @@ def predict(
         raise typer.BadParameter("no images: give image files or directories, or --images FILE|-")
     network, classes = exported_model(model) if model is not None else run_model(open_from(ctx, project), run)
     writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(["filepath", *classes])
     failed = 0
-    for result in run_predict(network, paths, batch_size):
-        if result.probabilities is None:
-            failed += 1
-            say(f"warning: {result.path}: {result.error}")
-            writer.writerow([result.path, *[""] * len(classes)])
-        else:
-            writer.writerow([result.path, *(PROBABILITY_FORMAT % p for p in result.probabilities)])
+    try:
+        writer.writerow(["filepath", *classes])
+        for result in run_predict(network, paths, batch_size):
+            if result.probabilities is None:
+                failed += 1
+                say(f"warning: {result.path}: {result.error}")
+                writer.writerow([result.path, *[""] * len(classes)])
+            else:
+                writer.writerow([result.path, *(PROBABILITY_FORMAT % p for p in result.probabilities)])
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, with the shell's code for a closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(141) from None
     say(f"predicted {len(paths) - failed} image(s)" + (f"; {failed} unreadable (empty rows)" if failed else ""))
