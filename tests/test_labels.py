@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from patchwork_cli import labels
 from patchwork_cli.errors import PatchworkError
 from patchwork_cli.labels import (
     Journal,
@@ -228,3 +229,29 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "filepath,exclude,validation,subset,cat,dog\na.png,False,True,site A,1,\nb.png,True,False,,0,1\n",
+        '\ufefffilepath,cat,dog\r\n"x, y.png",1.0,0.0\r\nNA,,\r\n',  # BOM, CRLF, a quoted comma, 'NA' as a path
+        "filepath,dog,exclude\nz.png,1,true\nw.png,,0\n",  # some columns missing, lowercase flags
+        "filepath,cat,dog,exclude\na.png,1,0, yes\n",  # a flag with a space: the careful flag parser
+        "filepath,cat,dog\na.png, 1,0\n",  # a space in a class cell: Arrow refuses, pandas reads it
+        "filepath,cat,dog\n",  # no rows
+    ],
+)
+def test_the_fast_reader_gives_what_the_careful_reader_gives(tmp_path, monkeypatch, content):
+    path = tmp_path / "labels.csv"
+    path.write_text(content, encoding="utf-8")
+    fast = read_label_table(path, CLASSES, allow_missing_classes=True)
+    monkeypatch.setattr(labels, "_read_well_formed", lambda *args: None)
+    pd.testing.assert_frame_equal(fast, read_label_table(path, CLASSES, allow_missing_classes=True))
+
+
+def test_a_well_formed_table_takes_the_fast_path(tmp_path, monkeypatch):
+    path = tmp_path / "labels.csv"
+    write_label_table(empty_table(CLASSES, ["a.png", "b.png"]), path, CLASSES)
+    monkeypatch.setattr(labels, "_read_csv", None)  # the careful reader would fail if called
+    assert read_label_table(path, CLASSES)["filepath"].tolist() == ["a.png", "b.png"]

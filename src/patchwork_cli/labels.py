@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 
 from .atomic import atomic_write
 from .config import RESERVED_COLUMNS
@@ -81,14 +83,16 @@ def read_label_table(path: Path, classes: list[str] | None = None, allow_missing
         missing = [c for c in classes if c not in table_classes]
         if missing and not allow_missing_classes:
             raise PatchworkError(f"{path}: class column {missing[0]!r} is missing")
-    # object, not str: pandas' python-backed string dtype makes every later check a Python loop
-    dtypes = {column: object for column in header}
-    dtypes.update({name: "float64" for name in table_classes})
-    try:
-        raw = _read_csv(path, dtype=dtypes, na_values={c: [""] for c in table_classes})
-    except ValueError:  # a class cell that is not a number
-        _raise_bad_class_cell(path, table_classes)
-        raise  # pragma: no cover - _raise_bad_class_cell always raises for conversion errors
+    raw = _read_well_formed(path, header, table_classes)
+    if raw is None:  # the careful reader finds and names the problem (or reads what Arrow would not)
+        # object, not str: pandas' python-backed string dtype makes every later check a Python loop
+        dtypes = {column: object for column in header}
+        dtypes.update({name: "float64" for name in table_classes})
+        try:
+            raw = _read_csv(path, dtype=dtypes, na_values={c: [""] for c in table_classes})
+        except ValueError:  # a class cell that is not a number
+            _raise_bad_class_cell(path, table_classes)
+            raise  # pragma: no cover - _raise_bad_class_cell always raises for conversion errors
 
     table = empty_table([], raw["filepath"].tolist())
     _check_filepaths(path, table["filepath"])
@@ -142,6 +146,38 @@ def _read_header(path: Path) -> list[str]:
     if "" in header:
         raise PatchworkError(f"{path}, line 1: a column has an empty name")
     return header
+
+
+def _read_well_formed(path: Path, header: list[str], class_columns: list[str]) -> dict[str, pd.Series] | None:
+    """The columns of the table, read by Arrow's CSV parser (several times faster than
+    pandas' at a million rows): filepath as object text, classes as floats (NaN for empty
+    cells), the other columns as categoricals (a few distinct values each).
+    None when Arrow stops at anything (a malformed row, a class cell that is not a number,
+    bytes that are not UTF-8): the careful reader then says exactly what and where."""
+    text = pa.dictionary(pa.int32(), pa.string())
+    types = {column: pa.float64() if column in class_columns else text for column in header}
+    types["filepath"] = pa.string()
+    try:
+        arrow = pa_csv.read_csv(
+            path,
+            read_options=pa_csv.ReadOptions(column_names=header, skip_rows=1),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=types, null_values=[""], strings_can_be_null=False, quoted_strings_can_be_null=False
+            ),
+        )
+    except pa.ArrowException:
+        return None
+    columns = {}
+    for column in header:
+        values = arrow.column(column).combine_chunks()
+        if column in class_columns:
+            columns[column] = pd.Series(values.to_numpy(zero_copy_only=False), dtype=np.float64, copy=False)
+        elif column == "filepath":
+            columns[column] = pd.Series(values.to_numpy(zero_copy_only=False), dtype=object, copy=False)
+        else:
+            categories = pd.Index(values.dictionary.to_pylist(), dtype=object)
+            columns[column] = pd.Series(pd.Categorical.from_codes(values.indices.to_numpy(), categories))
+    return columns
 
 
 def _read_csv(path: Path, **options) -> pd.DataFrame:

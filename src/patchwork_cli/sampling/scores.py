@@ -16,15 +16,17 @@ def binary_entropy(p: np.ndarray) -> np.ndarray:
     Uncertainty sampling, Lewis & Gale 1994; per class because the outputs are independent sigmoids."""
     p = np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0)
     q = 1.0 - p
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(p > 0, p * np.log2(p), 0.0) + np.where(q > 0, q * np.log2(q), 0.0)
-    return -terms
+    tiny = np.finfo(np.float64).tiny  # 0 * log(tiny) = 0: the limit of p log p at 0, without warnings
+    return -(p * np.log2(np.maximum(p, tiny)) + q * np.log2(np.maximum(q, tiny)))
 
 
 def max_entropy(p: np.ndarray, combine: str = "max") -> np.ndarray:
     """Uncertainty over all classes: the most uncertain class ("max") or the total ("sum")."""
-    entropy = binary_entropy(p)
-    return entropy.max(axis=1) if combine == "max" else entropy.sum(axis=1)
+    if combine == "max":
+        # Entropy falls as p moves away from 1/2 on either side, so the most uncertain class is
+        # the one nearest 1/2: one logarithm per row instead of one per cell.
+        return binary_entropy(0.5 - np.abs(np.asarray(p, dtype=np.float32) - 0.5).min(axis=1))
+    return binary_entropy(p).sum(axis=1)
 
 
 def disagreement(p: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -1,0 +1,216 @@
+"""Benchmark of `patchwork sample`: uncertainty sampling at a million images, and the
+diversity strategies (badge, coreset) against BADGE on the explicit gradient matrix.
+
+Builds throw-away projects in the system temp dir (labels.csv written directly, a run
+directory of random predictions and embeddings published as `patchwork train` would),
+then measures:
+
+- maxent at --rows (1,000,000) rows and 10 classes, 1% of the rows partly labelled:
+  wall time of `patchwork sample --strategy maxent -n 100` as a subprocess, median of
+  3 runs (target < 2 s); a separate `python -X importtime` run of the same command
+  proves TensorFlow is never imported.
+- badge and coreset, k = 100, over --diverse-rows (200,000) rows with 256-dim
+  embeddings and 10 classes, 1,000 rows labelled (the initial centres): wall time and
+  peak RSS of `patchwork sample --strategy S -n 100` under `/usr/bin/time -f %M`
+  (targets < 30 s, < 2 GiB). Measured in a fresh process: a child of this (big) parent
+  would report the parent's high-water mark.
+- the same k-means++ seeding on the explicit (N, 256*10) float32 gradient matrix (2 GB),
+  again in a fresh process under /usr/bin/time, beside the implicit seeding on the same
+  arrays and seed: seconds and peak RSS of the selection, and the ratios.
+
+    .venv/bin/python benchmarks/sample_bench.py [--rows N] [--diverse-rows N] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from patchwork_cli import runs
+from patchwork_cli.labels import empty_table, write_label_table
+from patchwork_cli.project import init_project
+
+CLI = Path(sys.executable).parent / "patchwork"
+CLASSES = [f"class{k}" for k in range(10)]
+WIDTH = 256
+K = 100
+LABELLED_SHARE = 0.01
+DIVERSE_LABELLED = 1000
+# (figure, target, passes?)
+TARGETS = {
+    "maxent_1m_s": ("< 2 s", lambda v: v < 2),
+    "maxent_imports_tensorflow": ("no", lambda v: not v),
+    "badge_s": ("< 30 s", lambda v: v < 30),
+    "badge_peak_mib": ("< 2048", lambda v: v < 2048),
+    "coreset_s": ("< 30 s", lambda v: v < 30),
+    "coreset_peak_mib": ("< 2048", lambda v: v < 2048),
+}
+LABELS = {
+    "maxent_1m_s": "sample maxent -n 100, 1M rows (s)",
+    "maxent_imports_tensorflow": "  imports TensorFlow",
+    "badge_s": "sample badge -n 100, 200k x 256 (s)",
+    "badge_peak_mib": "  peak RSS (MiB)",
+    "coreset_s": "sample coreset -n 100, 200k x 256 (s)",
+    "coreset_peak_mib": "  peak RSS (MiB)",
+    "implicit_select_s": "badge seeding, implicit (s)",
+    "implicit_peak_mib": "  peak RSS (MiB)",
+    "explicit_select_s": "badge seeding, explicit matrix (s)",
+    "explicit_peak_mib": "  peak RSS (MiB)",
+    "explicit_vs_implicit_s": "explicit / implicit time (x)",
+    "explicit_vs_implicit_mib": "explicit / implicit memory (x)",
+}
+
+# Runs one BADGE seeding in a fresh process: implicit (the two factors) or explicit (the
+# (N, d*C) matrix), same arrays, same centres, same seed; prints the seconds and the picks.
+SEEDING = """
+import json, sys, time
+import numpy as np
+from patchwork_cli import runs
+from patchwork_cli.project import open_project
+from patchwork_cli.sampling import scores, selection
+from patchwork_cli.sampling.geometry import GradientPoints, Points
+
+project = open_project(sys.argv[1])
+run_dir = runs.resolve_run(project.directory, None)
+table = project.labels()
+p = runs.read_run_array(run_dir, runs.PREDICTIONS_NAME, len(table))
+h = runs.read_run_array(run_dir, runs.EMBEDDINGS_NAME, len(table))
+seen = ~np.isnan(table[project.classes].to_numpy()).all(axis=1)
+g = scores.hard_prediction_gradient(p)
+start = time.perf_counter()
+if sys.argv[2] == "explicit":
+    matrix = np.einsum("nd,nc->ndc", h, g).reshape(len(h), -1)
+    del h, g, p
+    points, centres = Points(matrix[~seen]), Points(matrix[seen])
+    del matrix
+else:
+    points, centres = GradientPoints(h[~seen], g[~seen]), GradientPoints(h[seen], g[seen])
+picks, _ = selection.kmeans_pp_seeding(points, int(sys.argv[3]), np.random.default_rng(0), centres)
+print(json.dumps({"seconds": time.perf_counter() - start, "picks": picks.tolist()}))
+"""
+
+
+def write_project(directory: Path, rows: int, width: int, labelled: int, rng: np.random.Generator) -> None:
+    """A project of `rows` images (files need not exist), `labelled` of them (spread
+    evenly) with labels on some classes, and a published run of random outputs."""
+    logging.getLogger("patchwork").setLevel(logging.ERROR)  # "files do not exist" is expected
+    init_project(directory, images=["img/0000000.jpg"], classes=CLASSES, cwd=directory)
+    table = empty_table(CLASSES, [f"img/{i:07d}.jpg" for i in range(rows)])
+    seen = np.linspace(0, rows - 1, labelled).astype(int)
+    values = rng.integers(0, 2, (labelled, len(CLASSES))).astype(float)
+    values[rng.random(values.shape) < 0.3] = np.nan
+    values[:, 0] = rng.integers(0, 2, labelled)  # at least one class labelled on each
+    table.loc[seen, CLASSES] = values
+    write_label_table(table, directory / "labels.csv", CLASSES)
+
+    run_id = runs.new_run_id()
+    staging = runs.staging_dir(directory, run_id)
+    chunk = 1 << 16
+    logits = rng.normal(0, 2, (rows, len(CLASSES))).astype(np.float32)
+    probabilities = 1 / (1 + np.exp(-logits))
+    zarr.create_array(str(staging / runs.PREDICTIONS_NAME), data=probabilities, chunks=(chunk, len(CLASSES)))
+    embeddings = zarr.create_array(
+        str(staging / runs.EMBEDDINGS_NAME), shape=(rows, width), chunks=(chunk, width), dtype="float32"
+    )
+    for start in range(0, rows, chunk):  # a chunk at a time: the parent stays small
+        stop = min(rows, start + chunk)
+        embeddings[start:stop] = np.maximum(rng.normal(size=(stop - start, width)), 0).astype(np.float32)
+    runs.write_json(staging / runs.RUN_FILE, {"run_id": run_id, "classes": CLASSES})
+    runs.publish(directory, staging, run_id)
+
+
+def timed_run(args: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (MiB) and stdout of a fresh process under GNU time."""
+    start = time.perf_counter()
+    result = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", *args], capture_output=True, text=True, check=True, timeout=1800
+    )
+    seconds = time.perf_counter() - start
+    peak_kib = int(result.stderr.strip().splitlines()[-1])
+    return seconds, peak_kib / 1024, result.stdout
+
+
+def imports_tensorflow(project: Path) -> bool:
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "patchwork_cli", "-C", str(project), "sample", "-s", "maxent"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    modules = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()]
+    return any(name == "tensorflow" or name.startswith("tensorflow.") for name in modules)
+
+
+def measure(tmp: str, rows: int, diverse_rows: int) -> dict:
+    rng = np.random.default_rng(0)
+    big, diverse = Path(tmp, "big"), Path(tmp, "diverse")
+    write_project(big, rows, 8, int(rows * LABELLED_SHARE), rng)
+    write_project(diverse, diverse_rows, WIDTH, DIVERSE_LABELLED, rng)
+    sample = [str(CLI), "-C"]
+    maxent = [timed_run([*sample, str(big), "sample", "-s", "maxent", "-n", str(K)])[0] for _ in range(3)]
+    figures = {
+        "rows": rows,
+        "diverse_rows": diverse_rows,
+        "maxent_1m_s": statistics.median(maxent),
+        "maxent_imports_tensorflow": imports_tensorflow(big),
+    }
+    for strategy in ("badge", "coreset"):
+        seconds, peak, out = timed_run([*sample, str(diverse), "sample", "-s", strategy, "-n", str(K), "--seed", "0"])
+        assert len(out.split()) == K, out
+        figures[f"{strategy}_s"], figures[f"{strategy}_peak_mib"] = seconds, peak
+    seedings = {}
+    for kind in ("implicit", "explicit"):
+        _, peak, out = timed_run([sys.executable, "-c", SEEDING, str(diverse), kind, str(K)])
+        seedings[kind] = json.loads(out)
+        figures[f"{kind}_select_s"], figures[f"{kind}_peak_mib"] = seedings[kind]["seconds"], peak
+    figures["same_picks"] = seedings["implicit"]["picks"] == seedings["explicit"]["picks"]
+    figures["explicit_vs_implicit_s"] = figures["explicit_select_s"] / figures["implicit_select_s"]
+    figures["explicit_vs_implicit_mib"] = figures["explicit_peak_mib"] / figures["implicit_peak_mib"]
+    return figures
+
+
+def verdicts(figures: dict) -> dict:
+    return {key: "PASS" if passes(figures[key]) else "FAIL" for key, (_, passes) in TARGETS.items()}
+
+
+def print_table(figures: dict) -> None:
+    verdict = verdicts(figures)
+    print(
+        f"sample benchmark: maxent over {figures['rows']:,} rows x {len(CLASSES)} classes; badge and coreset "
+        f"k={K} over {figures['diverse_rows']:,} rows x {WIDTH}-dim embeddings, {DIVERSE_LABELLED:,} labelled"
+    )
+    print(f"{'measure':<40} {'value':>10}  {'target':<8} verdict")
+    for key, label in LABELS.items():
+        value = figures[key]
+        shown = ("yes" if value else "no") if isinstance(value, bool) else f"{value:.3f}"
+        target = TARGETS.get(key, ("",))[0]
+        print(f"{label:<40} {shown:>10}  {target:<8} {verdict.get(key, '')}".rstrip())
+    print(f"implicit and explicit seedings pick the same rows: {'yes' if figures['same_picks'] else 'NO'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--diverse-rows", type=int, default=200_000)
+    parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="patchwork-sample-bench-") as tmp:
+        figures = measure(tmp, args.rows, args.diverse_rows)
+    if not args.json:
+        print_table(figures)
+    targets = {k: t for k, (t, _) in TARGETS.items()}
+    print(json.dumps({**figures, "targets": targets, "verdicts": verdicts(figures)}))
+
+
+if __name__ == "__main__":
+    main()
