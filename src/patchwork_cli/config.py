@@ -9,6 +9,7 @@ project-template/patchwork.yaml mirrors them with comments.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -38,7 +39,7 @@ class ExtractorConfig:
 class ModelConfig:
     head: str = "pool:avg"
     kernel_size: int = field(default=3, metadata={"minimum": 1})
-    dropout: float = field(default=0.5, metadata={"minimum": 0.0})
+    dropout: float = field(default=0.5, metadata={"minimum": 0.0, "below": 1.0})
     batch_norm: bool = False
     output: Literal["sigmoid", "focal"] = "sigmoid"
     label_smoothing: float = field(default=0.0, metadata={"minimum": 0.0})
@@ -201,6 +202,14 @@ def _check_storage(storage: StorageConfig, source: str) -> None:
         )
 
 
+def _is_finite(number: int | float) -> bool:
+    # .nan and .inf are YAML floats, but no rate or weight may be one (NaN passes every minimum)
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
 def _build(cls, data: dict, prefix: str, source: str):
     known = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
@@ -219,6 +228,9 @@ def _build(cls, data: dict, prefix: str, source: str):
         minimum = spec.metadata.get("minimum")
         if minimum is not None and value is not None and value < minimum:
             raise PatchworkError(f"{source}: {key}: must be at least {minimum}, got {value!r}")
+        below = spec.metadata.get("below")
+        if below is not None and value is not None and value >= below:
+            raise PatchworkError(f"{source}: {key}: must be below {below:g}, got {value!r}")
         values[name] = value
     return cls(**values)
 
@@ -251,9 +263,9 @@ def _convert(value, annotation, key: str, source: str):
             return value
         expected = "an integer"
     elif annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and _is_finite(value):
             return float(value)
-        expected = "a number"
+        expected = "a finite number"
     elif annotation is str:
         if isinstance(value, str):
             return value
