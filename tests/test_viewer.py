@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import zarr  # noqa: E402
 from conftest import CLASSES, snapshot  # noqa: E402
-from matplotlib.backend_bases import KeyEvent, key_press_handler  # noqa: E402
+from matplotlib.backend_bases import CloseEvent, KeyEvent, key_press_handler  # noqa: E402
 from PIL import Image  # noqa: E402
 from test_end_to_end import probe  # noqa: E402
 
@@ -164,6 +164,14 @@ def test_q_compacts_the_journal_and_closes_the_window(window, project):
     assert journal(project) == []  # folded into labels.csv
     on_disk = open_project(project.directory).store.load_unlocked()
     assert on_disk.loc[0, "cat"] == 1 and on_disk.loc[1, "dog"] == 1
+
+
+def test_closing_the_window_ends_the_session(window, project):
+    press(window, "2")
+    canvas = window.figure.canvas
+    canvas.callbacks.process("close_event", CloseEvent("close_event", canvas))
+    assert window.session.finished and journal(project) == []
+    assert open_project(project.directory).store.load_unlocked().loc[0, "dog"] == 1
 
 
 def test_matplotlib_default_keys_do_not_fire_for_ours(project):
