@@ -295,6 +295,8 @@ def test_paths_match_rows_whichever_way_they_are_written(project_dir, project, t
     table = project.labels()
     lines = [(1, "images/img_0003.png"), (2, str(tmp_path / "images" / "img_0001.png")), (4, "images/img_0003.png")]
     assert rows_for_paths(project, table, lines, "list.txt", cwd=tmp_path) == [3, 1]
+    # as stored in labels.csv (what `patchwork sample` prints), from any working directory
+    assert rows_for_paths(project, table, [(1, "../images/img_0005.png")], "-", cwd=tmp_path) == [5]
     with pytest.raises(PatchworkError, match=r"^list.txt, line 7: 'images/nope.png' is not an image of this project$"):
         rows_for_paths(project, table, [(1, "images/img_0000.png"), (7, "images/nope.png")], "list.txt", cwd=tmp_path)
 

@@ -47,18 +47,21 @@ class Picture:
 
 
 def rows_for_paths(project, table: pd.DataFrame, lines: Iterable[tuple[int, str]], source: str, cwd=None) -> list[int]:
-    """The labels.csv rows of (line number, path) pairs, paths relative to `cwd` or absolute.
+    """The labels.csv rows of (line number, path) pairs.
 
-    Paths are matched by the file they point to, so `images/a.png` and its absolute form are
-    the same image. A path that is not in the project is an error naming it and its line.
-    Repeats are dropped (an image is labelled once per session).
+    A path is taken as written in labels.csv (what `patchwork sample` prints), else as a
+    path relative to `cwd` or absolute, matched by the file it points to -- the same rule
+    as `label --import`. A path that is not in the project is an error naming it and its
+    line. Repeats are dropped (an image is labelled once per session).
     """
     lines = list(lines)
     stored = project.stored_paths([path for _, path in lines], cwd)
-    row_of = {_location(project, p): row for row, p in enumerate(table["filepath"].tolist())}
+    table_paths = table["filepath"].tolist()
+    row_of_path = {p: row for row, p in enumerate(table_paths)}
+    row_of_location = {_location(project, p): row for row, p in enumerate(table_paths)}
     rows = {}
     for (line, path), candidate in zip(lines, stored, strict=True):
-        row = row_of.get(_location(project, candidate))
+        row = row_of_path.get(path, row_of_location.get(_location(project, candidate)))
         if row is None:
             raise PatchworkError(f"{source}, line {line}: {path!r} is not an image of this project")
         rows.setdefault(row, None)
