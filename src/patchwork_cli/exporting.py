@@ -69,7 +69,7 @@ def export(project: Project, out: Path, run_id: str | None, parts: list[str], fo
             from .deployment import save_model
 
             written += save_model(model, staging)
-            written += write_model_card(staging, run_dir, model_input_shape(model))
+            written += write_model_card(staging, run_dir, [int(size) for size in model.input_shape[1:]])
         if "labels" in parts:
             written.append(staging / LABELS_NAME)
             write_label_table(table.assign(filepath=filepaths), written[-1], project.classes)
@@ -79,10 +79,6 @@ def export(project: Project, out: Path, run_id: str | None, parts: list[str], fo
         return _move_into(staging, out, [path.name for path in written])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def model_input_shape(model) -> list[int]:
-    return [int(size) for size in model.input_shape[1:]]
 
 
 def write_predictions(path: Path, run_dir: Path, filepaths: list[str]) -> None:
