@@ -13,6 +13,7 @@ model on its first task and keeps it for the next ones.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -60,7 +61,7 @@ def connect(spec: ClusterSpec) -> Iterator:
 
     if spec.address != "local":
         try:
-            client = Client(spec.address, timeout="20s")
+            client = Client(spec.address)  # gives up after distributed.comm.timeouts.connect (30 s)
         except (OSError, ValueError) as error:
             raise PatchworkError(f"--dask {spec.address}: no Dask scheduler answered there ({error})") from None
         with client:
@@ -75,6 +76,9 @@ def connect(spec: ClusterSpec) -> Iterator:
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,
+            # the cluster's own chatter (a TensorFlow worker outliving its 4 s to close, ...) is not
+            # the user's business; its errors are
+            silence_logs=logging.ERROR,
         ) as cluster,
         Client(cluster) as client,
     ):
@@ -85,39 +89,42 @@ def connect(spec: ClusterSpec) -> Iterator:
 
 
 def extract_on_cluster(
-    spec: ClusterSpec, location: str, chunks: list[int], paths: list[str], extractor, batch_size: int, progress
+    client, location: str, chunks: list[int], paths: list[str], extractor, batch_size: int, progress
 ) -> tuple[int, int]:
     """extraction.extract_chunk for every chunk of `chunks` as Dask tasks; (processed, failed)."""
     store = FeatureStore.open(location)
     status = store.status()
     pending = sum(int((status[slice(*store.chunk_bounds(c))] == PENDING).sum()) for c in chunks)
-    with connect(spec) as client:
-        futures = []
-        for index in chunks:
-            start, stop = store.chunk_bounds(index)
-            futures.append(
-                client.submit(
-                    _extract_chunk_task, location, index, paths[start:stop], extractor, batch_size, pure=False
-                )
-            )
-        results = _gather(client, futures, pending, "extract", "img", lambda result: result[0], progress)
+    futures = []
+    for index in chunks:
+        start, stop = store.chunk_bounds(index)
+        futures.append(
+            client.submit(_extract_chunk_task, location, index, paths[start:stop], extractor, batch_size, pure=False)
+        )
+    results = _gather(client, futures, pending, "extract", "img", lambda result: result[0], progress)
     return sum(r[0] for r in results), sum(r[1] for r in results)
 
 
 def predict_on_cluster(
-    spec: ClusterSpec, location: str, model_path: Path, bounds: list[tuple[int, int]], has_features, run_dir: Path
+    client, location: str, model_path: Path, bounds: list[tuple[int, int]], has_features, run_dir: Path
 ) -> None:
     """training.predict_chunk for every (start, stop) of `bounds` as Dask tasks, each worker
     loading the head from `model_path`; the tasks write the run's arrays in `run_dir`."""
-    with connect(spec) as client:
-        futures = [
-            client.submit(
-                _predict_chunk_task, location, str(model_path), start, stop, has_features[start:stop], str(run_dir)
-            )
-            for start, stop in bounds
-        ]
-        total = sum(stop - start for start, stop in bounds)
-        _gather(client, futures, total, "predict", "row", lambda rows: rows, progress=None)
+    futures = [
+        client.submit(
+            _predict_chunk_task,
+            location,
+            str(model_path),
+            start,
+            stop,
+            has_features[start:stop],
+            str(run_dir),
+            pure=False,
+        )
+        for start, stop in bounds
+    ]
+    total = sum(stop - start for start, stop in bounds)
+    _gather(client, futures, total, "predict", "row", lambda rows: rows, progress=None)
 
 
 def _gather(client, futures, total: int, desc: str, unit: str, count: Callable, progress) -> list:

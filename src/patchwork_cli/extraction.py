@@ -73,11 +73,11 @@ def extract(
     overwrite: bool = False,
     retry_failed: bool = False,
     progress: bool | None = None,
-    cluster=None,
+    client=None,
 ) -> ExtractReport:
     """Extract the pending rows of this shard (and its failed ones with `retry_failed`).
 
-    `cluster` (a distributed.ClusterSpec) runs the chunks as tasks on a Dask cluster instead
+    With `client` (a dask.distributed.Client) the chunks run as tasks on its cluster instead
     of in this process; the store is prepared, and the report written, here either way.
     """
     settings = project.config.extractor
@@ -92,7 +92,7 @@ def extract(
     chunks = _shard_chunks(store, shard)
 
     started = time.perf_counter()
-    if cluster is None:
+    if client is None:
         status = store.status()
         processed, failed = _fill_chunks(
             store,
@@ -106,7 +106,7 @@ def extract(
         from .distributed import extract_on_cluster
 
         processed, failed = extract_on_cluster(
-            cluster, project.features_location, chunks, paths, spec, settings.batch_size, progress
+            client, project.features_location, chunks, paths, spec, settings.batch_size, progress
         )
     seconds = time.perf_counter() - started
     write_failures_csv(project.directory, store, filepaths)

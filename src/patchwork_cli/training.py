@@ -106,10 +106,10 @@ def is_unchanged(project: Project, head: str | None = None) -> bool:
 # --- the run ---------------------------------------------------------------------------
 
 
-def train(project: Project, head: str | None = None, progress: bool | None = None, cluster=None) -> TrainReport:
+def train(project: Project, head: str | None = None, progress: bool | None = None, client=None) -> TrainReport:
     """Train a head on the current labels and publish it as a new run (LATEST).
 
-    `cluster` (a distributed.ClusterSpec) runs the prediction over all rows on a Dask cluster.
+    With `client` (a dask.distributed.Client) the prediction over all rows runs on its cluster.
     """
     config = _with_head(project.config, head)
     table = project.labels()
@@ -167,11 +167,11 @@ def train(project: Project, head: str | None = None, progress: bool | None = Non
     try:
         model.save(staging / runs.MODEL_FILE)  # before predicting: Dask workers load it from here
         head = embedding_model(model)
-        if cluster is None:
+        if client is None:
             probabilities = _predict_all(head, store, len(table), has_features, staging)
         else:
             probabilities = _predict_all_on_cluster(
-                cluster, project.features_location, head, store, len(table), has_features, staging
+                client, project.features_location, head, store, len(table), has_features, staging
             )
         metrics = compute_metrics(probabilities, labels, validation, table["exclude"].to_numpy(bool), config.classes)
         seconds = time.perf_counter() - started
@@ -295,13 +295,13 @@ def _predict_all(model, store: FeatureStore, rows: int, has_features: np.ndarray
     return probabilities[:]
 
 
-def _predict_all_on_cluster(cluster, location: str, model, store, rows: int, has_features, directory: Path):
+def _predict_all_on_cluster(client, location: str, model, store, rows: int, has_features, directory: Path):
     """_predict_all with each chunk a Dask task; the workers load the head from the run's model.keras."""
     from .distributed import predict_on_cluster
 
     probabilities, _ = _run_arrays(directory, model, rows, store.chunk_rows)
     chunks = _prediction_chunks(store, rows)
-    predict_on_cluster(cluster, location, directory / runs.MODEL_FILE, chunks, has_features, directory)
+    predict_on_cluster(client, location, directory / runs.MODEL_FILE, chunks, has_features, directory)
     return probabilities[:]
 
 

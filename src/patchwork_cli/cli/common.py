@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -49,6 +50,15 @@ def dask_cluster(address: str | None, workers: int | None):
     from ..distributed import cluster_spec
 
     return cluster_spec(address, workers)
+
+
+def dask_client(cluster):
+    """A context giving a dask.distributed Client for `cluster` (from dask_cluster), or None."""
+    if cluster is None:
+        return contextlib.nullcontext()
+    from ..distributed import connect
+
+    return connect(cluster)
 
 
 def say(message: str) -> None:

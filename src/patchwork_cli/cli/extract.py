@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .common import DaskOption, JsonOption, ProjectOption, WorkersOption, dask_cluster, open_from, say
+from .common import DaskOption, JsonOption, ProjectOption, WorkersOption, dask_client, dask_cluster, open_from, say
 
 
 def extract(
@@ -41,14 +41,11 @@ def extract(
             raise PatchworkError("--dask: not with --from-npy, which copies an array in this process")
         report = import_npy(opened, from_npy, overwrite=overwrite)
     else:
-        report = run_extract(
-            opened,
-            model=model,
-            shard=parse_shard(shard),
-            overwrite=overwrite,
-            retry_failed=retry_failed,
-            cluster=cluster,
-        )
+        shard_k_n = parse_shard(shard)
+        with dask_client(cluster) as client:
+            report = run_extract(
+                opened, model=model, shard=shard_k_n, overwrite=overwrite, retry_failed=retry_failed, client=client
+            )
     summary = report.as_dict()
     if as_json:
         typer.echo(json.dumps(summary, indent=2))

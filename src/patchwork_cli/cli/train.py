@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from .common import DaskOption, JsonOption, ProjectOption, WorkersOption, dask_cluster, open_from, say
+from .common import DaskOption, JsonOption, ProjectOption, WorkersOption, dask_client, dask_cluster, open_from, say
 
 
 def train(
@@ -33,7 +33,8 @@ def train(
         if as_json:
             typer.echo(json.dumps({"skipped": True, "run_id": latest}, indent=2))
         return
-    report = run_train(opened, head=head, cluster=cluster)
+    with dask_client(cluster) as client:
+        report = run_train(opened, head=head, client=client)
     auc = report.metrics["validation"]["macro"]["roc_auc"]
     headline = f"validation macro AUC {auc:.3f}" if auc is not None else "no validation labels to score it on"
     say(
