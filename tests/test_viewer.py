@@ -319,6 +319,15 @@ def test_label_paths_edge_cases(project_dir, cli):
     assert result.stderr == "error: absent.txt: no such file or directory\n"
 
 
+def test_label_samples_with_the_strategy_and_filters(project_dir, cli):
+    # the sample is drawn (or refused) before any window opens
+    result = cli("--project", "proj", "label", "--strategy", "random", "-n", "3", "--seed", "1", expect=1)
+    assert "no display for the labelling window" in result.stderr
+    result = cli("--project", "proj", "label", "--strategy", "maxent", expect=1)
+    assert result.stderr.startswith("error: no trained model yet: strategy 'maxent'")
+    assert cli("--project", "proj", "label", "--from", "labeled").stderr == "nothing to label\n"
+
+
 def test_without_a_display_the_window_refuses_clearly(project_dir, cli):
     before = snapshot(project_dir)
     result = cli("--project", "proj", "label", "--paths", "-", input="images/img_0002.png\n", expect=1)

@@ -58,10 +58,14 @@ def rows_for_paths(project, table: pd.DataFrame, lines: Iterable[tuple[int, str]
     stored = project.stored_paths([path for _, path in lines], cwd)
     table_paths = table["filepath"].tolist()
     row_of_path = {p: row for row, p in enumerate(table_paths)}
-    row_of_location = {_location(project, p): row for row, p in enumerate(table_paths)}
+    row_of_location = None  # normalising every path of a big table is slow: only when needed
     rows = {}
     for (line, path), candidate in zip(lines, stored, strict=True):
-        row = row_of_path.get(path, row_of_location.get(_location(project, candidate)))
+        row = row_of_path.get(path)
+        if row is None:
+            if row_of_location is None:
+                row_of_location = {_location(project, p): row for row, p in enumerate(table_paths)}
+            row = row_of_location.get(_location(project, candidate))
         if row is None:
             raise PatchworkError(f"{source}, line {line}: {path!r} is not an image of this project")
         rows.setdefault(row, None)
