@@ -36,9 +36,11 @@ def atomic_write(path: Path, mode: str = "w", encoding: str | None = "utf-8", ne
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        if isinstance(error, OSError) and error.filename is None:  # a write or fsync: say which file failed
+            raise OSError(error.errno, error.strerror, str(path)) from None
         raise
     fsync_directory(path.parent)
 

@@ -45,9 +45,12 @@ class FeatureStore:
     def open(cls, location: str | Path, writable: bool = False) -> FeatureStore | None:
         """The store at `location` (a path or URL), or None when there is none yet."""
         try:
-            return cls(zarr.open_group(str(location), mode="r+" if writable else "r"))
+            group = zarr.open_group(str(location), mode="r+" if writable else "r")
         except FileNotFoundError:
             return None
+        if "extractor" not in group.attrs:  # written last by create: its creation was cut short (a kill, a full disk)
+            return None
+        return cls(group)
 
     @classmethod
     def create(
@@ -87,8 +90,8 @@ class FeatureStore:
 
     def grow(self, rows: int) -> None:
         """Make room for rows appended to labels.csv; they start pending."""
-        if rows > self.rows:
-            for array in (self.features, self.status_array, self.reason_array):
+        for array in (self.features, self.status_array, self.reason_array):
+            if rows > array.shape[0]:  # each on its own: a grow cut short leaves them of different lengths
                 array.resize((rows, *array.shape[1:]))
 
     def status(self) -> np.ndarray:

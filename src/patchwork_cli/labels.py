@@ -360,9 +360,15 @@ class Journal:
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 data = b"\n" + data
             view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            try:
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except OSError as error:
+                # A full disk must not leave part of the batch behind: cut the journal back
+                # to where it was, so a refused edit (or import) changes nothing.
+                os.ftruncate(fd, size)
+                raise OSError(error.errno, error.strerror, str(self.path)) from None
         finally:
             os.close(fd)
 
