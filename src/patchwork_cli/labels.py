@@ -94,26 +94,27 @@ def read_label_table(path: Path, classes: list[str] | None = None, allow_missing
             _raise_bad_class_cell(path, table_classes)
             raise  # pragma: no cover - _raise_bad_class_cell always raises for conversion errors
 
-    table = empty_table([], raw["filepath"].tolist())
-    _check_filepaths(path, table["filepath"])
+    filepaths = pd.Series(raw["filepath"].to_numpy(dtype=object), dtype=object, copy=False)
+    _check_filepaths(path, filepaths)
+    rows = len(filepaths)
+    front = {"filepath": filepaths}
     for column in FLAG_COLUMNS:
-        if column in raw:
-            table[column] = _parse_flags(path, column, raw[column])
-    if "subset" in raw:
-        table["subset"] = raw["subset"].astype(object)
-    for name in classes:
+        front[column] = _parse_flags(path, column, raw[column]) if column in raw else np.zeros(rows, dtype=bool)
+    front["subset"] = raw["subset"].astype(object) if "subset" in raw else np.full(rows, "", dtype=object)
+    # The class columns are filled into one (N, C) block: no per-column copies, and
+    # table[classes].to_numpy() is then free.
+    values = np.full((rows, len(classes)), np.nan)
+    for k, name in enumerate(classes):
         if name in raw:
-            values = raw[name].to_numpy(dtype=np.float64)
-            bad = ~(np.isnan(values) | (values == 0) | (values == 1))
+            column = raw[name].to_numpy(dtype=np.float64)
+            bad = ~(np.isnan(column) | (column == 0) | (column == 1))
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
                 raise PatchworkError(
-                    f"{path}, line {row + 2}, column {name!r}: expected empty, 0 or 1, got {values[row]:g}"
+                    f"{path}, line {row + 2}, column {name!r}: expected empty, 0 or 1, got {column[row]:g}"
                 )
-            table[name] = values
-        else:
-            table[name] = np.nan
-    return table
+            values[:, k] = column
+    return pd.concat([pd.DataFrame(front), pd.DataFrame(values, columns=list(classes), copy=False)], axis=1)
 
 
 def write_label_table(table: pd.DataFrame, path: Path, classes: list[str]) -> None:
@@ -160,7 +161,7 @@ def _read_well_formed(path: Path, header: list[str], class_columns: list[str]) -
     try:
         arrow = pa_csv.read_csv(
             path,
-            read_options=pa_csv.ReadOptions(column_names=header, skip_rows=1),
+            read_options=pa_csv.ReadOptions(column_names=header, skip_rows=1, use_threads=False),
             convert_options=pa_csv.ConvertOptions(
                 column_types=types, null_values=[""], strings_can_be_null=False, quoted_strings_can_be_null=False
             ),

@@ -25,7 +25,8 @@ def max_entropy(p: np.ndarray, combine: str = "max") -> np.ndarray:
     if combine == "max":
         # Entropy falls as p moves away from 1/2 on either side, so the most uncertain class is
         # the one nearest 1/2: one logarithm per row instead of one per cell.
-        return binary_entropy(0.5 - np.abs(np.asarray(p, dtype=np.float32) - 0.5).min(axis=1))
+        distance = np.subtract(p, 0.5, dtype=np.float32)
+        return binary_entropy(0.5 - np.abs(distance, out=distance).min(axis=1))
     return binary_entropy(p).sum(axis=1)
 
 
