@@ -12,6 +12,9 @@ from conftest import Cli, snapshot
 from test_end_to_end import probe
 from test_sampling import P, write_run
 
+from patchwork_cli.cli.sample import FILTER_HELP, STRATEGY_HELP
+from patchwork_cli.sampling import FILTERS, STRATEGIES
+
 EXPECTED_MAXENT = [0, 5, 4]  # the rows of P with the most uncertain class, most uncertain first
 
 
@@ -57,6 +60,9 @@ def test_defaults_filters_and_seed(project_dir, cli):
 def test_nothing_to_sample_is_not_an_error(project_dir, cli):
     result = cli("-C", "proj", "sample", "--from", "labeled")
     assert result.stdout == "" and result.stderr == "nothing to sample: no row matches --from labeled\n"
+    write_run(project_dir, P)
+    result = cli("-C", "proj", "sample", "-s", "disagree")  # nothing is labelled yet
+    assert result.stdout == "" and result.stderr == "nothing to sample: no row matches the default --from\n"
 
 
 def test_rows_without_predictions_are_left_out_with_a_warning(project_dir, cli):
@@ -103,3 +109,7 @@ def test_sample_does_not_import_tensorflow(project_dir):
     write_run(project_dir, P)
     report = probe("sample", "-s", "badge", "-n", "3", "--seed", "0", cwd=project_dir)
     assert report["code"] in (0, None) and not report["tensorflow"]
+
+
+def test_help_names_every_strategy_and_filter():
+    assert STRATEGY_HELP == ", ".join(STRATEGIES) and FILTER_HELP == ", ".join(FILTERS)

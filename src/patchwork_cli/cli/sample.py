@@ -10,7 +10,8 @@ import typer
 
 from .common import ProjectOption, open_from, say
 
-# The names are listed here (not imported) so that --help does not load numpy and pandas.
+# The names are spelled out here, not imported, so that --help loads neither numpy nor pandas
+# (a test checks they match sampling.STRATEGIES and FILTERS).
 STRATEGY_HELP = "random, maxent, maxent+sum, maxent:C, high:C, low:C, badge, coreset, disagree"
 FILTER_HELP = "unlabeled, partial, labeled, all, excluded, validation, unlabeled:C, contains:C, lacks:C, subset:V"
 
@@ -28,7 +29,9 @@ def sample(
         None, "--strategy", "-s", help=f"{STRATEGY_HELP} (default: sampling.strategy in patchwork.yaml)."
     ),
     filters: list[str] = typer.Option(
-        [], "--from", help=f"Which rows, repeatable, combined with AND: {FILTER_HELP} (default: unlabeled)."
+        [],
+        "--from",
+        help=f"Which rows, repeatable, combined with AND: {FILTER_HELP} (default: unlabeled; all for disagree).",
     ),
     seed: int | None = typer.Option(None, "--seed", help="Seed for the random strategies (random, high, low, badge)."),
     run: str | None = typer.Option(None, "--run", help="The run whose predictions to use (default: LATEST)."),
@@ -47,7 +50,8 @@ def sample(
     opened = open_from(ctx, project)
     chosen = choose_rows(opened, n or opened.config.sampling.n, strategy, filters, seed, run)
     if chosen.empty:
-        say(f"nothing to sample: no row matches --from {' --from '.join(filters or ['(default)'])}")
+        asked = " ".join(f"--from {f}" for f in filters) if filters else "the default --from"
+        say(f"nothing to sample: no row matches {asked}")
         return
     chosen["filepath"] = [_from_cwd(opened.directory, path) for path in chosen["filepath"]]
     if output is OutputFormat.paths:
