@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 from matplotlib.backend_bases import key_press_handler
+from matplotlib.patches import Rectangle
 from matplotlib.transforms import offset_copy
 
 from .errors import PatchworkError
@@ -27,6 +28,8 @@ KEYS_HELP = (
     ("?", "this help"),
     ("q", "quit (or close the window)"),
 )
+# Keys that change labels only, not the picture.
+LABEL_KEYS = frozenset(CLASS_KEYS + "nxv")
 VALUE_TEXT = {None: "-", 1: "yes", 0: "no"}
 VALUE_COLOUR = {None: "0.55", 1: "#1a7f37", 0: "#c62828"}
 FLAG_COLOUR = {True: "#b35900", False: "0.55"}
@@ -94,7 +97,15 @@ class LabelWindow:
             return
         self.notice = ""
         action()
-        if not self.session.finished:
+        if self.session.finished:
+            return
+        canvas = self.figure.canvas
+        if event.key in LABEL_KEYS and canvas.supports_blit:
+            # Only the panel changed: repaint just it, instead of re-rendering the image (~2x faster).
+            self._draw_panel()
+            self.figure.draw_artist(self._panel)
+            canvas.blit(self._panel.bbox)
+        else:
             self.draw()
 
     def _step(self, offset: int) -> None:
@@ -166,6 +177,8 @@ class LabelWindow:
         panel = self._panel
         panel.clear()
         panel.set_axis_off()
+        # an opaque ground, so that repainting the panel alone covers what it showed before
+        panel.add_patch(Rectangle((0, 0), 1, 1, transform=panel.transAxes, color=self.figure.get_facecolor()))
         session, image = self.session, self.session.current
         lines = _Lines(panel)
         lines.add(f"{session.position + 1} / {len(session)}", size=20, weight="bold")
@@ -224,8 +237,6 @@ def _shorten(text: str, width: int = NAME_WIDTH - 1) -> str:
 
 
 def _placeholder_patch():
-    from matplotlib.patches import Rectangle
-
     return Rectangle((0, 0), 1, 1, facecolor="0.9", edgecolor="0.6", hatch="//")
 
 
