@@ -80,11 +80,13 @@ def extract(
     With `client` (a dask.distributed.Client) the chunks run as tasks on its cluster instead
     of in this process; the store is prepared, and the report written, here either way.
     """
+    from .extractors.loading import load_extractor  # TensorFlow starts here
+
     settings = project.config.extractor
     filepaths = project.labels()["filepath"].tolist()
     paths = [project.absolute_path(p) for p in filepaths]
-    spec = ExtractorSpec(model or settings.name, tuple(project.config.imshape), settings.pooling, project.directory)
-    extractor = spec.load()  # TensorFlow starts here
+    name = model or settings.name
+    extractor = load_extractor(name, tuple(project.config.imshape), settings.pooling, base=project.directory)
     identity = extractor.identity(settings.dtype)
     store = prepare_store(project, len(paths), extractor.output_shape, settings.dtype, identity, overwrite)
     if retry_failed:
@@ -105,6 +107,7 @@ def extract(
     else:
         from .distributed import extract_on_cluster
 
+        spec = ExtractorSpec.of(project, name)
         processed, failed = extract_on_cluster(
             client, project.features_location, chunks, paths, spec, settings.batch_size, progress
         )
@@ -115,17 +118,28 @@ def extract(
 
 @dataclass(frozen=True)
 class ExtractorSpec:
-    """What loads an extractor: small and picklable, so a Dask worker can load its own copy."""
+    """What loads an extractor: small and picklable, so a Dask worker can load its own copy
+    (and keep it for every task with an equal spec)."""
 
-    name: str
+    name: str  # efficientnet_lite0, keras:NAME or an absolute model path
     imshape: tuple[int, int]
     pooling: str | None
-    base: Path  # the project directory, against which a relative model path is resolved
+
+    @classmethod
+    def of(cls, project: Project, name: str) -> ExtractorSpec:
+        """The spec of an extractor that loaded here. A model file (relative to the project) is
+        named by its absolute path: the same file on every worker, whatever its working directory."""
+        model_file = project.directory / name
+        return cls(
+            str(model_file) if model_file.is_file() else name,
+            tuple(project.config.imshape),
+            project.config.extractor.pooling,
+        )
 
     def load(self):
-        from .extractors.loading import load_extractor  # imports TensorFlow
+        from .extractors.loading import load_extractor
 
-        return load_extractor(self.name, self.imshape, self.pooling, base=self.base)
+        return load_extractor(self.name, self.imshape, self.pooling)
 
 
 def extract_chunk(store: FeatureStore, index: int, paths: list[str], extractor, batch_size: int) -> tuple[int, int]:
