@@ -1,0 +1,209 @@
+"""SIGKILL `patchwork extract` and `patchwork train` (real processes, TensorFlow and all) at random
+moments: a resumed extract writes exactly what an uninterrupted one writes, and LATEST always
+names a complete run. Also: bad image files go through a real extract without stopping it."""
+
+from __future__ import annotations
+
+import collections
+import functools
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+import zarr
+from conftest import Cli, write_images
+
+from patchwork_cli import runs
+from patchwork_cli.features import DONE, FAILED, PENDING, FeatureStore
+
+from .conftest import report
+
+KILLS = 3  # each costs a TensorFlow start-up (about 5 s), so fewer than the label store's 40
+IMSHAPE = (32, 32)
+RUN_FILES = (runs.MODEL_FILE, runs.RUN_FILE, runs.METRICS_FILE, runs.HISTORY_FILE, runs.PREDICTIONS_NAME)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A small deterministic conv net on 32x32 RGB: 16x16x64 feature maps (256-row chunks)."""
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((*IMSHAPE, 3))
+    x = keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(
+        keras.layers.Rescaling(1 / 255)(inputs)
+    )
+    path = tmp_path_factory.mktemp("models") / "tiny.keras"
+    keras.Model(inputs, x).save(path)
+    return path
+
+
+def image_project(root: Path, name: str, model: Path) -> Path:
+    Cli(root)("init", name, "--images", "images", "--classes", "a,b")
+    config_path = root / name / "patchwork.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["imshape"] = list(IMSHAPE)
+    config["extractor"].update(name=str(model), batch_size=16)
+    config_path.write_text(yaml.safe_dump(config))
+    return root / name
+
+
+def run_cli(*args, cwd: Path, kill_when=None, delay: float = 0.0) -> tuple[int, str]:
+    """`python -m patchwork_cli ARGS` as a real process, SIGKILLed `delay` seconds after `kill_when()`
+    first holds (polled every 2 ms): kills land at chosen stages of the work, not in TensorFlow's start-up."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "patchwork_cli", *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    if kill_when is not None:
+        deadline = time.monotonic() + 300
+        while process.poll() is None and not kill_when() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(delay)
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+    _, stderr = process.communicate(timeout=300)
+    return process.returncode, stderr.decode(errors="replace")
+
+
+def status_chunks_written(project: Path) -> int:
+    directory = project / "features.zarr" / "status" / "c"
+    return sum(1 for _ in directory.iterdir()) if directory.exists() else 0
+
+
+def chunks_past(project: Path, count: int) -> bool:
+    return status_chunks_written(project) >= count
+
+
+def test_killed_extract_resumes_to_the_identical_store(tmp_path, tiny_model):
+    rows = 768  # three chunks of 256 rows
+    write_images(tmp_path / "images", rows)
+    reference = image_project(tmp_path, "reference", tiny_model)
+    Cli(reference)("extract")
+    expected = zarr.open_group(str(reference / "features.zarr"), mode="r")["features"][:]
+
+    killed = image_project(tmp_path, "killed", tiny_model)
+    rng = random.Random(5)
+    outcomes = collections.Counter()
+    for iteration in range(KILLS):
+        if iteration == 0:
+            when = _after(rng.uniform(1, 6))  # in start-up, or creating the store, or in the first chunk
+        else:
+            when = functools.partial(chunks_past, killed, status_chunks_written(killed) + 1)  # then in the next
+        code, stderr = run_cli("extract", cwd=killed, kill_when=when, delay=rng.uniform(0, 0.4))
+        assert code in (0, -9) and "Traceback" not in stderr, stderr
+        assert Cli(killed)("status").exit_code == 0  # the project opens cleanly
+        outcomes["killed" if code == -9 else "finished first"] += 1
+        store = FeatureStore.open(killed / "features.zarr")
+        if store is None:
+            outcomes[f"kill {iteration + 1}: before the store existed"] += 1
+            continue
+        status = store.status()
+        assert set(np.unique(status)) <= {PENDING, DONE}
+        done = status == DONE
+        # every row marked done already holds exactly the uninterrupted run's features
+        np.testing.assert_array_equal(store.features.get_orthogonal_selection((np.flatnonzero(done),)), expected[done])
+        outcomes[f"kill {iteration + 1}: rows done"] = int(done.sum())
+    Cli(killed)("extract")
+    store = zarr.open_group(str(killed / "features.zarr"), mode="r")
+    np.testing.assert_array_equal(store["features"][:], expected)
+    assert (store["status"][:] == DONE).all()
+    report("extract, SIGKILL then resume", iterations=KILLS, rows=rows, **outcomes)
+
+
+def feature_project(root: Path, rows: int = 300) -> Path:
+    """A project with random 16-d features (--from-npy) and 200 labelled rows, trained quickly."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(rows, 16)).astype(np.float32)
+    (root / "list.txt").write_text("".join(f"img/{i:05d}.png\n" for i in range(rows)))
+    Cli(root)("init", "proj", "--images", "list.txt", "--classes", "a,b")
+    project = root / "proj"
+    config = yaml.safe_load((project / "patchwork.yaml").read_text())
+    config["model"]["head"] = "mlp:16"
+    config["training"].update(epochs=4, batches_per_epoch=10, batch_size=16)
+    (project / "patchwork.yaml").write_text(yaml.safe_dump(config))
+    np.save(project / "features.npy", features)
+    Cli(project)("extract", "--from-npy", "features.npy")
+    truth = (features[:200, :2] > 0).astype(int)
+    pd.DataFrame({"filepath": [f"../img/{i:05d}.png" for i in range(200)], "a": truth[:, 0], "b": truth[:, 1]}).assign(
+        validation=[i >= 150 for i in range(200)]
+    ).to_csv(project / "edits.csv", index=False)
+    Cli(project)("label", "--import", "edits.csv")
+    return project
+
+
+def assert_runs_are_whole(project: Path) -> str:
+    """LATEST names a complete run, and every run listed is complete; returns LATEST."""
+    latest = runs.latest_run(project)
+    assert latest is not None and (runs.models_dir(project) / runs.LATEST_NAME).read_text().strip() == latest
+    for run_id in runs.list_runs(project):
+        assert all((runs.models_dir(project) / run_id / name).exists() for name in RUN_FILES), run_id
+    visible = [p.name for p in runs.models_dir(project).iterdir() if not p.name.startswith(".")]
+    assert sorted(visible) == sorted([*runs.list_runs(project), runs.LATEST_NAME]), visible
+    return latest
+
+
+def test_killed_train_leaves_latest_on_a_complete_run(tmp_path):
+    project = feature_project(tmp_path)
+    Cli(project)("train")
+    first = assert_runs_are_whole(project)
+    rng = random.Random(6)
+    outcomes = collections.Counter()
+
+    def staging_begun():
+        return any(p.name.startswith(runs.STAGING_PREFIX) for p in runs.models_dir(project).iterdir())
+
+    for iteration in range(KILLS):
+        if iteration == 0:
+            when, delay = _after(rng.uniform(3, 8)), 0.0  # in start-up or fit
+        else:
+            when, delay = staging_begun, rng.uniform(0, 0.3)  # while the run is written and published
+        code, stderr = run_cli("train", cwd=project, kill_when=when, delay=delay)
+        assert code in (0, -9) and "Traceback" not in stderr, stderr
+        latest = assert_runs_are_whole(project)
+        outcomes["finished first" if code == 0 else "killed"] += 1
+        outcomes["LATEST moved on" if latest != first else "LATEST kept"] += 1
+        first = latest
+        assert Cli(project)("evaluate").exit_code == 0
+    staged = [p for p in runs.models_dir(project).iterdir() if p.name.startswith(runs.STAGING_PREFIX)]
+    outcomes["half-written runs left behind (hidden, never listed)"] = len(staged)
+    report("train, SIGKILL", iterations=KILLS, **outcomes)
+
+
+def _after(seconds: float):
+    deadline = time.monotonic() + seconds
+    return lambda: time.monotonic() >= deadline
+
+
+def test_bad_images_are_recorded_and_the_rest_extracted(tmp_path, tiny_model):
+    """Truncated, empty, not-an-image, a decompression bomb, one pixel and huge, in one real extract."""
+    images = write_images(tmp_path / "images", 4)
+    bad = {
+        "zero bytes": b"",
+        "not an image": b"hello, I am text\n",
+        "truncated": images[0].read_bytes()[: len(images[0].read_bytes()) // 2],
+    }
+    for name, data in bad.items():
+        (tmp_path / "images" / f"{name}.png").write_bytes(data)
+    from PIL import Image
+
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(tmp_path / "images" / "one pixel.png")
+    Image.new("RGB", (6000, 4000), (10, 200, 10)).save(tmp_path / "images" / "huge.jpg", quality=80)
+    bomb = tmp_path / "images" / "bomb.png"
+    Image.new("L", (10000, 10000)).save(bomb)  # 100 megapixels of zeros: a small file
+    project = image_project(tmp_path, "proj", tiny_model)
+    result = Cli(project)("extract", "--json")
+    assert "4 image(s) failed" in result.stderr
+    table = pd.read_csv(project / "features_failures.csv")
+    reasons = dict(zip(table["filepath"].map(lambda p: Path(p).stem), table["reason"], strict=True))
+    assert set(reasons) == {"zero bytes", "not an image", "truncated", "bomb"}
+    assert reasons["bomb"].startswith("refused: 10000x10000 pixels")
+    assert reasons["truncated"].startswith("unreadable")
+    status = zarr.open_group(str(project / "features.zarr"), mode="r")["status"][:]
+    assert (status == DONE).sum() == 6 and (status == FAILED).sum() == 4
