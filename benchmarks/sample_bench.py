@@ -14,6 +14,8 @@ then measures:
   peak RSS of `patchwork sample --strategy S -n 100` under `/usr/bin/time -f %M`
   (targets < 30 s, < 2 GiB). Measured in a fresh process: a child of this (big) parent
   would report the parent's high-water mark.
+- Beside each wall time, the CPU time (user + system) GNU time reports, and the load
+  average: on a shared machine the wall time stretches with other people's work.
 - the same k-means++ seeding on the explicit (N, 256*10) float32 gradient matrix (2 GB),
   again in a fresh process under /usr/bin/time, beside the implicit seeding on the same
   arrays and seed: seconds and peak RSS of the selection, and the ratios.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import subprocess
 import sys
@@ -56,11 +59,14 @@ TARGETS = {
     "coreset_peak_mib": ("< 2048", lambda v: v < 2048),
 }
 LABELS = {
-    "maxent_1m_s": "sample maxent -n 100, 1M rows (s)",
+    "maxent_1m_s": "sample maxent -n 100 (s)",
+    "maxent_1m_cpu_s": "  its CPU time, user + system (s)",
     "maxent_imports_tensorflow": "  imports TensorFlow",
-    "badge_s": "sample badge -n 100, 200k x 256 (s)",
+    "badge_s": "sample badge -n 100 (s)",
+    "badge_cpu_s": "  its CPU time, all threads (s)",
     "badge_peak_mib": "  peak RSS (MiB)",
-    "coreset_s": "sample coreset -n 100, 200k x 256 (s)",
+    "coreset_s": "sample coreset -n 100 (s)",
+    "coreset_cpu_s": "  its CPU time, all threads (s)",
     "coreset_peak_mib": "  peak RSS (MiB)",
     "implicit_select_s": "badge seeding, implicit (s)",
     "implicit_peak_mib": "  peak RSS (MiB)",
@@ -129,15 +135,16 @@ def write_project(directory: Path, rows: int, width: int, labelled: int, rng: np
     runs.publish(directory, staging, run_id)
 
 
-def timed_run(args: list[str]) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MiB) and stdout of a fresh process under GNU time."""
+def timed_run(args: list[str]) -> tuple[float, float, float, str]:
+    """Wall seconds, CPU seconds (user + system), peak RSS (MiB) and stdout of a fresh
+    process under GNU time."""
     start = time.perf_counter()
     result = subprocess.run(
-        ["/usr/bin/time", "-f", "%M", *args], capture_output=True, text=True, check=True, timeout=1800
+        ["/usr/bin/time", "-f", "%M %U %S", *args], capture_output=True, text=True, check=True, timeout=1800
     )
     seconds = time.perf_counter() - start
-    peak_kib = int(result.stderr.strip().splitlines()[-1])
-    return seconds, peak_kib / 1024, result.stdout
+    peak_kib, user, system = result.stderr.strip().splitlines()[-1].split()
+    return seconds, float(user) + float(system), int(peak_kib) / 1024, result.stdout
 
 
 def imports_tensorflow(project: Path) -> bool:
@@ -157,25 +164,30 @@ def measure(tmp: str, rows: int, diverse_rows: int) -> dict:
     write_project(big, rows, 8, int(rows * LABELLED_SHARE), rng)
     write_project(diverse, diverse_rows, WIDTH, DIVERSE_LABELLED, rng)
     sample = [str(CLI), "-C"]
-    maxent = [timed_run([*sample, str(big), "sample", "-s", "maxent", "-n", str(K)])[0] for _ in range(3)]
+    maxent = [timed_run([*sample, str(big), "sample", "-s", "maxent", "-n", str(K)]) for _ in range(3)]
     figures = {
         "rows": rows,
         "diverse_rows": diverse_rows,
-        "maxent_1m_s": statistics.median(maxent),
+        "load_average": os.getloadavg()[0],
+        "maxent_1m_s": statistics.median(m[0] for m in maxent),
+        "maxent_1m_cpu_s": statistics.median(m[1] for m in maxent),
         "maxent_imports_tensorflow": imports_tensorflow(big),
     }
     for strategy in ("badge", "coreset"):
-        seconds, peak, out = timed_run([*sample, str(diverse), "sample", "-s", strategy, "-n", str(K), "--seed", "0"])
+        seconds, cpu, peak, out = timed_run(
+            [*sample, str(diverse), "sample", "-s", strategy, "-n", str(K), "--seed", "0"]
+        )
         assert len(out.split()) == K, out
-        figures[f"{strategy}_s"], figures[f"{strategy}_peak_mib"] = seconds, peak
+        figures.update({f"{strategy}_s": seconds, f"{strategy}_cpu_s": cpu, f"{strategy}_peak_mib": peak})
     seedings = {}
     for kind in ("implicit", "explicit"):
-        _, peak, out = timed_run([sys.executable, "-c", SEEDING, str(diverse), kind, str(K)])
+        _, _, peak, out = timed_run([sys.executable, "-c", SEEDING, str(diverse), kind, str(K)])
         seedings[kind] = json.loads(out)
         figures[f"{kind}_select_s"], figures[f"{kind}_peak_mib"] = seedings[kind]["seconds"], peak
     figures["same_picks"] = seedings["implicit"]["picks"] == seedings["explicit"]["picks"]
     figures["explicit_vs_implicit_s"] = figures["explicit_select_s"] / figures["implicit_select_s"]
     figures["explicit_vs_implicit_mib"] = figures["explicit_peak_mib"] / figures["implicit_peak_mib"]
+    figures["load_average_after"] = os.getloadavg()[0]
     return figures
 
 
@@ -196,6 +208,10 @@ def print_table(figures: dict) -> None:
         target = TARGETS.get(key, ("",))[0]
         print(f"{label:<40} {shown:>10}  {target:<8} {verdict.get(key, '')}".rstrip())
     print(f"implicit and explicit seedings pick the same rows: {'yes' if figures['same_picks'] else 'NO'}")
+    print(
+        f"1-minute load average before / after: {figures['load_average']:.1f} / {figures['load_average_after']:.1f} "
+        f"on {os.cpu_count()} CPUs (wall times stretch with other load; CPU times much less)"
+    )
 
 
 def main() -> None:
