@@ -21,7 +21,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+import yaml
 
 from patchwork_cli.project import Project
 
@@ -170,15 +172,15 @@ def apply_to_model(model: dict, edits) -> dict:
     return model
 
 
-def table_matches(table, model: dict, rows: int) -> bool:
+def table_matches(table, model: dict, rows: int, classes=CLASSES) -> bool:
     """Whether the label table holds exactly the model's values (everything else unlabelled)."""
-    expected = {c: np.full(rows, np.nan) for c in CLASSES}
+    expected = {c: np.full(rows, np.nan) for c in classes}
     flags = {"exclude": np.zeros(rows, bool), "validation": np.zeros(rows, bool)}
     subset = [""] * rows
     for path, fields in model.items():
-        row = int(path[-10:-4])
+        row = int(Path(path).stem)
         for key, value in fields.items():
-            if key in CLASSES:
+            if key in classes:
                 expected[key][row] = np.nan if value is None else value
             elif key == "subset":
                 subset[row] = value or ""
@@ -186,7 +188,7 @@ def table_matches(table, model: dict, rows: int) -> bool:
                 flags[key][row] = value
     return (
         len(table) == rows
-        and all(np.array_equal(table[c].to_numpy(float), expected[c], equal_nan=True) for c in CLASSES)
+        and all(np.array_equal(table[c].to_numpy(float), expected[c], equal_nan=True) for c in classes)
         and all(np.array_equal(table[k].to_numpy(bool), v) for k, v in flags.items())
         and table["subset"].tolist() == subset
     )
@@ -198,6 +200,29 @@ def read_acks(path: Path) -> list:
         return []
     lines = path.read_text().split("\n")
     return [json.loads(line) for line in lines[:-1]]
+
+
+def feature_project(root: Path, rows: int = 300) -> Path:
+    """A project with random 16-d features (--from-npy) and 200 labelled rows, trained quickly."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(rows, 16)).astype(np.float32)
+    (root / "list.txt").write_text("".join(f"img/{i:05d}.png\n" for i in range(rows)))
+    from conftest import Cli
+
+    Cli(root)("init", "proj", "--images", "list.txt", "--classes", "a,b")
+    project = root / "proj"
+    config = yaml.safe_load((project / "patchwork.yaml").read_text())
+    config["model"]["head"] = "mlp:16"
+    config["training"].update(epochs=4, batches_per_epoch=10, batch_size=16)
+    (project / "patchwork.yaml").write_text(yaml.safe_dump(config))
+    np.save(project / "features.npy", features)
+    Cli(project)("extract", "--from-npy", "features.npy")
+    truth = (features[:200, :2] > 0).astype(int)
+    pd.DataFrame({"filepath": [f"../img/{i:05d}.png" for i in range(200)], "a": truth[:, 0], "b": truth[:, 1]}).assign(
+        validation=[i >= 150 for i in range(200)]
+    ).to_csv(project / "edits.csv", index=False)
+    Cli(project)("label", "--import", "edits.csv")
+    return project
 
 
 # --- the tally the README table quotes ---------------------------------------------------

@@ -25,7 +25,7 @@ from conftest import Cli, write_images
 from patchwork_cli import runs
 from patchwork_cli.features import DONE, FAILED, PENDING, FeatureStore
 
-from .conftest import report
+from .conftest import feature_project, report
 
 KILLS = 3  # each costs a TensorFlow start-up (about 5 s), so fewer than the label store's 40
 IMSHAPE = (32, 32)
@@ -115,27 +115,6 @@ def test_killed_extract_resumes_to_the_identical_store(tmp_path, tiny_model):
     np.testing.assert_array_equal(store["features"][:], expected)
     assert (store["status"][:] == DONE).all()
     report("extract, SIGKILL then resume", iterations=KILLS, rows=rows, **outcomes)
-
-
-def feature_project(root: Path, rows: int = 300) -> Path:
-    """A project with random 16-d features (--from-npy) and 200 labelled rows, trained quickly."""
-    rng = np.random.default_rng(0)
-    features = rng.normal(size=(rows, 16)).astype(np.float32)
-    (root / "list.txt").write_text("".join(f"img/{i:05d}.png\n" for i in range(rows)))
-    Cli(root)("init", "proj", "--images", "list.txt", "--classes", "a,b")
-    project = root / "proj"
-    config = yaml.safe_load((project / "patchwork.yaml").read_text())
-    config["model"]["head"] = "mlp:16"
-    config["training"].update(epochs=4, batches_per_epoch=10, batch_size=16)
-    (project / "patchwork.yaml").write_text(yaml.safe_dump(config))
-    np.save(project / "features.npy", features)
-    Cli(project)("extract", "--from-npy", "features.npy")
-    truth = (features[:200, :2] > 0).astype(int)
-    pd.DataFrame({"filepath": [f"../img/{i:05d}.png" for i in range(200)], "a": truth[:, 0], "b": truth[:, 1]}).assign(
-        validation=[i >= 150 for i in range(200)]
-    ).to_csv(project / "edits.csv", index=False)
-    Cli(project)("label", "--import", "edits.csv")
-    return project
 
 
 def assert_runs_are_whole(project: Path) -> str:
