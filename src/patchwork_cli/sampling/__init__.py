@@ -7,7 +7,9 @@ scores.py, selection.py, strategies.py). No TensorFlow here: sampling starts fas
 
 from __future__ import annotations
 
+import importlib
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,6 +49,10 @@ def sample(
     filters = list(filters) or (["all"] if chosen.form == "disagree" else list(DEFAULT_FILTERS))
     check_filters(filters, project.classes)  # bad input fails before any reading
     run = _run_for(project, chosen, run_id)
+    if run:
+        # zarr takes a quarter of a second to import: let that overlap the label table's
+        # parse (Arrow releases the GIL); read_run_array's own import then finds it done.
+        threading.Thread(target=importlib.import_module, args=("zarr",), daemon=True).start()
     table = project.labels()
     candidates = np.flatnonzero(filter_mask(table, project.classes, filters))
     pool, candidates = _pool(table, chosen, candidates, run) if run else (Pool(len(candidates)), candidates)
