@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" bash examples/quickstart.sh
+	PATH="$(abspath $(BIN)):$$PATH" bash examples/quickstart/run.sh
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
