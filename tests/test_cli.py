@@ -230,10 +230,6 @@ def test_label_import_of_1000_rows(tmp_path, cli):
     assert status["labelled"]["full"] == int((values != 2).all(axis=1).sum())
 
 
-def test_label_without_import_is_a_usage_error(cli, project_dir):
-    assert "give --import FILE" in cli("--project", "proj", "label", expect=2).stderr
-
-
 # --- status ---
 
 
