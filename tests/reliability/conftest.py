@@ -28,8 +28,10 @@ import yaml
 from patchwork_cli.project import Project
 
 FORK_SERVER = r"""
-import json, os, sys, traceback
+import importlib, json, os, sys, traceback
 import patchwork_cli.cli.app, patchwork_cli.project  # once; every forked child starts warm
+for module in sys.argv[1:]:
+    importlib.import_module(module)
 print("ready", flush=True)
 for line in sys.stdin:
     request = json.loads(line)
@@ -61,11 +63,15 @@ for line in sys.stdin:
 class ForkServer:
     """Forks children that run a snippet of Python (with ARGS bound to a JSON-able dict)."""
 
-    def __init__(self, log_dir: Path):
+    def __init__(self, log_dir: Path, preload: tuple[str, ...] = ()):
         self.log_dir = log_dir
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
         self.process = subprocess.Popen(
-            [sys.executable, "-c", FORK_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+            [sys.executable, "-c", FORK_SERVER, *preload],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         assert self._reply() == "ready"
         self.count = 0

@@ -1,7 +1,8 @@
 """SIGKILL the label store's writers at random moments: nothing acknowledged is ever lost.
 
-An edit is acknowledged when `Project.label` has returned (its journal line is fsynced) or, for
-`label --import`, when the command has exited 0. After every kill the project must open cleanly
+An edit is acknowledged when `Project.label` has returned (its journal line is fsynced), for
+`label --import` when the command has exited 0, and in the labelling window when the key press
+has been handled (the window shows only what the journal holds). After every kill the project must open cleanly
 and hold exactly the acknowledged edits -- plus, at most, the one edit that was in flight.
 """
 
@@ -13,12 +14,20 @@ import shutil
 import time
 
 import pandas as pd
-from conftest import Cli
+from conftest import Cli, write_images
 
 from patchwork_cli.labels import Journal
 from patchwork_cli.project import Project
 
-from .conftest import apply_to_model, image_list_project, random_edit, read_acks, report, table_matches
+from .conftest import (
+    ForkServer,
+    apply_to_model,
+    image_list_project,
+    random_edit,
+    read_acks,
+    report,
+    table_matches,
+)
 
 KILLS = 40  # kill iterations per case
 EDITS_PER_RUN = 60
@@ -213,3 +222,65 @@ def test_two_labellers_at_once_lose_nothing(tmp_path, forks):
         outcomes["edits acknowledged"] += sum(map(len, acked))
         outcomes["rounds with kills" if round_ % 2 else "rounds run to the end"] += 1
     report("two labellers at once", rounds=rounds, **outcomes)
+
+
+# The labelling window on Agg, driven by synthetic key presses. After each key, what the window
+# shows of every image of the session is acknowledged, with the image the next key will edit.
+VIEWER_DRIVER = """
+import json, os
+import matplotlib.pyplot as plt
+from matplotlib.backend_bases import KeyEvent
+from patchwork_cli.labelling import LabelSession
+from patchwork_cli.project import Project
+from patchwork_cli.viewer import LabelWindow
+session = LabelSession(Project(ARGS["project"]), ARGS["rows"])
+window = LabelWindow(session, plt.figure())
+canvas = window.figure.canvas
+acks = os.open(ARGS["acks"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+for key in ARGS["keys"]:
+    canvas.callbacks.process("key_press_event", KeyEvent("key_press_event", canvas, key))
+    shown = {i.filepath: {**i.values, "exclude": i.exclude, "validation": i.validation} for i in session.images}
+    os.write(acks, (json.dumps([session.current.filepath, shown]) + "\\n").encode())
+"""
+VIEWER_KILLS = 20  # each window draws every key on Agg: slower than a bare label call
+VIEWER_KEYS = ["1", "2", "3", "n", "x", "v", "right", "left", " ", "backspace", "h"]
+
+
+def stored_state(table, filepath: str) -> dict:
+    row = table.loc[filepath]
+    return {c: None if row[c] != row[c] else int(row[c]) for c in ("a", "b", "c")} | {
+        flag: bool(row[flag]) for flag in ("exclude", "validation")
+    }
+
+
+def test_killed_labelling_window_keeps_every_acknowledged_key(tmp_path):
+    write_images(tmp_path / "img", 12)
+    Cli(tmp_path)("init", "proj", "--images", "img", "--classes", "a,b,c")
+    directory = tmp_path / "proj"
+    first = Project(directory).labels()["filepath"].iloc[0]
+    forks = ForkServer(tmp_path, preload=("matplotlib.pyplot", "patchwork_cli.viewer"))
+    rng = random.Random(7)
+    run = {"project": str(directory), "rows": list(range(12))}
+
+    def keys():
+        return [rng.choice(VIEWER_KEYS) for _ in range(25)] + ["q"]
+
+    duration = timed(forks, VIEWER_DRIVER, tmp_path, acks=str(tmp_path / "acks-full"), keys=keys(), **run)
+    outcomes = collections.Counter()
+    for iteration in range(VIEWER_KILLS):
+        acks = tmp_path / f"acks-{iteration}"
+        kill_after = rng.uniform(0, duration)
+        exit_code, log = forks.run(VIEWER_DRIVER, tmp_path, kill_after=kill_after, acks=str(acks), keys=keys(), **run)
+        assert "Traceback" not in log, log
+        table = Project(directory).labels().set_index("filepath")  # the project opens cleanly
+        acked = read_acks(acks)
+        next_image, shown = acked[-1] if acked else (first, {})
+        for filepath, fields in shown.items():
+            if stored_state(table, filepath) != fields:  # only the image of the key in flight may be ahead
+                assert exit_code == -9 and filepath == next_image, (filepath, fields, stored_state(table, filepath))
+                outcomes["in-flight key landed too"] += 1
+        outcomes["killed" if exit_code == -9 else "finished first"] += 1
+        outcomes["keys acknowledged"] += len(acked)
+    forks.close()
+    assert outcomes["killed"] >= VIEWER_KILLS // 4  # the kills really land mid-session
+    report("labelling window (Agg, synthetic keys), SIGKILL", iterations=VIEWER_KILLS, **outcomes)
