@@ -56,7 +56,7 @@ def test_fuzzed_image_bytes_decode_or_fail_cleanly(tmp_path):
     outcomes = collections.Counter()
     path = tmp_path / "image"
 
-    @settings(max_examples=150, deadline=None, derandomize=True)
+    @settings(max_examples=150, deadline=None, derandomize=True, database=None)
     @given(mutated_images())
     def check(case):
         fmt, data = case

@@ -30,7 +30,11 @@ from .conftest import report
 
 EXAMPLES = 100
 FUZZ = settings(
-    max_examples=EXAMPLES, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 CLASSES = ["a", "b"]
 
