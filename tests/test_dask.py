@@ -91,11 +91,11 @@ def test_local_cluster_extracts_bit_identical_features_into_a_file_url_store(tmp
 
 
 def _extract_while_killing_a_worker(project: Path, cluster) -> tuple[object, np.ndarray]:
-    """Run `extract --dask ADDRESS` and SIGKILL one worker process once the first chunk is on disk;
+    """Run `extract --dask ADDRESS` and SIGKILL a busy worker process once the first chunk is on disk;
     returns the CLI result and the store's status at the moment of the kill."""
     local, client = cluster
     client.wait_for_workers(2, timeout=120)
-    pids = list(client.run(os.getpid).values())
+    pids = client.run(os.getpid)  # worker address -> process id
     outcome = {}
     thread = threading.Thread(
         target=lambda: outcome.setdefault(
@@ -110,7 +110,8 @@ def _extract_while_killing_a_worker(project: Path, cluster) -> tuple[object, np.
             break
         time.sleep(0.005)
     assert thread.is_alive(), "extract finished before a worker could be killed"
-    os.kill(pids[0], signal.SIGKILL)
+    busy = [worker for worker, tasks in client.processing().items() if tasks]
+    os.kill(pids[busy[0]], signal.SIGKILL)  # a worker in the middle of a chunk
     at_kill = zarr.open_group(str(project / "features.zarr"), mode="r")["status"][:]
     thread.join(timeout=300)
     return outcome["result"], at_kill
