@@ -1,5 +1,5 @@
 # The README's two commands. Both build the virtual environment from nothing.
-#   make demo   set up, then run the quickstart on the bundled example images
+#   make demo   set up, then run the quickstart (active learning on 1,000 real digit images)
 #   make test   set up, then run the whole test suite
 
 PYTHON ?= python3
