@@ -240,6 +240,7 @@ def _umask() -> int:
         "filepath,cat,dog,exclude\na.png,1,0, yes\n",  # a flag with a space: the careful flag parser
         "filepath,cat,dog\na.png, 1,0\n",  # a space in a class cell: Arrow refuses, pandas reads it
         "filepath,cat,dog\n",  # no rows
+        "filepath, cat,dog\nx.png,1,0\n",  # a spaced header name: the class is still "cat"
     ],
 )
 def test_the_fast_reader_gives_what_the_careful_reader_gives(tmp_path, monkeypatch, content):
@@ -255,3 +256,11 @@ def test_a_well_formed_table_takes_the_fast_path(tmp_path, monkeypatch):
     write_label_table(empty_table(CLASSES, ["a.png", "b.png"]), path, CLASSES)
     monkeypatch.setattr(labels, "_read_csv", None)  # the careful reader would fail if called
     assert read_label_table(path, CLASSES)["filepath"].tolist() == ["a.png", "b.png"]
+
+
+def test_the_careful_reader_keeps_labels_under_a_spaced_header(tmp_path, monkeypatch):
+    path = tmp_path / "labels.csv"
+    path.write_text("filepath, cat,dog\nx.png,1,0\ny.png, 0,1\n", encoding="utf-8")
+    monkeypatch.setattr(labels, "_read_well_formed", lambda *args: None)
+    table = read_label_table(path, CLASSES)
+    assert table["cat"].tolist() == [1.0, 0.0] and table["dog"].tolist() == [0.0, 1.0]

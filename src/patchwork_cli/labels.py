@@ -89,7 +89,8 @@ def read_label_table(path: Path, classes: list[str] | None = None, allow_missing
         dtypes = {column: object for column in header}
         dtypes.update({name: "float64" for name in table_classes})
         try:
-            raw = _read_csv(path, dtype=dtypes, na_values={c: [""] for c in table_classes})
+            # names=header: the header as _read_header cleaned it (" a" is column "a")
+            raw = _read_csv(path, names=header, header=0, dtype=dtypes, na_values={c: [""] for c in table_classes})
         except ValueError:  # a class cell that is not a number
             _raise_bad_class_cell(path, table_classes)
             raise  # pragma: no cover - _raise_bad_class_cell always raises for conversion errors
