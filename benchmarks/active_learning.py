@@ -55,8 +55,18 @@ def main() -> None:
         for seed in range(args.seeds):
             seeded = work / f"seed{seed}"
             shutil.copytree(work / "base", seeded)
-            queue = shell("patchwork", "-C", str(seeded), "sample", "--strategy", "random", "-n", str(args.batch),
-                          "--seed", str(seed))
+            queue = shell(
+                "patchwork",
+                "-C",
+                str(seeded),
+                "sample",
+                "--strategy",
+                "random",
+                "-n",
+                str(args.batch),
+                "--seed",
+                str(seed),
+            )
             (work / "seed.txt").write_text(queue)
             answers = shell(sys.executable, str(REPO / "examples/oracle.py"), str(work / "seed.txt"), str(truth_csv))
             (work / "seed.csv").write_text(answers)
@@ -65,15 +75,26 @@ def main() -> None:
             for name in STRATEGIES:
                 project = work / f"seed{seed}-{name}"
                 shutil.copytree(seeded, project)
-                shell("bash", str(QUICKSTART / "loop.sh"), str(project), name, str(args.rounds), str(args.batch),
-                      str(truth_csv), str(seed))
+                shell(
+                    "bash",
+                    str(QUICKSTART / "loop.sh"),
+                    str(project),
+                    name,
+                    str(args.rounds),
+                    str(args.batch),
+                    str(truth_csv),
+                    str(seed),
+                )
                 curves[name] = learning_curve(project, truth)
             target = curves["random"][-1]["accuracy"]
             for name, curve in curves.items():
                 needed[name].append(labels_to_reach(curve, target))
                 final[name].append(curve[-1]["accuracy"])
-            print(f"seed {seed}: random's final accuracy {target:.3f}; labels to reach it: "
-                  + ", ".join(f"{name} {needed[name][-1]}" for name in STRATEGIES), file=sys.stderr)
+            print(
+                f"seed {seed}: random's final accuracy {target:.3f}; labels to reach it: "
+                + ", ".join(f"{name} {needed[name][-1]}" for name in STRATEGIES),
+                file=sys.stderr,
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -85,8 +106,10 @@ def main() -> None:
         counts = [budget + args.batch if n is None else n for n in needed[name]]  # not reached: past the budget
         spread = f"{min(counts)}-{max(counts)}" if min(counts) != max(counts) else f"{min(counts)}"
         shown = [str(n) if n is not None else f">{budget}" for n in needed[name]]
-        print(f"{name:<10}{float(np.median(counts)):>8.0f}{spread:>14}{np.mean(final[name]):>14.3f} ± {np.std(final[name]):.3f}"
-              f"   per seed: {', '.join(shown)}")
+        print(
+            f"{name:<10}{float(np.median(counts)):>8.0f}{spread:>14}"
+            f"{np.mean(final[name]):>14.3f} ± {np.std(final[name]):.3f}   per seed: {', '.join(shown)}"
+        )
         summary[name] = {"labels_needed": needed[name], "final_accuracy": final[name]}
     print(json.dumps({"budget": budget, "seeds": args.seeds, "strategies": summary}))
 

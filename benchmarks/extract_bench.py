@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from report import as_json, print_table
 from skimage import data
 
 from patchwork_cli.project import init_project
@@ -133,11 +134,7 @@ def measure(tmp: Path, count: int) -> dict:
     }
 
 
-def verdicts(figures: dict) -> dict:
-    return {key: "PASS" if passes(figures[key]) else "FAIL" for key, (_, passes) in TARGETS.items()}
-
-
-def print_table(figures: dict) -> None:
+def print_figures(figures: dict) -> None:
     n, q = figures["images"], figures["quarter_images"]
     rows = {
         "extract_rate": f"patchwork extract, {n} images (img/s)",
@@ -148,12 +145,10 @@ def print_table(figures: dict) -> None:
         "rss_quarter_mib": f"peak RSS, {q} images (MiB)",
         "rss_ratio": f"peak RSS {n} / {q}",
     }
-    verdict = verdicts(figures)
-    print(f"extract benchmark: {n} JPEGs ~640x480, efficientnet_lite0 at 224x224, batch {BATCH}, {os.cpu_count()} CPUs")
-    print(f"{'measure':<42} {'value':>9}  {'target':<8} verdict")
-    for key, label in rows.items():
-        target = TARGETS.get(key, ("",))[0]
-        print(f"{label:<42} {figures[key]:>9.2f}  {target:<8} {verdict.get(key, '')}".rstrip())
+    title = (
+        f"extract benchmark: {n} JPEGs ~640x480, efficientnet_lite0 at 224x224, batch {BATCH}, {os.cpu_count()} CPUs"
+    )
+    print_table(title, rows, figures, TARGETS, digits=2)
 
 
 def main() -> None:
@@ -164,10 +159,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="patchwork-extract-bench-") as tmp:
         figures = measure(Path(tmp), args.images)
     if args.json:
-        targets = {key: target for key, (target, _) in TARGETS.items()}
-        print(json.dumps({**figures, "targets": targets, "verdicts": verdicts(figures)}, indent=2))
+        print(as_json(figures, TARGETS))
     else:
-        print_table(figures)
+        print_figures(figures)
 
 
 if __name__ == "__main__":

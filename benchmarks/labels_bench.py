@@ -20,7 +20,6 @@ Targets are printed beside the figures with PASS / FAIL; the exit code is always
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import subprocess
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from report import as_json, print_table
 
 from patchwork_cli.labels import write_label_table
 from patchwork_cli.project import Project, init_project
@@ -124,20 +124,12 @@ def measure(tmp: str, rows: int, classes: int, edits: int) -> dict:
     }
 
 
-def verdicts(figures: dict) -> dict:
-    return {key: "PASS" if passes(figures[key]) else "FAIL" for key, (_, passes) in TARGETS.items()}
-
-
-def print_table(figures: dict) -> None:
-    verdict = verdicts(figures)
-    print(
+def print_figures(figures: dict) -> None:
+    title = (
         f"label store benchmark: {figures['rows']:,} rows, {figures['classes']} classes, "
         f"{figures['edits']:,} timed edits; status on the big project runs with {PENDING:,} journal lines"
     )
-    print(f"{'measure':<36} {'value':>10}  {'target':<9} verdict")
-    for key, label in LABELS.items():
-        target = TARGETS.get(key, ("",))[0]
-        print(f"{label:<36} {figures[key]:>10.3f}  {target:<9} {verdict.get(key, '')}".rstrip())
+    print_table(title, LABELS, figures, TARGETS)
 
 
 def main() -> None:
@@ -150,13 +142,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="patchwork-bench-") as tmp:
         figures = measure(tmp, args.rows, args.classes, args.edits)
     if args.json:
-        print(
-            json.dumps(
-                {**figures, "targets": {k: t for k, (t, _) in TARGETS.items()}, "verdicts": verdicts(figures)}, indent=2
-            )
-        )
+        print(as_json(figures, TARGETS))
     else:
-        print_table(figures)
+        print_figures(figures)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+from report import as_json, print_table
 
 from patchwork_cli import runs
 from patchwork_cli.labels import empty_table, write_label_table
@@ -191,22 +192,12 @@ def measure(tmp: str, rows: int, diverse_rows: int) -> dict:
     return figures
 
 
-def verdicts(figures: dict) -> dict:
-    return {key: "PASS" if passes(figures[key]) else "FAIL" for key, (_, passes) in TARGETS.items()}
-
-
-def print_table(figures: dict) -> None:
-    verdict = verdicts(figures)
-    print(
+def print_figures(figures: dict) -> None:
+    title = (
         f"sample benchmark: maxent over {figures['rows']:,} rows x {len(CLASSES)} classes; badge and coreset "
         f"k={K} over {figures['diverse_rows']:,} rows x {WIDTH}-dim embeddings, {DIVERSE_LABELLED:,} labelled"
     )
-    print(f"{'measure':<40} {'value':>10}  {'target':<8} verdict")
-    for key, label in LABELS.items():
-        value = figures[key]
-        shown = ("yes" if value else "no") if isinstance(value, bool) else f"{value:.3f}"
-        target = TARGETS.get(key, ("",))[0]
-        print(f"{label:<40} {shown:>10}  {target:<8} {verdict.get(key, '')}".rstrip())
+    print_table(title, LABELS, figures, TARGETS)
     print(f"implicit and explicit seedings pick the same rows: {'yes' if figures['same_picks'] else 'NO'}")
     print(
         f"1-minute load average before / after: {figures['load_average']:.1f} / {figures['load_average_after']:.1f} "
@@ -223,9 +214,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="patchwork-sample-bench-") as tmp:
         figures = measure(tmp, args.rows, args.diverse_rows)
     if not args.json:
-        print_table(figures)
-    targets = {k: t for k, (t, _) in TARGETS.items()}
-    print(json.dumps({**figures, "targets": targets, "verdicts": verdicts(figures)}))
+        print_figures(figures)
+    print(as_json(figures, TARGETS, indent=None))
 
 
 if __name__ == "__main__":

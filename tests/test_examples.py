@@ -26,7 +26,10 @@ def test_cron_example_does_only_what_changed(tmp_path):
     work = tmp_path / "cron"
     result = subprocess.run(
         ["bash", str(REPO / "examples/cron-retrain/simulate.sh"), str(work)],
-        capture_output=True, text=True, env=env, timeout=1200,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1200,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]

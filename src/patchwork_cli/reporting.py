@@ -51,4 +51,3 @@ def run_summaries(project: Project) -> list[dict]:
             }
         )
     return rows
-
