@@ -264,3 +264,54 @@ def test_the_careful_reader_keeps_labels_under_a_spaced_header(tmp_path, monkeyp
     monkeypatch.setattr(labels, "_read_well_formed", lambda *args: None)
     table = read_label_table(path, CLASSES)
     assert table["cat"].tolist() == [1.0, 0.0] and table["dog"].tolist() == [0.0, 1.0]
+
+
+# --- the parsed copy of a big labels.csv ---------------------------------------------------
+
+
+@pytest.fixture
+def cached_project(tmp_path, monkeypatch):
+    """A project whose labels.csv is big enough to be cached (the threshold lowered to 1)."""
+    monkeypatch.setattr(labels, "CACHE_MIN_ROWS", 1)
+    directory = tmp_path / "p"
+    init_project(directory, images=["a.png", "b.png", "c.png"], classes=CLASSES, cwd=tmp_path)
+    project = open_project(directory)
+    a, b, _ = project.labels()["filepath"]
+    project.edit_labels([(a, {"cat": 1, "dog": 0, "subset": "x"}), (b, {"dog": 1, "exclude": True})])
+    project.compact()
+    return project
+
+
+def test_the_parsed_copy_reads_exactly_what_the_csv_holds(cached_project):
+    csv_path = cached_project.directory / "labels.csv"
+    parsed = read_label_table(csv_path, CLASSES)
+    first = labels.read_label_table_cached(csv_path, CLASSES)  # parses, then writes the copy
+    assert (cached_project.directory / labels.CACHE_NAME).is_file()
+    second = labels.read_label_table_cached(csv_path, CLASSES)  # from the copy
+    pd.testing.assert_frame_equal(first, parsed)
+    pd.testing.assert_frame_equal(second, parsed)
+
+
+def test_the_parsed_copy_is_never_used_once_labels_csv_changes(cached_project):
+    csv_path = cached_project.directory / "labels.csv"
+    assert cached_project.labels()["cat"].tolist()[0] == 1  # the copy is written
+    cached_project.label(cached_project.labels()["filepath"][0], cat=0)
+    cached_project.compact()  # labels.csv replaced: a new file
+    assert cached_project.labels()["cat"].tolist()[0] == 0
+    # an edit by hand that keeps the size: only the modification time tells
+    text = csv_path.read_text()
+    assert "a.png,False,False,x,0,0" in text
+    csv_path.write_text(text.replace("a.png,False,False,x,0,0", "a.png,False,False,x,1,0"))
+    assert cached_project.labels()["cat"].tolist()[0] == 1
+
+
+def test_a_broken_parsed_copy_is_ignored(cached_project):
+    expected = cached_project.labels()
+    (cached_project.directory / labels.CACHE_NAME).write_bytes(b"not arrow")
+    pd.testing.assert_frame_equal(cached_project.labels(), expected)
+
+
+def test_small_tables_are_not_copied(tmp_path):
+    init_project(tmp_path / "p", images=["a.png"], classes=CLASSES, cwd=tmp_path)
+    open_project(tmp_path / "p").labels()
+    assert not (tmp_path / "p" / labels.CACHE_NAME).exists()
