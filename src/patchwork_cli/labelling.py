@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,33 +46,10 @@ class Picture:
 
 
 def rows_for_paths(project, table: pd.DataFrame, lines: Iterable[tuple[int, str]], source: str, cwd=None) -> list[int]:
-    """The labels.csv rows of (line number, path) pairs.
-
-    A path is taken as written in labels.csv (what `patchwork sample` prints), else as a
-    path relative to `cwd` or absolute, matched by the file it points to -- the same rule
-    as `label --import`. A path that is not in the project is an error naming it and its
-    line. Repeats are dropped (an image is labelled once per session).
-    """
-    lines = list(lines)
-    stored = project.stored_paths([path for _, path in lines], cwd)
-    table_paths = table["filepath"].tolist()
-    row_of_path = {p: row for row, p in enumerate(table_paths)}
-    row_of_location = None  # normalising every path of a big table is slow: only when needed
-    rows = {}
-    for (line, path), candidate in zip(lines, stored, strict=True):
-        row = row_of_path.get(path)
-        if row is None:
-            if row_of_location is None:
-                row_of_location = {_location(project, p): row for row, p in enumerate(table_paths)}
-            row = row_of_location.get(_location(project, candidate))
-        if row is None:
-            raise PatchworkError(f"{source}, line {line}: {path!r} is not an image of this project")
-        rows.setdefault(row, None)
-    return list(rows)
-
-
-def _location(project, stored: str) -> str:
-    return os.path.normpath(project.absolute_path(stored))
+    """The labels.csv rows of (line number, path) pairs, by the rule of `label --import`
+    (Project.rows_of: as written in labels.csv, else the file the path points to). Repeats
+    are dropped: an image is labelled once per session."""
+    return list(dict.fromkeys(project.rows_of(lines, source, cwd, table["filepath"].tolist())))
 
 
 def latest_probabilities(project, rows: Sequence[int], total_rows: int) -> np.ndarray:

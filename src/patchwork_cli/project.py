@@ -143,19 +143,41 @@ class Project:
         """
         edits = read_label_edits(Path(csv_path), self.classes)
         table_paths = self.labels()["filepath"].tolist()
-        known = set(table_paths)
-        by_location = dict(zip(_locations(self.directory, table_paths), table_paths, strict=True))
-        named = [filepath for _, filepath, _ in edits]
-        locations = _locations(self.directory, self.stored_paths(named, cwd))
-        resolved = []
-        for (line, filepath, fields), location in zip(edits, locations, strict=True):
-            stored = filepath if filepath in known else by_location.get(location)
-            if stored is None:
-                raise PatchworkError(f"{csv_path}, line {line}: {filepath!r} is not an image of this project")
-            resolved.append((stored, fields))
-        count = self.edit_labels(resolved)
+        rows = self.rows_of([(line, filepath) for line, filepath, _ in edits], str(csv_path), cwd, table_paths)
+        count = self.edit_labels((table_paths[row], fields) for row, (_, _, fields) in zip(rows, edits, strict=True))
         self.store.compact()
         return count
+
+    def rows_of(
+        self,
+        numbered: Iterable[tuple[int, str]],
+        source: str,
+        cwd: Path | str | None = None,
+        table_paths: list[str] | None = None,
+    ) -> list[int]:
+        """The labels.csv row of each (line number, path) of `source`, in order.
+
+        A path is taken as written in labels.csv, else as a path relative to `cwd` (or
+        absolute), matched by the file it points to. A path that is not in the project is
+        an error naming `source`, the line and the path. `table_paths` saves re-reading
+        labels.csv when the caller has just read it.
+        """
+        numbered = list(numbered)
+        table_paths = self.labels()["filepath"].tolist() if table_paths is None else table_paths
+        row_of_path = {path: row for row, path in enumerate(table_paths)}
+        row_of_location = None  # normalising every path of a big table is slow: only when needed
+        locations = _locations(self.directory, self.stored_paths([path for _, path in numbered], cwd))
+        rows = []
+        for (line, path), location in zip(numbered, locations, strict=True):
+            row = row_of_path.get(path)
+            if row is None:
+                if row_of_location is None:
+                    row_of_location = {where: row for row, where in enumerate(_locations(self.directory, table_paths))}
+                row = row_of_location.get(location)
+            if row is None:
+                raise PatchworkError(f"{source}, line {line}: {path!r} is not an image of this project")
+            rows.append(row)
+        return rows
 
     def compact(self) -> None:
         """Fold labels.journal into labels.csv."""
