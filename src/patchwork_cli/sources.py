@@ -15,23 +15,29 @@ def read_image_source(source: str, stdin=None) -> list[str]:
     """Image paths, in order, from `source`.
 
     `source` is `-` (one path per line on stdin), a directory (scanned recursively for
-    image files, sorted), or a text file with one path per line. In lists, blank lines
-    and lines starting with `#` are skipped and surrounding whitespace is dropped.
+    image files, sorted), or a text file with one path per line (see read_path_list).
+    """
+    if source != "-" and Path(source).is_dir():
+        return scan_directory(Path(source))
+    return [path for _, path in read_path_list(source, stdin, hint="give a text file, a directory or - for stdin")]
+
+
+def read_path_list(source: str, stdin=None, hint: str = "") -> list[tuple[int, str]]:
+    """(line number, path) of each path listed in `source`: a text file, or `-` for stdin.
+
+    Blank lines and lines starting with `#` are skipped and surrounding whitespace is
+    dropped. Something that is not a text list is an error naming `source`; `hint` says
+    what else the caller would have taken.
     """
     if source == "-":
         return _parse_list((stdin or sys.stdin).read(), "<stdin>")
-    path = Path(source)
-    if path.is_dir():
-        return scan_directory(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = Path(source).read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise PatchworkError(f"{source}: no such file or directory") from None
     except UnicodeDecodeError as error:
-        raise PatchworkError(
-            f"{source}: not a text list of image paths (not UTF-8 at byte {error.start}); "
-            "give a text file, a directory or - for stdin"
-        ) from None
+        reason = f"{source}: not a text list of image paths (not UTF-8 at byte {error.start})"
+        raise PatchworkError(f"{reason}; {hint}" if hint else reason) from None
     return _parse_list(text, source)
 
 
@@ -44,8 +50,8 @@ def scan_directory(directory: Path) -> list[str]:
     return sorted(found)
 
 
-def _parse_list(text: str, source: str) -> list[str]:
+def _parse_list(text: str, source: str) -> list[tuple[int, str]]:
     if "\0" in text:
         raise PatchworkError(f"{source}: not a text list of image paths (it contains NUL bytes)")
-    paths = (line.strip() for line in text.splitlines())
-    return [p for p in paths if p and not p.startswith("#")]
+    numbered = ((number, line.strip()) for number, line in enumerate(text.splitlines(), start=1))
+    return [(number, path) for number, path in numbered if path and not path.startswith("#")]

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
 
-from ..errors import PatchworkError
 from .common import ProjectOption, open_from, say
 
 
@@ -42,13 +40,14 @@ def label(
         return
 
     from ..labelling import LabelSession, rows_for_paths
+    from ..sources import read_path_list
 
     table = opened.labels()
     if paths is not None:
         if strategy or filters or n or seed is not None:
             raise typer.BadParameter("--paths chooses the images itself: drop --strategy, --from, -n and --seed")
         source = "<stdin>" if paths == "-" else paths
-        rows = rows_for_paths(opened, table, _numbered_paths(paths), source)
+        rows = rows_for_paths(opened, table, read_path_list(paths), source)
     else:
         from ..sampling import sample
 
@@ -62,15 +61,3 @@ def label(
     session = LabelSession(opened, rows, table)
     viewer.run(session, title=f"patchwork label - {opened.directory.name}")
     say(f"{session.edits} label edit(s) on {len(session)} image(s); labels.csv is up to date")
-
-
-def _numbered_paths(source: str) -> list[tuple[int, str]]:
-    """(line number, path) for each non-blank, non-# line of a file or stdin."""
-    try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise PatchworkError(f"{source}: no such file or directory") from None
-    except UnicodeDecodeError as error:
-        raise PatchworkError(f"{source}: not a text list of paths (not UTF-8 at byte {error.start})") from None
-    numbered = ((number, line.strip()) for number, line in enumerate(text.splitlines(), start=1))
-    return [(number, path) for number, path in numbered if path and not path.startswith("#")]
