@@ -242,8 +242,9 @@ def _shard_chunks(store: FeatureStore, shard: tuple[int, int], holding: int = PE
     return [c for c in chunks if (status[slice(*store.chunk_bounds(c))] == holding).any()]
 
 
-def _fixed_batch_predictor(model, batch_size: int) -> Callable[[np.ndarray], np.ndarray]:
-    """model.predict_on_batch on batches zero-padded to exactly `batch_size` rows.
+def _fixed_batch_predictor(model, batch_size: int, dtype=np.float32) -> Callable[[np.ndarray], np.ndarray]:
+    """model.predict_on_batch on batches zero-padded to exactly `batch_size` rows of `dtype`
+    (the model's input type: float32 for an extractor, uint8 for an exported model).
 
     One input shape means one compiled graph and, on the CPU, the same kernels for
     every row, which is what makes features independent of batch companions.
@@ -251,7 +252,7 @@ def _fixed_batch_predictor(model, batch_size: int) -> Callable[[np.ndarray], np.
 
     def predict(pixels: np.ndarray) -> np.ndarray:
         count = len(pixels)
-        padded = np.zeros((batch_size, *pixels.shape[1:]), dtype=np.float32)
+        padded = np.zeros((batch_size, *pixels.shape[1:]), dtype=dtype)
         padded[:count] = pixels
         return np.asarray(model.predict_on_batch(padded))[:count]
 
@@ -301,7 +302,7 @@ def _write_chunk(store, statuses, items, predict, batch_size) -> int:
     good = [(row, pixels) for row, pixels in items if not isinstance(pixels, ImageError)]
     for offset in range(0, len(good), batch_size):
         batch = good[offset : offset + batch_size]
-        outputs = predict(np.stack([pixels for _, pixels in batch]).astype(np.float32))
+        outputs = predict(np.stack([pixels for _, pixels in batch]))  # cast to float32 as it is padded
         for (row, _), output in zip(batch, outputs, strict=True):
             features[row - start] = output
             chunk_status[row - start] = DONE

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import runs
-from .extraction import _prefetch
+from .extraction import _fixed_batch_predictor, _prefetch
 from .images import ImageError, load_image
 from .sources import read_image_source, scan_directory
 
@@ -62,6 +62,7 @@ def predict(model, paths: list[str], batch_size: int = 32, progress: bool | None
     decoded = _prefetch(
         lambda i: load_image(paths[i], (height, width), channels), iter(range(len(paths))), 2 * batch_size
     )
+    predict_batch = _fixed_batch_predictor(model, batch_size, np.uint8)  # the exported model takes raw pixels
     pending: list[tuple[int, object]] = []  # in input order; decoded images and errors alike
     readable = 0
     with tqdm(total=len(paths), unit="img", desc="predict", disable=None if progress is None else not progress) as bar:
@@ -69,24 +70,18 @@ def predict(model, paths: list[str], batch_size: int = 32, progress: bool | None
             pending.append((row, result))
             readable += not isinstance(result, ImageError)
             if readable == batch_size:
-                yield from _flush(model, paths, pending, batch_size)
+                yield from _flush(predict_batch, paths, pending)
                 bar.update(len(pending))
                 pending, readable = [], 0
-        yield from _flush(model, paths, pending, batch_size)
+        yield from _flush(predict_batch, paths, pending)
         bar.update(len(pending))
 
 
-def _flush(model, paths, pending, batch_size) -> Iterator[Prediction]:
+def _flush(predict_batch, paths, pending) -> Iterator[Prediction]:
     images = [r for _, r in pending if not isinstance(r, ImageError)]
-    probabilities = iter(_predict_padded(model, images, batch_size) if images else [])
+    probabilities = iter(predict_batch(np.stack(images)) if images else [])
     for row, result in pending:
         if isinstance(result, ImageError):
             yield Prediction(paths[row], None, str(result))
         else:
             yield Prediction(paths[row], next(probabilities))
-
-
-def _predict_padded(model, images: list[np.ndarray], batch_size: int) -> np.ndarray:
-    batch = np.zeros((batch_size, *images[0].shape), np.uint8)
-    batch[: len(images)] = images
-    return np.asarray(model.predict_on_batch(batch))[: len(images)]
