@@ -95,10 +95,16 @@ def connect(spec: ClusterSpec) -> Iterator:
 def extract_on_cluster(
     client, location: str, chunks: list[int], paths: list[str], extractor, batch_size: int, progress
 ) -> tuple[int, int]:
-    """extraction.extract_chunk for every chunk of `chunks` as Dask tasks; (processed, failed)."""
+    """extraction.extract_chunk for every chunk of `chunks` as Dask tasks; (processed, failed).
+    `paths` holds the image of each store row, None for a row to leave alone."""
     store = FeatureStore.open(location)
     status = store.status()
-    pending = sum(int((status[slice(*store.chunk_bounds(c))] == PENDING).sum()) for c in chunks)
+    pending = sum(
+        1
+        for c in chunks
+        for row in range(*store.chunk_bounds(c))
+        if status[row] == PENDING and row < len(paths) and paths[row] is not None
+    )
     futures = []
     for index in chunks:
         start, stop = store.chunk_bounds(index)

@@ -75,16 +75,18 @@ def export(project: Project, out: Path, run_id: str | None, parts: list[str], fo
             write_label_table(table.assign(filepath=filepaths), written[-1], project.classes)
         if "predictions" in parts:
             written.append(staging / PREDICTIONS_FILE)
-            write_predictions(written[-1], run_dir, filepaths)
+            match = runs.run_match(run_dir, table["filepath"].tolist(), project.directory)
+            write_predictions(written[-1], run_dir, match, filepaths)
         return _move_into(staging, out, [path.name for path in written])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def write_predictions(path: Path, run_dir: Path, filepaths: list[str]) -> None:
-    """filepath and one probability column per class of the run; empty cells where a row has none."""
+def write_predictions(path: Path, run_dir: Path, match, filepaths: list[str]) -> None:
+    """filepath and one probability column per class of the run, for each labels.csv row (`match`
+    says where its prediction is); empty cells where a row has none."""
     classes = runs.read_json(run_dir / runs.RUN_FILE)["classes"]
-    probabilities = runs.read_run_array(run_dir, runs.PREDICTIONS_NAME, len(filepaths))
+    probabilities = runs.read_run_array(run_dir, runs.PREDICTIONS_NAME, match)
     frame = pd.DataFrame(probabilities, columns=classes)
     frame.insert(0, "filepath", filepaths)
     frame.to_csv(path, index=False, float_format=PROBABILITY_FORMAT, na_rep="", lineterminator="\n")

@@ -31,6 +31,7 @@ from .features import DONE, FAILED, PENDING, FeatureStore
 from .images import ImageError, load_image
 from .locking import project_lock
 from .project import FAILURES_NAME, Project
+from .rowindex import NO_ROW, RowMatch
 
 
 @dataclass
@@ -83,15 +84,15 @@ def extract(
     from .extractors.loading import load_extractor  # TensorFlow starts here
 
     settings = project.config.extractor
-    filepaths = project.labels()["filepath"].tolist()
-    paths = [project.absolute_path(p) for p in filepaths]
+    table_filepaths = project.labels()["filepath"].tolist()
     name = model or settings.name
     extractor = load_extractor(name, tuple(project.config.imshape), settings.pooling, base=project.directory)
     identity = extractor.identity(settings.dtype)
-    store = prepare_store(project, len(paths), extractor.output_shape, settings.dtype, identity, overwrite)
+    store, match = prepare_store(project, table_filepaths, extractor.output_shape, settings.dtype, identity, overwrite)
+    paths = _paths_to_extract(project, store, match)
     if retry_failed:
-        store.retry_failed(_shard_chunks(store, shard, FAILED))
-    chunks = _shard_chunks(store, shard)
+        store.retry_failed(_shard_chunks(store, shard, paths, FAILED))
+    chunks = _shard_chunks(store, shard, paths)
 
     started = time.perf_counter()
     if client is None:
@@ -99,7 +100,8 @@ def extract(
         processed, failed = _fill_chunks(
             store,
             {c: status[slice(*store.chunk_bounds(c))] for c in chunks},
-            lambda row: load_image(paths[row], extractor.imshape, extractor.channels),
+            lambda row: paths[row] if row < len(paths) else None,
+            lambda path: load_image(path, extractor.imshape, extractor.channels),
             _fixed_batch_predictor(extractor.model, settings.batch_size),
             settings.batch_size,
             progress,
@@ -112,8 +114,19 @@ def extract(
             client, project.features_location, chunks, paths, spec, settings.batch_size, progress
         )
     seconds = time.perf_counter() - started
-    write_failures_csv(project.directory, store, filepaths)
-    return ExtractReport(processed, failed, seconds, store.counts(), identity["name"])
+    write_failures_csv(project.directory, store, match, table_filepaths)
+    return ExtractReport(processed, failed, seconds, store.counts(match), identity["name"])
+
+
+def _paths_to_extract(project: Project, store: FeatureStore, match: RowMatch) -> list[str | None]:
+    """The image file of each store row that a labels.csv row takes; None for the rest (images
+    deleted from labels.csv by hand are not extracted)."""
+    taken = match.taken()
+    filepaths = store.filepaths() if store.record is not None else []
+    paths: list[str | None] = [None] * store.rows
+    for row in np.flatnonzero(taken):
+        paths[row] = project.absolute_path(filepaths[row])
+    return paths
 
 
 @dataclass(frozen=True)
@@ -142,14 +155,17 @@ class ExtractorSpec:
         return load_extractor(self.name, self.imshape, self.pooling)
 
 
-def extract_chunk(store: FeatureStore, index: int, paths: list[str], extractor, batch_size: int) -> tuple[int, int]:
+def extract_chunk(
+    store: FeatureStore, index: int, paths: list[str | None], extractor, batch_size: int
+) -> tuple[int, int]:
     """Decode, predict and write the pending rows of chunk `index` (`paths`: its rows' images,
-    in order): one Dask task. Returns the rows processed and failed."""
+    in order, None for a row to leave alone): one Dask task. Returns the rows processed and failed."""
     start, stop = store.chunk_bounds(index)
     return _fill_chunks(
         store,
         {index: store.status_array[start:stop]},
-        lambda row: load_image(paths[row - start], extractor.imshape, extractor.channels),
+        lambda row: paths[row - start] if row - start < len(paths) else None,
+        lambda path: load_image(path, extractor.imshape, extractor.channels),
         _fixed_batch_predictor(extractor.model, batch_size),
         batch_size,
         progress=False,
@@ -180,7 +196,8 @@ def import_npy(project: Project, npy_path: Path, overwrite: bool = False) -> Ext
         "output_shape": list(array.shape[1:]),
         "dtype": dtype,
     }
-    store = prepare_store(project, rows, tuple(array.shape[1:]), dtype, identity, overwrite)
+    # The .npy's rows are labels.csv's rows as they are now: a new store in that order, always.
+    store, match = prepare_store(project, filepaths, tuple(array.shape[1:]), dtype, identity, overwrite, fresh=True)
     started = time.perf_counter()
     failed = 0
     for index in range(store.chunk_count):
@@ -191,17 +208,25 @@ def import_npy(project: Project, npy_path: Path, overwrite: bool = False) -> Ext
         reasons = ["" if ok else "features not finite in the .npy file" for ok in finite]
         store.write_chunk(index, values, np.where(finite, DONE, FAILED).astype(np.uint8), reasons)
         failed += int((~finite).sum())
-    write_failures_csv(project.directory, store, filepaths)
-    return ExtractReport(rows, failed, time.perf_counter() - started, store.counts(), identity["name"])
+    write_failures_csv(project.directory, store, match, filepaths)
+    return ExtractReport(rows, failed, time.perf_counter() - started, store.counts(match), identity["name"])
 
 
 def prepare_store(
-    project: Project, rows: int, row_shape: tuple[int, ...], dtype: str, identity: dict, overwrite: bool
-) -> FeatureStore:
-    """Open (or create) the feature store for this extractor and grow it to `rows`.
+    project: Project,
+    filepaths: list[str],
+    row_shape: tuple[int, ...],
+    dtype: str,
+    identity: dict,
+    overwrite: bool,
+    fresh: bool = False,
+) -> tuple[FeatureStore, RowMatch]:
+    """Open (or create) the feature store for this extractor and give every image of
+    `filepaths` (labels.csv's column) a row; returns the store and where labels.csv's rows are in it.
 
     A store made by a different extractor is refused unless `overwrite`, which replaces
-    it; that is idempotent, so every shard of a new extraction may pass it.
+    it; that is idempotent, so every shard of a new extraction may pass it. `fresh` replaces
+    any store. Images new to the store get rows at its end, wherever labels.csv has them.
     """
     location = project.features_location
     with project_lock(project.directory, exclusive=True):
@@ -213,19 +238,48 @@ def prepare_store(
                     f"({_describe_difference(store.identity, identity)}); pass --overwrite to replace them"
                 )
             store = None
-        if store is None:
-            store = FeatureStore.create(location, rows, row_shape, dtype, identity)
-        store.grow(rows)
-    return store
+        if store is None or fresh:
+            store = FeatureStore.create(location, filepaths, row_shape, dtype, identity)
+        elif store.record is None:
+            _adopt_unrecorded(project, store, filepaths)
+        match = store.match(filepaths, project.directory)
+        new = np.flatnonzero(match.store_rows_of_table() == NO_ROW)
+        if len(new):
+            known = filepaths[: match.store_rows] if match.in_order else store.filepaths()
+            store.append_images(known + [filepaths[row] for row in new])
+            match = store.match(filepaths, project.directory)
+    return store, match
 
 
-def write_failures_csv(directory: Path, store: FeatureStore, filepaths: list[str]) -> Path:
-    """features_failures.csv beside the store: row, filepath and reason of every failed row."""
+def _adopt_unrecorded(project: Project, store: FeatureStore, filepaths: list[str]) -> None:
+    """A store written before patchwork recorded its rows' images was meant to follow
+    labels.csv row for row: record that, unless labels.csv now has fewer rows than the store,
+    when which rows went can no longer be told."""
+    if store.rows > len(filepaths):
+        raise PatchworkError(
+            f"{project.directory / 'labels.csv'} has {len(filepaths)} rows but "
+            f"{project.config.storage.features} has {store.rows}, and that store predates the "
+            "record of which image each row is, so rows deleted from labels.csv cannot be told apart: "
+            "put the rows back (mark them exclude instead), or re-extract with 'patchwork extract --overwrite'"
+        )
+    store.record_filepaths(filepaths[: store.rows])
+
+
+def write_failures_csv(directory: Path, store: FeatureStore, match: RowMatch, filepaths: list[str]) -> Path:
+    """features_failures.csv beside the store: the labels.csv row, filepath and reason of every
+    image whose extraction failed."""
     path = directory / FAILURES_NAME
+    reasons = dict(store.failures())
+    source = match.store_rows_of_table()
     with atomic_write(path, newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["row", "filepath", "reason"])
-        writer.writerows((row, filepaths[row], reason) for row, reason in store.failures())
+        if reasons:
+            writer.writerows(
+                (row, filepaths[row], reasons[store_row])
+                for row, store_row in enumerate(source.tolist())
+                if store_row in reasons
+            )
     return path
 
 
@@ -234,12 +288,19 @@ def _describe_difference(old: dict, new: dict) -> str:
     return "; ".join(f"{key}: {old.get(key)!r} there, {new.get(key)!r} now" for key in keys[:2])
 
 
-def _shard_chunks(store: FeatureStore, shard: tuple[int, int], holding: int = PENDING) -> list[int]:
-    """The chunks of shard K of N (every N-th, from the (K-1)-th) with rows in state `holding`."""
+def _shard_chunks(store: FeatureStore, shard: tuple[int, int], paths: list, holding: int = PENDING) -> list[int]:
+    """The chunks of shard K of N (every N-th, from the (K-1)-th) with rows in state `holding`
+    that have an image to extract (`paths`, by store row)."""
     k, n = shard
-    status = store.status()
+    todo = (store.status() == holding) & _wanted(paths, store.rows)
     chunks = range(k - 1, store.chunk_count, n)
-    return [c for c in chunks if (status[slice(*store.chunk_bounds(c))] == holding).any()]
+    return [c for c in chunks if todo[slice(*store.chunk_bounds(c))].any()]
+
+
+def _wanted(paths: list, rows: int) -> np.ndarray:
+    wanted = np.zeros(rows, bool)
+    wanted[: len(paths)] = [path is not None for path in paths[:rows]]
+    return wanted
 
 
 def _fixed_batch_predictor(model, batch_size: int, dtype=np.float32) -> Callable[[np.ndarray], np.ndarray]:
@@ -259,16 +320,18 @@ def _fixed_batch_predictor(model, batch_size: int, dtype=np.float32) -> Callable
     return predict
 
 
-def _fill_chunks(store, statuses: dict, decode, predict, batch_size, progress) -> tuple[int, int]:
-    """Decode, predict and write every pending row of the chunks of `statuses` (chunk index ->
-    its rows' status), one whole chunk at a time. Decoding runs ahead across chunk borders."""
-    total = sum(int((status == PENDING).sum()) for status in statuses.values())
-    rows = (row for c, status in statuses.items() for row in _pending_rows(store, c, status))
+def _fill_chunks(store, statuses: dict, path_of, load, predict, batch_size, progress) -> tuple[int, int]:
+    """Decode (`load` the image file `path_of(store row)`), predict and write every pending row
+    with an image of the chunks of `statuses` (chunk index -> its rows' status), one whole chunk
+    at a time; a row whose path is None is left alone. Decoding runs ahead across chunk borders."""
+    todo = {c: _pending_rows(store, c, status, path_of) for c, status in statuses.items()}
+    total = sum(len(rows) for rows in todo.values())
+    rows = (row for chunk_rows in todo.values() for row in chunk_rows)
     processed = failed = 0
     with tqdm(
         total=total, unit="img", desc="extract", disable=None if progress is None else not progress, smoothing=0.1
     ) as bar:
-        decoded = _prefetch(decode, rows, lookahead=4 * batch_size)
+        decoded = _prefetch(lambda row: load(path_of(row)), rows, lookahead=4 * batch_size)
         chunk_items: list = []
         for row, result in decoded:
             if chunk_items and row // store.chunk_rows != chunk_items[0][0] // store.chunk_rows:
@@ -284,9 +347,10 @@ def _fill_chunks(store, statuses: dict, decode, predict, batch_size, progress) -
     return processed, failed
 
 
-def _pending_rows(store: FeatureStore, chunk: int, status: np.ndarray) -> Iterator[int]:
+def _pending_rows(store: FeatureStore, chunk: int, status: np.ndarray, path_of) -> list[int]:
     start = store.chunk_bounds(chunk)[0]
-    yield from (start + int(i) for i in np.flatnonzero(status == PENDING))
+    rows = (start + int(i) for i in np.flatnonzero(status == PENDING))
+    return [row for row in rows if path_of(row) is not None]
 
 
 def _write_chunk(store, statuses, items, predict, batch_size) -> int:

@@ -4,10 +4,13 @@ A zarr group with three arrays chunked alike along rows:
   features  (N, ...)  the extractor's output, float16 by default, zstd-compressed;
   status    (N,)      0 pending, 1 done, 2 failed;
   reason    (N,)      why a failed row failed ("" otherwise);
-and the extractor's identity in the group's attrs. Work is done and written a whole
-chunk at a time (zarr writes each chunk file atomically), so processes that own
-disjoint chunks never touch each other's files, and a killed run leaves every chunk
-either as it was or complete.
+a fourth, `filepath` (N,), naming the image of each row as labels.csv wrote it when the
+row was made, with the count and digest of that column in the attrs under `rows` (see
+rowindex.py: a hand-edited labels.csv is matched to the store by filepath); and the
+extractor's identity in the attrs. Work is done and written a whole chunk at a time (zarr
+writes each chunk file atomically), so processes that own disjoint chunks never touch each
+other's files, and a killed run leaves every chunk either as it was or complete. Rows are
+only appended: an image new to the store gets the next row, whatever its line in labels.csv.
 
 A store is named by its location: a local path, or a URL that zarr opens through fsspec
 (s3://bucket/x.zarr, ...), so that workers on other hosts can write it.
@@ -22,8 +25,14 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
+from .rowindex import RowMatch, RowRecord, match_rows
+
 PENDING, DONE, FAILED = 0, 1, 2
 _CHUNK_BYTES = 8 * 2**20  # about 8 MiB of features per chunk
+# Only the coordinating process writes the filepaths (under the project lock), so their chunks
+# need not follow the feature chunks: big ones make reading them all (off the fast path) quick.
+_FILEPATH_CHUNK = 65536
+ROWS_ATTR = "rows"
 
 
 def chunk_rows_for(row_shape: tuple[int, ...], dtype: str) -> int:
@@ -54,9 +63,11 @@ class FeatureStore:
 
     @classmethod
     def create(
-        cls, location: str | Path, rows: int, row_shape: tuple[int, ...], dtype: str, identity: dict
+        cls, location: str | Path, filepaths: list[str], row_shape: tuple[int, ...], dtype: str, identity: dict
     ) -> FeatureStore:
-        """A new, all-pending store at `location`, replacing whatever store was there."""
+        """A new, all-pending store at `location` with a row per image of `filepaths`, replacing
+        whatever store was there."""
+        rows = len(filepaths)
         group = zarr.open_group(str(location), mode="w")
         chunk = chunk_rows_for(row_shape, dtype)
         group.create_array(
@@ -69,8 +80,10 @@ class FeatureStore:
         )
         group.create_array("status", shape=(rows,), chunks=(chunk,), dtype="uint8", fill_value=PENDING)
         group.create_array("reason", shape=(rows,), chunks=(chunk,), dtype=str, fill_value="")
+        store = cls(group)
+        store.record_filepaths(filepaths)
         group.attrs["extractor"] = identity
-        return cls(group)
+        return store
 
     @property
     def identity(self) -> dict:
@@ -88,11 +101,43 @@ class FeatureStore:
     def row_shape(self) -> tuple[int, ...]:
         return tuple(self.features.shape[1:])
 
-    def grow(self, rows: int) -> None:
-        """Make room for rows appended to labels.csv; they start pending."""
+    @property
+    def record(self) -> RowRecord | None:
+        """The count and digest of the recorded filepaths; None for a store written before
+        patchwork recorded them."""
+        return RowRecord.from_dict(self.group.attrs.get(ROWS_ATTR))
+
+    def filepaths(self) -> list[str]:
+        """The image of each recorded row, as labels.csv wrote it."""
+        record = self.record
+        return [] if record is None else self.group["filepath"][: record.count].tolist()
+
+    def match(self, table_filepaths: list[str], directory: Path | None = None) -> RowMatch:
+        """Where each labels.csv row's features are in this store (see rowindex.match_rows)."""
+        return match_rows(table_filepaths, self.record, self.rows, self.filepaths, directory)
+
+    def record_filepaths(self, filepaths: list[str]) -> None:
+        """Record `filepaths` as the images of rows 0..len-1 (a prefix of them may be recorded
+        already): the filepath column first, then its digest, so the record never names more
+        rows than the column holds."""
+        if "filepath" not in self.group:
+            self.group.create_array("filepath", shape=(0,), chunks=(_FILEPATH_CHUNK,), dtype=str, fill_value="")
+        column = self.group["filepath"]
+        known = 0 if self.record is None else self.record.count
+        if len(filepaths) > column.shape[0]:
+            column.resize((len(filepaths),))
+        column[known : len(filepaths)] = np.array(filepaths[known:], dtype=object)
+        self.group.attrs[ROWS_ATTR] = RowRecord.of(filepaths).as_dict()
+
+    def append_images(self, filepaths: list[str]) -> None:
+        """Make `filepaths` (every recorded image, then the new ones) the store's images; the
+        new ones get pending rows at the end. Rows past the old record (a grow cut short) are
+        still pending (no image was theirs, so nothing extracted them) and are taken first."""
+        rows = len(filepaths)
         for array in (self.features, self.status_array, self.reason_array):
             if rows > array.shape[0]:  # each on its own: a grow cut short leaves them of different lengths
                 array.resize((rows, *array.shape[1:]))
+        self.record_filepaths(filepaths)
 
     def status(self) -> np.ndarray:
         return self.status_array[:]
@@ -126,9 +171,20 @@ class FeatureStore:
                 retried += int(failed.sum())
         return retried
 
-    def counts(self) -> dict[str, int]:
-        values = np.bincount(self.status(), minlength=3)
-        return {"done": int(values[DONE]), "failed": int(values[FAILED]), "pending": int(values[PENDING])}
+    def table_status(self, match: RowMatch) -> np.ndarray:
+        """The status of each labels.csv row's features (pending where the store has no row for it)."""
+        return match.gather(self.status()[: match.store_rows], fill=PENDING)
+
+    def counts(self, match: RowMatch) -> dict[str, int]:
+        """Labels.csv's images by the state of their features, and the store rows none of them
+        takes (`unused`: images deleted from labels.csv, or whose path was changed there)."""
+        values = np.bincount(self.table_status(match), minlength=3)
+        return {
+            "done": int(values[DONE]),
+            "failed": int(values[FAILED]),
+            "pending": int(values[PENDING]),
+            "unused": match.orphans,
+        }
 
     def failures(self) -> list[tuple[int, str]]:
         failed = np.flatnonzero(self.status() == FAILED)

@@ -52,16 +52,18 @@ def rows_for_paths(project, table: pd.DataFrame, lines: Iterable[tuple[int, str]
     return list(dict.fromkeys(project.rows_of(lines, source, cwd, table["filepath"].tolist())))
 
 
-def latest_probabilities(project, rows: Sequence[int], total_rows: int) -> np.ndarray:
-    """(len(rows), classes) probabilities of the latest run in the project's class order;
-    NaN where there is no run, the run does not know the class, or the row is newer than the run."""
+def latest_probabilities(project, rows: Sequence[int], filepaths: list[str]) -> np.ndarray:
+    """(len(rows), classes) probabilities of the latest run in the project's class order, for
+    `rows` of labels.csv (whose filepath column is `filepaths`); NaN where there is no run, the
+    run does not know the class, or it has no prediction for the image (newer than the run)."""
     out = np.full((len(rows), len(project.classes)), np.nan, np.float32)
     run_id = runs.latest_run(project.directory)
     if run_id is None or not len(rows):
         return out
     run_dir = runs.models_dir(project.directory) / run_id
     run_classes = runs.read_json(run_dir / runs.RUN_FILE).get("classes", [])
-    predictions = runs.read_run_array(run_dir, runs.PREDICTIONS_NAME, total_rows)[np.asarray(rows)]
+    match = runs.run_match(run_dir, filepaths, project.directory)
+    predictions = runs.read_run_array(run_dir, runs.PREDICTIONS_NAME, match)[np.asarray(rows)]
     for column, name in enumerate(project.classes):
         if name in run_classes and run_classes.index(name) < predictions.shape[1]:
             out[:, column] = predictions[:, run_classes.index(name)]
@@ -88,7 +90,7 @@ class LabelSession:
         self.project = project
         self.classes = project.classes  # as they are now; a rename during the session is not followed
         table = project.labels() if table is None else table
-        probabilities = latest_probabilities(project, rows, len(table))
+        probabilities = latest_probabilities(project, rows, table["filepath"].tolist())
         picked = table.iloc[list(rows)]
         self.images = [
             QueuedImage(

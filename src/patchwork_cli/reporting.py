@@ -20,7 +20,8 @@ def evaluate_run(project: Project, run_id: str | None = None) -> tuple[str, dict
     directory = runs.resolve_run(project.directory, run_id)
     run = runs.read_json(directory / runs.RUN_FILE)
     table = project.labels()
-    probabilities = runs.read_run_array(directory, runs.PREDICTIONS_NAME, len(table))
+    match = runs.run_match(directory, table["filepath"].tolist(), project.directory)
+    probabilities = runs.read_run_array(directory, runs.PREDICTIONS_NAME, match)
     missing = [name for name in run["classes"] if name not in table]
     if missing:
         raise PatchworkError(f"run {directory.name} predicts class {missing[0]!r}, which the project no longer has")

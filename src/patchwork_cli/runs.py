@@ -18,6 +18,7 @@ import numpy as np
 
 from .atomic import atomic_write_text, fsync_directory
 from .errors import PatchworkError
+from .rowindex import RowMatch, RowRecord, match_rows
 
 MODELS_NAME = "models"
 LATEST_NAME = "LATEST"
@@ -31,6 +32,9 @@ CONFIG_FILE = "config.yaml"
 LABEL_COUNTS_FILE = "label_counts.json"
 PREDICTIONS_NAME = "predictions.zarr"
 EMBEDDINGS_NAME = "embeddings.zarr"
+# The image of each row of the two arrays above, with the count and digest in its attrs
+# (rowindex.py): a run's predictions are only ever used for the images they were made for.
+FILEPATHS_NAME = "filepaths.zarr"
 
 
 def new_run_id() -> str:
@@ -100,14 +104,42 @@ def write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def read_run_array(run_dir: Path, name: str, rows: int) -> np.ndarray:
-    """A run's per-row zarr array (PREDICTIONS_NAME or EMBEDDINGS_NAME) as float32, NaN-padded
-    or cut to `rows`: images added since the run have no predictions yet. Zarr is imported
-    here so that commands which never read a run do not pay for it."""
+def record_run_rows(run_dir: Path, filepaths: list[str]) -> None:
+    """Record `filepaths` as the images of the run's rows."""
+    import zarr
+
+    column = zarr.create_array(
+        str(Path(run_dir) / FILEPATHS_NAME), shape=(len(filepaths),), chunks=(65536,), dtype=str, fill_value=""
+    )
+    column[:] = np.array(filepaths, dtype=object)
+    column.attrs["rows"] = RowRecord.of(filepaths).as_dict()
+
+
+def run_match(run_dir: Path, table_filepaths: list[str], directory: Path | None = None) -> RowMatch:
+    """Where each labels.csv row's predictions are among the run's rows. A run trained before
+    runs recorded their images is taken to follow labels.csv row for row, as it was meant to."""
+    import zarr
+
+    stored = zarr.open_array(str(Path(run_dir) / PREDICTIONS_NAME), mode="r")
+    try:
+        column = zarr.open_array(str(Path(run_dir) / FILEPATHS_NAME), mode="r")
+    except FileNotFoundError:
+        return match_rows(table_filepaths, None, stored.shape[0], list)
+    record = RowRecord.from_dict(column.attrs.get("rows"))
+    return match_rows(table_filepaths, record, stored.shape[0], lambda: column[:].tolist(), directory)
+
+
+def read_run_array(run_dir: Path, name: str, match: RowMatch) -> np.ndarray:
+    """A run's per-row zarr array (PREDICTIONS_NAME or EMBEDDINGS_NAME) as float32 in labels.csv's
+    order (`match`, from run_match), NaN for rows the run has no prediction for (images added
+    since, or whose path was changed by hand). Zarr is imported here so that commands which
+    never read a run do not pay for it."""
     import zarr
 
     stored = zarr.open_array(str(Path(run_dir) / name), mode="r")
-    out = np.full((rows, stored.shape[1]), np.nan, np.float32)
-    present = min(rows, stored.shape[0])
-    out[:present] = stored[:present]
-    return out
+    if match.in_order:  # the common case: read only the rows labels.csv has
+        out = np.full((match.table_rows, stored.shape[1]), np.nan, np.float32)
+        present = min(match.table_rows, match.store_rows)
+        out[:present] = stored[:present]
+        return out
+    return match.gather(np.asarray(stored[: match.store_rows], dtype=np.float32))

@@ -13,11 +13,12 @@ from . import runs
 def project_status(project) -> dict:
     """Everything `patchwork status` reports, as one JSON-ready dict."""
     table = project.labels()
+    filepaths = table["filepath"].tolist()
     return {
         "project": str(project.directory),
         **label_summary(table, project.classes),
-        "features": feature_summary(project.features_location, len(table)),
-        "model": model_summary(project.directory),
+        "features": feature_summary(project.features_location, filepaths, project.directory),
+        "model": model_summary(project.directory, filepaths),
     }
 
 
@@ -53,11 +54,10 @@ def label_summary(table: pd.DataFrame, classes: list[str]) -> dict:
     }
 
 
-def feature_summary(store_location: str, rows: int) -> dict | None:
-    """Rows extracted, failed and pending, and the extractor's name; None before any extract.
-
-    Rows appended since the last extract (the store has not grown yet) count as pending.
-    """
+def feature_summary(store_location: str, filepaths: list[str], project_dir: Path) -> dict | None:
+    """labels.csv's images by the state of their features (images the store has no row for yet
+    count as pending), the store rows no image takes, the extractor's name, and whether the
+    store still follows labels.csv row for row; None before any extract."""
     if "://" not in store_location and not Path(store_location).exists():
         return None
     from .features import FeatureStore  # zarr costs half a second: only when there is a store
@@ -65,23 +65,83 @@ def feature_summary(store_location: str, rows: int) -> dict | None:
     store = FeatureStore.open(store_location)
     if store is None:
         return None
-    counts = store.counts()
-    counts["pending"] += max(0, rows - store.rows)
-    return {"extractor": store.identity.get("name"), **counts}
+    match = store.match(filepaths, project_dir)
+    return {
+        "extractor": store.identity.get("name"),
+        **store.counts(match),
+        "recorded": store.record is not None,
+        **_order(match),
+    }
 
 
-def model_summary(project_dir: Path) -> dict | None:
-    """The latest run and its headline metric (validation macro ROC AUC, else training's)."""
+def model_summary(project_dir: Path, filepaths: list[str]) -> dict | None:
+    """The latest run, its headline metric (validation macro ROC AUC, else training's), and how
+    many of labels.csv's images it has no prediction for."""
     run_id = runs.latest_run(project_dir)
     if run_id is None:
         return None
     directory = runs.models_dir(project_dir) / run_id
     metrics = runs.read_json(directory / runs.METRICS_FILE)
+    match = runs.run_match(directory, filepaths, project_dir)
+    summary = {"run_id": run_id, "metric": None, "value": None, "unpredicted": _unmatched(match), **_order(match)}
     for part in ("validation", "train"):
         auc = metrics.get(part, {}).get("macro", {}).get("roc_auc")
         if auc is not None:
-            return {"run_id": run_id, "metric": f"{part} macro ROC AUC", "value": auc}
-    return {"run_id": run_id, "metric": None, "value": None}
+            return {**summary, "metric": f"{part} macro ROC AUC", "value": auc}
+    return summary
+
+
+def _order(match) -> dict:
+    """Whether a store follows labels.csv row for row, and the first line of labels.csv (1 is
+    the header) where it stops doing so: a row sorted, deleted, inserted or renamed by hand."""
+    line = None if match.first_moved is None else match.first_moved + 2
+    return {"in_order": match.in_order, "first_moved_line": line}
+
+
+def _unmatched(match) -> int:
+    return int((match.store_rows_of_table() == -1).sum())
+
+
+_NOTE = " " * 12
+
+
+def _feature_notes(features: dict) -> list[str]:
+    """What status says when labels.csv and the feature store disagree, and what comes next."""
+    notes = []
+    if not features["recorded"]:
+        notes.append(
+            f"{_NOTE}the store predates records of which image each row is: the next 'patchwork extract' "
+            "records them, taking labels.csv's rows to be in their order"
+        )
+    if not features["in_order"]:
+        notes.append(
+            f"{_NOTE}labels.csv was reordered or edited by hand (from line {features['first_moved_line']}): "
+            "features are matched to their images by filepath"
+        )
+    if features["pending"]:
+        notes.append(f"{_NOTE}'patchwork extract' extracts the {features['pending']} pending image(s), and only those")
+    if features["unused"]:
+        notes.append(
+            f"{_NOTE}{features['unused']} row(s) of the store belong to images no longer in labels.csv "
+            "(deleted, or their path changed): kept, unused"
+        )
+    return notes
+
+
+def _model_notes(model: dict) -> list[str]:
+    """What status says when labels.csv and the latest run disagree, and what comes next."""
+    notes = []
+    if not model["in_order"]:
+        notes.append(
+            f"{_NOTE}labels.csv was reordered or edited by hand since this run (from line "
+            f"{model['first_moved_line']}): its predictions are matched to their images by filepath"
+        )
+    if model["unpredicted"]:
+        notes.append(
+            f"{_NOTE}{model['unpredicted']} image(s) have no prediction from this run (added, or their path "
+            "changed): 'patchwork train' makes a run that has them"
+        )
+    return notes
 
 
 def format_summary(summary: dict) -> str:
@@ -100,13 +160,16 @@ def format_summary(summary: dict) -> str:
             f"features    {features['done']} done, {features['failed']} failed, {features['pending']} pending"
             f"  ({features['extractor']})"
         )
+        lines.extend(_feature_notes(features))
     model = summary.get("model")
     if model is None:
         lines.append("model       none yet (patchwork train)")
-    elif model["metric"] is None:
-        lines.append(f"model       {model['run_id']}  (no labels to score it on)")
     else:
-        lines.append(f"model       {model['run_id']}  {model['metric']} {model['value']:.3f}")
+        if model["metric"] is None:
+            lines.append(f"model       {model['run_id']}  (no labels to score it on)")
+        else:
+            lines.append(f"model       {model['run_id']}  {model['metric']} {model['value']:.3f}")
+        lines.extend(_model_notes(model))
     lines.append("")
     width = max(8, *(len(name) for name in summary["classes"]))
     lines.append(f"{'class':<{width}}  {'train +':>8} {'train -':>8}  {'val +':>8} {'val -':>8}")

@@ -28,6 +28,7 @@ from .config import Config
 from .errors import PatchworkError
 from .features import DONE, FeatureStore
 from .project import Project
+from .rowindex import rows_digest
 from .status import label_summary
 from .tensorflow_runtime import start_tensorflow
 
@@ -80,8 +81,11 @@ def _buckets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fingerprint(table: pd.DataFrame, config: Config, store: FeatureStore | None) -> str:
-    """What a run depends on: the labels, the config, and which features exist."""
+    """What a run depends on: the images and their labels, the config, and which features exist.
+    Order counts: a labels.csv sorted by hand makes a new run (which predicts what the old one did)."""
     digest = hashlib.sha256()
+    filepaths = table["filepath"].tolist()
+    digest.update(rows_digest(filepaths).encode())
     digest.update(table[config.classes].to_numpy(np.float64).tobytes())
     digest.update(table["exclude"].to_numpy(bool).tobytes() + table["validation"].to_numpy(bool).tobytes())
     # where the features are stored is not what a run depends on: their identity and status are
@@ -89,7 +93,7 @@ def fingerprint(table: pd.DataFrame, config: Config, store: FeatureStore | None)
     digest.update(json.dumps(settings, sort_keys=True).encode())
     if store is not None:
         digest.update(json.dumps(store.identity, sort_keys=True).encode())
-        digest.update(store.status().tobytes())
+        digest.update(store.table_status(store.match(filepaths)).tobytes())
     return digest.hexdigest()
 
 
@@ -116,11 +120,14 @@ def train(project: Project, head: str | None = None, progress: bool | None = Non
     store = FeatureStore.open(project.features_location)
     if store is None:
         raise PatchworkError("features not extracted yet: run 'patchwork extract' first")
-    labels, has_features = _labels_and_feature_mask(table, config.classes, store)
+    match = store.match(table["filepath"].tolist(), project.directory)
+    labels = table[config.classes].to_numpy(np.float64)
+    has_features = store.table_status(match) == DONE
     usable = ~table["exclude"].to_numpy(bool) & has_features & ~np.isnan(labels).all(axis=1)
     validation = table["validation"].to_numpy(bool)
-    train_rows, val_rows = np.flatnonzero(usable & ~validation), np.flatnonzero(usable & validation)
+    train_rows, val_rows = (_by_filepath(table, np.flatnonzero(usable & part)) for part in (~validation, validation))
     _check_labels(table, labels, has_features, train_rows, config.classes)
+    feature_rows = match.store_rows_of_table()
 
     tf = start_tensorflow()  # only now that the inputs are known to be good
     import keras
@@ -136,14 +143,16 @@ def train(project: Project, head: str | None = None, progress: bool | None = Non
     started = time.perf_counter()
     model = build_model(store.row_shape, len(config.classes), config.model)
     model.compile(optimizer=_optimizer(config), loss=masked_loss(config.model))
-    x_train = _load_rows(store, train_rows)
+    x_train = _load_rows(store, feature_rows[train_rows])
     y_train = np.nan_to_num(labels[train_rows], nan=UNLABELLED).astype(np.float32)
     dataset = _training_dataset(x_train, y_train, labels[train_rows], config, seed)
     fit_options = {}
     if len(val_rows):
         y_val = np.nan_to_num(labels[val_rows], nan=UNLABELLED).astype(np.float32)
         fit_options["validation_data"] = _quiet_dataset(
-            tf.data.Dataset.from_tensor_slices((_load_rows(store, val_rows), y_val)).batch(PREDICT_BATCH)
+            tf.data.Dataset.from_tensor_slices((_load_rows(store, feature_rows[val_rows]), y_val)).batch(
+                PREDICT_BATCH
+            )
         )
         if config.training.patience is not None:
             fit_options["callbacks"] = [
@@ -167,12 +176,23 @@ def train(project: Project, head: str | None = None, progress: bool | None = Non
     try:
         model.save(staging / runs.MODEL_FILE)  # before predicting: Dask workers load it from here
         head = embedding_model(model)
+        # The run's rows are the feature store's (predictions are written chunk for chunk beside
+        # the features), and its filepaths are recorded; readers match them to labels.csv. While
+        # the store follows labels.csv, so does the run, all its rows (images without features: NaN).
+        # Every row with features is predicted, the rows no labels.csv row takes too: a chunk's
+        # batch is then the same whatever was deleted from labels.csv, and so are its predictions.
+        run_filepaths = table["filepath"].tolist() if match.in_order else store.filepaths()
+        run_rows = len(run_filepaths)
+        predicted = np.zeros(run_rows, bool)
+        predicted[: match.store_rows] = store.status()[: match.store_rows] == DONE
         if client is None:
-            probabilities = _predict_all(head, store, len(table), has_features, staging)
+            probabilities = _predict_all(head, store, run_rows, predicted, staging)
         else:
             probabilities = _predict_all_on_cluster(
-                client, project.features_location, head, store, len(table), has_features, staging
+                client, project.features_location, head, store, run_rows, predicted, staging
             )
+        runs.record_run_rows(staging, run_filepaths)
+        probabilities = match.gather(probabilities)
         metrics = compute_metrics(probabilities, labels, validation, table["exclude"].to_numpy(bool), config.classes)
         seconds = time.perf_counter() - started
         _write_run_files(
@@ -219,12 +239,10 @@ def _with_head(config: Config, head: str | None) -> Config:
     return dataclasses.replace(config, model=dataclasses.replace(config.model, head=head))
 
 
-def _labels_and_feature_mask(table: pd.DataFrame, classes: list[str], store: FeatureStore):
-    labels = table[classes].to_numpy(np.float64)
-    status = store.status()
-    has_features = np.zeros(len(table), bool)
-    has_features[: min(len(status), len(table))] = status[: len(table)] == DONE
-    return labels, has_features
+def _by_filepath(table: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """`rows` in the order of their filepaths: what a run learns does not depend on the order of
+    labels.csv's lines, so a table sorted by hand trains the same model with the same seed."""
+    return rows[np.argsort(table["filepath"].to_numpy()[rows], kind="stable")]
 
 
 def _check_labels(table, labels, has_features, train_rows, classes) -> None:
@@ -287,8 +305,8 @@ def _optimizer(config: Config):
 
 
 def _predict_all(model, store: FeatureStore, rows: int, has_features: np.ndarray, directory: Path) -> np.ndarray:
-    """Probabilities (rows, C) and embeddings for every row, a feature chunk at a time, into
-    the run's zarr arrays; NaN where a row has no features. Returns the probabilities."""
+    """Probabilities (rows, C) and embeddings for the store's first `rows` rows, a feature chunk
+    at a time, into the run's zarr arrays; NaN where `has_features` is False. Returns the probabilities."""
     probabilities, embeddings = _run_arrays(directory, model, rows, store.chunk_rows)
     for start, stop in _prediction_chunks(store, rows):
         predict_chunk(model, store, start, stop, has_features[start:stop], probabilities, embeddings)
@@ -319,8 +337,7 @@ def _run_arrays(directory: Path, model, rows: int, chunk: int) -> tuple[zarr.Arr
 
 
 def _prediction_chunks(store: FeatureStore, rows: int) -> list[tuple[int, int]]:
-    """(start, stop) of each feature-store chunk among the run's `rows` (images added since the
-    last extract have no features: their rows stay NaN)."""
+    """(start, stop) of each feature-store chunk among the run's `rows`."""
     end = min(rows, store.rows)
     return [(start, min(start + store.chunk_rows, end)) for start in range(0, end, store.chunk_rows)]
 

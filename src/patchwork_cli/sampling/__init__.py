@@ -55,7 +55,9 @@ def sample(
         threading.Thread(target=importlib.import_module, args=("zarr",), daemon=True).start()
     table = project.labels()
     candidates = np.flatnonzero(filter_mask(table, project.classes, filters))
-    pool, candidates = _pool(table, chosen, candidates, run) if run else (Pool(len(candidates)), candidates)
+    pool, candidates = (
+        _pool(table, chosen, candidates, run, project.directory) if run else (Pool(len(candidates)), candidates)
+    )
     picks, picked_scores = choose(chosen, pool, n, np.random.default_rng(seed))
     rows = candidates[picks]
     return pd.DataFrame(
@@ -97,15 +99,17 @@ def _run_for(project, strategy: Strategy, run_id: str | None) -> tuple[Path, lis
     return run_dir, run_classes
 
 
-def _pool(table: pd.DataFrame, strategy: Strategy, candidates: np.ndarray, run: tuple[Path, list[str]]):
+def _pool(table: pd.DataFrame, strategy: Strategy, candidates: np.ndarray, run: tuple[Path, list[str]], project_dir):
     """The candidates' arrays for `strategy`, and the candidates that have them (rows the
     run never predicted, added since or without features, are dropped with a warning)."""
     run_dir, run_classes = run
-    p = runs.read_run_array(run_dir, runs.PREDICTIONS_NAME, len(table))
+    # by filepath: a labels.csv sorted or edited by hand never scores an image by another's prediction
+    match = runs.run_match(run_dir, table["filepath"].tolist(), project_dir)
+    p = runs.read_run_array(run_dir, runs.PREDICTIONS_NAME, match)
     usable = ~np.isnan(p).any(axis=1)
     h = None
     if strategy.needs_embeddings:
-        h = runs.read_run_array(run_dir, runs.EMBEDDINGS_NAME, len(table))
+        h = runs.read_run_array(run_dir, runs.EMBEDDINGS_NAME, match)
         usable &= ~np.isnan(h).any(axis=1)
     skipped = int((~usable[candidates]).sum())
     if skipped:
