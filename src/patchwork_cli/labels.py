@@ -494,6 +494,15 @@ class Journal:
             records.append(record)
         return records
 
+    def replace(self, records: list[dict]) -> None:
+        """Make `records` the whole journal (atomically; empty truncates). The caller holds the
+        exclusive project lock, so no appender holds the old file."""
+        if not records:
+            self.truncate()
+            return
+        with atomic_write(self.path) as handle:
+            handle.writelines(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records)
+
     def truncate(self) -> None:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
@@ -521,7 +530,11 @@ def apply_edits(table: pd.DataFrame, records: list[dict], classes: list[str]) ->
             except PatchworkError as error:
                 log.warning("labels.journal: %s: %s; ignored", record["filepath"], error)
     if skipped:
-        log.warning("labels.journal: %d edit(s) name a filepath that is not in labels.csv; ignored", skipped)
+        log.warning(
+            "labels.journal: %d edit(s) name a filepath that is not in labels.csv (changed or deleted by hand?); "
+            "they are kept in the journal, and apply again if that filepath comes back",
+            skipped,
+        )
     for key, by_row in updates.items():
         index = np.fromiter(by_row.keys(), dtype=np.int64, count=len(by_row))
         column = table[key].to_numpy(copy=True)
@@ -572,6 +585,11 @@ class LabelStore:
         return apply_edits(read_label_table_cached(self.csv_path, self.classes), self.journal.read(), self.classes)
 
     def replace_unlocked(self, table: pd.DataFrame, classes: list[str] | None = None) -> None:
-        """Write `table` as the new labels.csv, then truncate the (now folded) journal."""
+        """Write `table` as the new labels.csv, then empty the (now folded) journal, keeping only
+        the edits of filepaths `table` lacks: a person's label is never dropped because its row's
+        path was changed by hand while the edit waited to be folded in."""
+        records = self.journal.read()
+        known = pd.Index(table["filepath"]) if records else None
+        waiting = [record for record in records if record["filepath"] not in known]
         write_label_table(table, self.csv_path, self.classes if classes is None else classes)
-        self.journal.truncate()
+        self.journal.replace(waiting)

@@ -115,8 +115,8 @@ def _feature_notes(features: dict) -> list[str]:
         )
     if not features["in_order"]:
         notes.append(
-            f"{_NOTE}labels.csv was reordered or edited by hand (from line {features['first_moved_line']}): "
-            "features are matched to their images by filepath"
+            f"{_NOTE}labels.csv's rows are not in the store's order (edited by hand, from line "
+            f"{features['first_moved_line']}): each image's features are found by its filepath, nothing to do"
         )
     if features["pending"]:
         notes.append(f"{_NOTE}'patchwork extract' extracts the {features['pending']} pending image(s), and only those")
@@ -133,8 +133,8 @@ def _model_notes(model: dict) -> list[str]:
     notes = []
     if not model["in_order"]:
         notes.append(
-            f"{_NOTE}labels.csv was reordered or edited by hand since this run (from line "
-            f"{model['first_moved_line']}): its predictions are matched to their images by filepath"
+            f"{_NOTE}labels.csv's rows are not in this run's order (from line {model['first_moved_line']}): "
+            "each image's prediction is found by its filepath"
         )
     if model["unpredicted"]:
         notes.append(

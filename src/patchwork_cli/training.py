@@ -125,7 +125,7 @@ def train(project: Project, head: str | None = None, progress: bool | None = Non
     has_features = store.table_status(match) == DONE
     usable = ~table["exclude"].to_numpy(bool) & has_features & ~np.isnan(labels).all(axis=1)
     validation = table["validation"].to_numpy(bool)
-    train_rows, val_rows = (_by_filepath(table, np.flatnonzero(usable & part)) for part in (~validation, validation))
+    train_rows, val_rows = np.flatnonzero(usable & ~validation), np.flatnonzero(usable & validation)
     _check_labels(table, labels, has_features, train_rows, config.classes)
     feature_rows = match.store_rows_of_table()
 
@@ -143,16 +143,15 @@ def train(project: Project, head: str | None = None, progress: bool | None = Non
     started = time.perf_counter()
     model = build_model(store.row_shape, len(config.classes), config.model)
     model.compile(optimizer=_optimizer(config), loss=masked_loss(config.model))
-    x_train = _load_rows(store, feature_rows[train_rows])
-    y_train = np.nan_to_num(labels[train_rows], nan=UNLABELLED).astype(np.float32)
-    dataset = _training_dataset(x_train, y_train, labels[train_rows], config, seed)
+    x_train, train_labels = _examples(store, feature_rows[train_rows], labels[train_rows])
+    y_train = np.nan_to_num(train_labels, nan=UNLABELLED).astype(np.float32)
+    dataset = _training_dataset(x_train, y_train, train_labels, config, seed)
     fit_options = {}
     if len(val_rows):
-        y_val = np.nan_to_num(labels[val_rows], nan=UNLABELLED).astype(np.float32)
+        x_val, val_labels = _examples(store, feature_rows[val_rows], labels[val_rows])
+        y_val = np.nan_to_num(val_labels, nan=UNLABELLED).astype(np.float32)
         fit_options["validation_data"] = _quiet_dataset(
-            tf.data.Dataset.from_tensor_slices((_load_rows(store, feature_rows[val_rows]), y_val)).batch(
-                PREDICT_BATCH
-            )
+            tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(PREDICT_BATCH)
         )
         if config.training.patience is not None:
             fit_options["callbacks"] = [
@@ -239,10 +238,15 @@ def _with_head(config: Config, head: str | None) -> Config:
     return dataclasses.replace(config, model=dataclasses.replace(config.model, head=head))
 
 
-def _by_filepath(table: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-    """`rows` in the order of their filepaths: what a run learns does not depend on the order of
-    labels.csv's lines, so a table sorted by hand trains the same model with the same seed."""
-    return rows[np.argsort(table["filepath"].to_numpy()[rows], kind="stable")]
+def _examples(store: FeatureStore, rows: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The features of store `rows` and their `labels`, in an order set by their content alone
+    (a digest of each example's features and labels): what a run learns then depends neither on
+    the order of labels.csv's lines nor on the images' names, so a table sorted or renamed by
+    hand trains the same model with the same seed."""
+    x = _load_rows(store, rows)
+    keys = [hashlib.blake2b(x[i].tobytes() + labels[i].tobytes(), digest_size=16).digest() for i in range(len(x))]
+    order = np.argsort(np.array(keys, dtype=object), kind="stable")
+    return x[order], labels[order]
 
 
 def _check_labels(table, labels, has_features, train_rows, classes) -> None:
