@@ -132,8 +132,9 @@ def test_regression_a_store_cut_short_is_recreated_or_completed(tmp_path):
     cli("--project", "proj", "extract", "--from-npy", "features.npy")
     cli("--project", "proj", "add", "more.txt")
     zarr.open_group(str(directory / "features.zarr"), mode="r+")["features"].resize((2 * ROWS, 64))
-    assert "features    200 done, 0 failed, 0 pending" in cli("--project", "proj", "status").stdout
-    FeatureStore.open(directory / "features.zarr", writable=True).grow(2 * ROWS)  # what the next extract does
+    assert "features    200 done, 0 failed, 200 pending" in cli("--project", "proj", "status").stdout
+    filepaths = Project(directory).labels()["filepath"].tolist()
+    FeatureStore.open(directory / "features.zarr", writable=True).append_images(filepaths)  # as the next extract does
     store = zarr.open_group(str(directory / "features.zarr"), mode="r")
     assert store["status"].shape == store["reason"].shape == (2 * ROWS,)
     assert "features    200 done, 0 failed, 200 pending" in cli("--project", "proj", "status").stdout
