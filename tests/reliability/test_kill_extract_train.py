@@ -47,12 +47,7 @@ def tiny_model(tmp_path_factory) -> Path:
 
 def image_project(root: Path, name: str, model: Path) -> Path:
     Cli(root)("init", name, "--images", "images", "--classes", "a,b")
-    config_path = root / name / "patchwork.yaml"
-    config = yaml.safe_load(config_path.read_text())
-    config["imshape"] = list(IMSHAPE)
-    config["extractor"].update(name=str(model), batch_size=16)
-    config_path.write_text(yaml.safe_dump(config))
-    return root / name
+    return image_project_config(root / name, model)
 
 
 def run_cli(*args, cwd: Path, kill_when=None, delay: float = 0.0) -> tuple[int, str]:
@@ -115,6 +110,65 @@ def test_killed_extract_resumes_to_the_identical_store(tmp_path, tiny_model):
     np.testing.assert_array_equal(store["features"][:], expected)
     assert (store["status"][:] == DONE).all()
     report("extract, SIGKILL then resume", iterations=KILLS, rows=rows, **outcomes)
+
+
+def features_by_filepath(project: Path) -> dict[str, np.ndarray]:
+    """Each image's features, for the rows marked done, read through the store's own record of its rows."""
+    store = FeatureStore.open(project / "features.zarr")
+    done = np.flatnonzero(store.status()[: len(store.filepaths())] == DONE)
+    values = store.features.get_orthogonal_selection((done,))
+    filepaths = store.filepaths()
+    return {filepaths[row]: values[k] for k, row in enumerate(done)}
+
+
+def test_killed_extract_after_a_hand_edit_keeps_every_image_with_its_features(tmp_path, tiny_model):
+    """labels.csv gets rows pasted into the middle and is sorted in pandas; an extract killed at
+    random moments (while the new images get rows, and while they are extracted) never leaves an
+    image holding another image's features, and resumes to what an uninterrupted extract writes."""
+    write_images(tmp_path / "images", 600)
+    listing = sorted((tmp_path / "images").iterdir())
+    (tmp_path / "first.txt").write_text("".join(f"images/{p.name}\n" for p in listing[:512]))
+    projects = {}
+    for name in ("reference", "killed"):
+        Cli(tmp_path)("init", name, "--images", "first.txt", "--classes", "a,b")
+        projects[name] = image_project_config(tmp_path / name, tiny_model)
+        Cli(projects[name])("extract")
+        table = pd.read_csv(projects[name] / "labels.csv", keep_default_na=False, dtype=str)
+        pasted = table.iloc[:88].assign(filepath=[f"../images/{p.name}" for p in listing[512:]])
+        edited = pd.concat([table.iloc[:200], pasted, table.iloc[200:]]).sort_values("filepath", ascending=False)
+        edited.to_csv(projects[name] / "labels.csv", index=False)
+    Cli(projects["reference"])("extract")
+    expected = features_by_filepath(projects["reference"])
+    assert len(expected) == 600
+
+    killed = projects["killed"]
+    rng = random.Random(8)
+    outcomes = collections.Counter()
+    for iteration in range(KILLS):
+        code, stderr = run_cli("extract", cwd=killed, kill_when=_after(rng.uniform(1, 7)), delay=0.0)
+        assert code in (0, -9) and "Traceback" not in stderr, stderr
+        assert Cli(killed)("status").exit_code == 0
+        outcomes["killed" if code == -9 else "finished first"] += 1
+        found = features_by_filepath(killed)
+        for path, values in found.items():
+            np.testing.assert_array_equal(values, expected[path], err_msg=path)
+        outcomes[f"kill {iteration + 1}: images with features"] = len(found)
+    report_json = Cli(killed)("extract", "--json").stdout
+    assert '"pending": 0' in report_json and '"unused": 0' in report_json
+    found = features_by_filepath(killed)
+    assert found.keys() == expected.keys()
+    for path, values in found.items():
+        np.testing.assert_array_equal(values, expected[path], err_msg=path)
+    report("extract after a hand edit (rows pasted in, sorted), SIGKILL then resume", iterations=KILLS, **outcomes)
+
+
+def image_project_config(project: Path, model: Path) -> Path:
+    config_path = project / "patchwork.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["imshape"] = list(IMSHAPE)
+    config["extractor"].update(name=str(model), batch_size=16)
+    config_path.write_text(yaml.safe_dump(config))
+    return project
 
 
 def assert_runs_are_whole(project: Path) -> str:
