@@ -9,8 +9,11 @@ cells labelled) in the system temp dir, then measures in one run:
   how many times slower that is than one edit;
 - opening the store (`Project.labels()`) with an empty journal and with 10,000
   journal lines pending;
+- the row-alignment check a reader adds to opening the project: matching labels.csv's
+  filepaths against features.zarr's record of its rows, in order (the fast path, every
+  command) and after labels.csv was sorted by hand (every row found by filepath);
 - wall time of `patchwork --help` and `patchwork --project DIR status` (on the big
-  project and on a 100-row one) as subprocesses.
+  project, which has a feature store, and on a 100-row one) as subprocesses.
 
 Targets are printed beside the figures with PASS / FAIL; the exit code is always 0.
 
@@ -31,8 +34,9 @@ from pathlib import Path
 import numpy as np
 from report import as_json, print_table
 
+from patchwork_cli.features import FeatureStore
 from patchwork_cli.labels import write_label_table
-from patchwork_cli.project import Project, init_project
+from patchwork_cli.project import FEATURES_NAME, Project, init_project
 
 CLI = Path(sys.executable).parent / "patchwork"
 PENDING = 10_000
@@ -42,6 +46,7 @@ TARGETS = {
     "rewrite_vs_edit_p99": (">= 200x", lambda v: v >= 200),
     "open_pending_s": ("< 3 s", lambda v: v < 3),
     "help_s": ("< 0.5 s", lambda v: v < 0.5),
+    "align_s": ("< 0.2 s", lambda v: v < 0.2),
 }
 LABELS = {
     "edit_p50_ms": "label edit, p50 (ms)",
@@ -51,6 +56,8 @@ LABELS = {
     "rewrite_vs_edit_p99": "rewrite / edit p99 (x faster)",
     "open_empty_s": "open, empty journal (s)",
     "open_pending_s": f"open, {PENDING:,} journal lines (s)",
+    "align_s": "row-alignment check, in order (s)",
+    "align_sorted_s": "row-alignment check, sorted by hand (s)",
     "help_s": "patchwork --help (s)",
     "status_s": "patchwork status, big project (s)",
     "status_tiny_s": "patchwork status, 100 rows (s)",
@@ -105,6 +112,14 @@ def measure(tmp: str, rows: int, classes: int, edits: int) -> dict:
     project.edit_labels((p, {names[i % len(names)]: i % 2}) for i, p in enumerate(paths[:PENDING]))
     open_pending = timed(project.labels, 3)
 
+    # A store recording the table's rows (one float per row: the check never reads features).
+    filepaths = project.labels()["filepath"].tolist()
+    store = FeatureStore.create(big / FEATURES_NAME, filepaths, (1,), "float16", {"name": "bench"})
+    align = timed(lambda: store.match(project.labels()["filepath"].tolist()), 5)
+    open_again = timed(project.labels, 5)
+    by_hand = filepaths[::-1]
+    align_sorted = timed(lambda: store.match(by_hand), 3)
+
     p50, p99 = np.percentile(edit, [50, 99]) * 1000
     rewrite_ms = statistics.median(rewrite) * 1000
     return {
@@ -118,6 +133,9 @@ def measure(tmp: str, rows: int, classes: int, edits: int) -> dict:
         "rewrite_vs_edit_p99": rewrite_ms / p99,
         "open_empty_s": statistics.median(open_empty),
         "open_pending_s": statistics.median(open_pending),
+        # what the check adds: opening and checking, less opening alone, from the same run
+        "align_s": statistics.median(align) - statistics.median(open_again),
+        "align_sorted_s": statistics.median(align_sorted),
         "help_s": cli_seconds(["--help"], 5),
         "status_s": cli_seconds(["--project", str(big), "status"], 3),
         "status_tiny_s": cli_seconds(["--project", str(tiny), "status"], 5),

@@ -1,4 +1,4 @@
-"""features.zarr: the feature store. Row i holds the features of row i of labels.csv.
+"""features.zarr: the feature store, one row per image, each row recording which image it is.
 
 A zarr group with three arrays chunked alike along rows:
   features  (N, ...)  the extractor's output, float16 by default, zstd-compressed;
