@@ -57,7 +57,8 @@ def make_project(directory: Path, rows: int, row_shape: tuple, labelled: int, ep
     project.config_path.write_text(yaml.safe_dump(config))
     rng = np.random.default_rng(0)
     identity = {"name": "random", "output_shape": list(row_shape)}
-    store = FeatureStore.create(directory / FEATURES_NAME, rows, row_shape, "float16", identity)
+    filepaths = project.labels()["filepath"].tolist()
+    store = FeatureStore.create(directory / FEATURES_NAME, filepaths, row_shape, "float16", identity)
     for index in range(store.chunk_count):
         start, stop = store.chunk_bounds(index)
         store.write_chunk(

@@ -35,7 +35,8 @@ def learning_curve(project_dir: Path, truth: dict[str, int]) -> list[dict]:
     for run_id in runs.list_runs(project.directory):
         directory = runs.models_dir(project.directory) / run_id
         run, metrics = runs.read_json(directory / runs.RUN_FILE), runs.read_json(directory / runs.METRICS_FILE)
-        probabilities = runs.read_run_array(directory, runs.PREDICTIONS_NAME, len(table))[validation]
+        match = runs.run_match(directory, table["filepath"].tolist(), project.directory)
+        probabilities = runs.read_run_array(directory, runs.PREDICTIONS_NAME, match)[validation]
         points.append(
             {
                 "labels": run["train_rows"],
