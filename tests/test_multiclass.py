@@ -3,15 +3,24 @@ exclusive label edits, two 1s refused wherever they come from, classes add/renam
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
+import keras
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
-from conftest import snapshot, write_images
+import zarr
+from conftest import Cli, snapshot, write_images
+from PIL import Image
 
 from patchwork_cli import PatchworkError, open_project
 from patchwork_cli.labels import Journal
+
+# Keras' own saving trips a NumPy 2 deprecation; nothing of ours.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
 
 def folders(root: Path, counts: dict[str, int]) -> Path:
@@ -211,3 +220,163 @@ def test_status_sample_and_classes_work_on_a_multiclass_project(tmp_path, cli):
     assert project.label(lines[1].split(",")[0], fox=1) == {"fox": 1, "cat": 0, "hound": 0}
     sampled = cli("--project", "pets", "sample", "-n", "5", "--from", "all").stdout.split()
     assert len(sampled) == 5
+
+
+# --- training, evaluation and export of a multiclass project ---
+
+MC_CLASSES = ["a", "b", "c"]
+
+
+def make_multiclass_project(root: Path, rows: int = 150, labelled: int = 100, validation: int = 40) -> Path:
+    """Features are random vectors and the class is the largest of features 0..2. The first
+    `labelled` rows are labelled (the last `validation` of them for validation); every fourth
+    training row says only what it is not (0 for one wrong class)."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(rows, 16)).astype(np.float32)
+    truth = features[:, :3].argmax(axis=1)
+    (root / "list.txt").write_text("\n".join(f"img/{i:05d}.png" for i in range(rows)))
+    cli = Cli(root)
+    cli("init", "proj", "--images", "list.txt", "--classes", ",".join(MC_CLASSES), "--task", "multiclass")
+    project = root / "proj"
+    config = yaml.safe_load((project / "patchwork.yaml").read_text())
+    config["model"]["head"] = "mlp:16"
+    config["training"].update(epochs=5, batches_per_epoch=20, batch_size=16, learning_rate=0.01)
+    (project / "patchwork.yaml").write_text(yaml.safe_dump(config))
+    np.save(project / "features.npy", features)
+    cli("--project", "proj", "extract", "--from-npy", "proj/features.npy")
+    cells = np.eye(3)[truth[:labelled]].astype(object)
+    for i in range(0, labelled - validation, 4):
+        cells[i] = [""] * 3
+        cells[i][(truth[i] + 1) % 3] = 0
+    edits = pd.DataFrame(cells, columns=MC_CLASSES)
+    edits.insert(0, "filepath", [f"img/{i:05d}.png" for i in range(labelled)])
+    edits["validation"] = np.arange(labelled) >= labelled - validation
+    edits.to_csv(root / "edits.csv", index=False)
+    cli("--project", "proj", "label", "--import", "edits.csv")
+    return project
+
+
+def predictions_of(project: Path, run_id: str) -> np.ndarray:
+    return zarr.open_array(str(project / "models" / run_id / "predictions.zarr"), mode="r")[:]
+
+
+@pytest.fixture(scope="module")
+def trained_multiclass(tmp_path_factory) -> tuple[Path, dict]:
+    project = make_multiclass_project(tmp_path_factory.mktemp("multiclass"))
+    return project, json.loads(Cli(project)("train", "--seed", "7", "--json").stdout)
+
+
+def test_a_multiclass_run_is_a_softmax_and_records_its_task(trained_multiclass):
+    project, report = trained_multiclass
+    run_dir = project / "models" / report["run_id"]
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["task"] == "multiclass" and run["seed"] == 7
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["training"]["seed"] == 7
+    probabilities = predictions_of(project, report["run_id"])
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    block = report["metrics"]["validation"]["multiclass"]
+    assert block["rows"] == 40 and block["accuracy"] > 0.7
+    # 60 training rows, of which every fourth (15) holds only a 0
+    assert report["metrics"]["train"]["multiclass"]["rows"] == 45 and report["train_rows"] == 60
+
+
+def test_train_seed_makes_a_run_reproducible(trained_multiclass):
+    project, report = trained_multiclass
+    cli = Cli(project)
+    again = json.loads(cli("train", "--seed", "7", "--json").stdout)["run_id"]
+    other = json.loads(cli("train", "--seed", "8", "--json").stdout)["run_id"]
+    np.testing.assert_array_equal(predictions_of(project, again), predictions_of(project, report["run_id"]))
+    assert not np.array_equal(predictions_of(project, other), predictions_of(project, report["run_id"]))
+    # --if-changed compares with the seed asked for
+    assert json.loads(cli("train", "--if-changed", "--seed", "8", "--json").stdout)["skipped"]
+    assert not json.loads(cli("train", "--if-changed", "--seed", "9", "--json").stdout)["skipped"]
+
+
+def test_evaluate_reports_the_confusion_matrix(trained_multiclass):
+    project, report = trained_multiclass
+    cli = Cli(project)
+    run_id = report["run_id"]
+    metrics = json.loads(cli("evaluate", "--run", run_id, "--json").stdout)
+    block = metrics["validation"]["multiclass"]
+    confusion = np.array(block["confusion"]["matrix"])
+    assert block["confusion"]["classes"] == MC_CLASSES
+    assert confusion.sum() == block["rows"] == 40
+    assert block["accuracy"] == pytest.approx(np.trace(confusion) / 40)
+    for k, name in enumerate(MC_CLASSES):
+        assert block["classes"][name]["recall"] == pytest.approx(confusion[k, k] / confusion[k].sum())
+        assert block["classes"][name]["precision"] == pytest.approx(confusion[k, k] / confusion[:, k].sum())
+    assert metrics["validation"]["macro"]["roc_auc"] > 0.8  # today's metrics stay beside them
+    png = project / "reports" / run_id / "confusion.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = cli("evaluate", "--run", run_id)
+    assert f"confusion matrix: {png}" in text.stderr
+    lines = text.stdout.splitlines()
+    assert f"validation as a classifier (top class, 40 rows with one positive): accuracy {block['accuracy']:.3f}" in (
+        text.stdout
+    )
+    start = lines.index("confusion on validation rows (rows: true class, columns: predicted)")
+    assert lines[start + 1].split() == MC_CLASSES
+    assert [int(n) for n in lines[start + 2].split()[1:]] == confusion[0].tolist()
+
+
+def test_exported_multiclass_model_outputs_softmax(tmp_path):
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    keras.Model(inputs, keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)).save(
+        tmp_path / "extractor.keras"
+    )
+    folders(tmp_path, {"cat": 6, "dog": 6, "fox": 6})
+    cli = Cli(tmp_path)
+    cli("init", "pets", "--images", "photos", "--classes-from-folders")
+    config = yaml.safe_load((tmp_path / "pets" / "patchwork.yaml").read_text())
+    config["imshape"] = [16, 16]
+    config["extractor"].update(name="../extractor.keras", pooling="avg", batch_size=8)
+    config["model"]["head"] = "mlp:8"
+    config["training"].update(epochs=2, batches_per_epoch=5, batch_size=8)
+    (tmp_path / "pets" / "patchwork.yaml").write_text(yaml.safe_dump(config))
+    project = Cli(tmp_path / "pets")
+    project("extract")
+    project("train")
+    project("export", "--out", "../deploy")
+    card = json.loads((tmp_path / "deploy" / "model_card.json").read_text())
+    assert card["task"] == "multiclass" and "softmax" in card["output"]["meaning"]
+    model = keras.models.load_model(tmp_path / "deploy" / "model.keras", compile=False)
+    pixels = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted((tmp_path / "photos").rglob("*.png"))])
+    np.testing.assert_allclose(model.predict(pixels, verbose=0).sum(axis=1), 1.0, rtol=1e-5)
+    predicted = pd.read_csv(io.StringIO(cli("predict", "--model", "deploy", "photos").stdout))
+    assert list(predicted.columns) == ["filepath", "cat", "dog", "fox"] and len(predicted) == 18
+    np.testing.assert_allclose(predicted[["cat", "dog", "fox"]].sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_multiclass_metrics_by_hand():
+    from patchwork_cli.evaluation import compute_metrics
+
+    nan = np.nan
+    labels = np.array(
+        [[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 1, 0], [0, 0, 1], [0, nan, 0], [1, 1, 0], [nan, nan, nan], [1, 0, 0]]
+    )
+    probabilities = np.array(
+        [
+            [0.8, 0.1, 0.1],  # a -> a
+            [0.2, 0.7, 0.1],  # a -> b
+            [0.1, 0.8, 0.1],  # b -> b
+            [0.1, 0.6, 0.3],  # b -> b
+            [0.5, 0.2, 0.3],  # c -> a
+            [0.1, 0.8, 0.1],  # only 0s: no true class, not counted
+            [0.5, 0.4, 0.1],  # two 1s (a multilabel table): not counted
+            [0.3, 0.3, 0.4],  # unlabelled: not counted
+            [nan, nan, nan],  # no prediction: not counted
+        ]
+    )
+    validation, exclude = np.ones(9, bool), np.zeros(9, bool)
+    metrics = compute_metrics(probabilities, labels, validation, exclude, MC_CLASSES, task="multiclass")
+    block = metrics["validation"]["multiclass"]
+    assert block["confusion"] == {"classes": MC_CLASSES, "matrix": [[1, 1, 0], [0, 2, 0], [1, 0, 0]]}
+    assert block["rows"] == 5 and block["accuracy"] == pytest.approx(3 / 5)
+    assert block["classes"]["a"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "rows": 2})
+    assert block["classes"]["b"] == pytest.approx({"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "rows": 2})
+    assert block["classes"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "rows": 1}
+    assert block["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+    assert metrics["train"]["multiclass"]["rows"] == 0 and metrics["train"]["multiclass"]["accuracy"] is None
+    assert "multiclass" not in compute_metrics(probabilities, labels, validation, exclude, MC_CLASSES)["validation"]

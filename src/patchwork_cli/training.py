@@ -93,25 +93,28 @@ def fingerprint(table: pd.DataFrame, config: Config, store: FeatureStore | None)
     return digest.hexdigest()
 
 
-def is_unchanged(project: Project, head: str | None = None) -> bool:
+def is_unchanged(project: Project, head: str | None = None, seed: int | None = None) -> bool:
     """True when LATEST was trained on exactly the current labels, config and features."""
     latest = runs.latest_run(project.directory)
     if latest is None:
         return False
     recorded = runs.read_json(runs.models_dir(project.directory) / latest / runs.RUN_FILE).get("fingerprint")
-    config = _with_head(project.config, head)
+    config = _with_options(project.config, head, seed)
     return recorded == fingerprint(project.labels(), config, FeatureStore.open(project.features_location))
 
 
 # --- the run ---------------------------------------------------------------------------
 
 
-def train(project: Project, head: str | None = None, progress: bool | None = None, client=None) -> TrainReport:
+def train(
+    project: Project, head: str | None = None, progress: bool | None = None, client=None, seed: int | None = None
+) -> TrainReport:
     """Train a head on the current labels and publish it as a new run (LATEST).
 
-    With `client` (a dask.distributed.Client) the prediction over all rows runs on its cluster.
+    `head` and `seed` override model.head and training.seed. With `client` (a
+    dask.distributed.Client) the prediction over all rows runs on its cluster.
     """
-    config = _with_head(project.config, head)
+    config = _with_options(project.config, head, seed)
     table = project.labels()
     store = FeatureStore.open(project.features_location)
     if store is None:
@@ -134,8 +137,8 @@ def train(project: Project, head: str | None = None, progress: bool | None = Non
     tf.config.experimental.enable_op_determinism()
 
     started = time.perf_counter()
-    model = build_model(store.row_shape, len(config.classes), config.model)
-    model.compile(optimizer=_optimizer(config), loss=masked_loss(config.model))
+    model = build_model(store.row_shape, len(config.classes), config.model, config.task)
+    model.compile(optimizer=_optimizer(config), loss=masked_loss(config.model, config.task))
     x_train = _load_rows(store, train_rows)
     y_train = np.nan_to_num(labels[train_rows], nan=UNLABELLED).astype(np.float32)
     dataset = _training_dataset(x_train, y_train, labels[train_rows], config, seed)
@@ -173,7 +176,8 @@ def train(project: Project, head: str | None = None, progress: bool | None = Non
             probabilities = _predict_all_on_cluster(
                 client, project.features_location, head, store, len(table), has_features, staging
             )
-        metrics = compute_metrics(probabilities, labels, validation, table["exclude"].to_numpy(bool), config.classes)
+        exclude = table["exclude"].to_numpy(bool)
+        metrics = compute_metrics(probabilities, labels, validation, exclude, config.classes, task=config.task)
         seconds = time.perf_counter() - started
         _write_run_files(
             staging,
@@ -210,13 +214,17 @@ def epoch_timer():
     return EpochTimer()
 
 
-def _with_head(config: Config, head: str | None) -> Config:
-    if head is None:
-        return config
-    from .modeling.spec import parse_head_spec
+def _with_options(config: Config, head: str | None, seed: int | None) -> Config:
+    """The config with the command line's --head and --seed in place of model.head and training.seed
+    (so that the run's config.yaml and fingerprint say what it was trained with)."""
+    if head is not None:
+        from .modeling.spec import parse_head_spec
 
-    parse_head_spec(head)  # a bad --head is an error before anything else happens
-    return dataclasses.replace(config, model=dataclasses.replace(config.model, head=head))
+        parse_head_spec(head)  # a bad --head is an error before anything else happens
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, head=head))
+    if seed is not None:
+        config = dataclasses.replace(config, training=dataclasses.replace(config.training, seed=seed))
+    return config
 
 
 def _labels_and_feature_mask(table: pd.DataFrame, classes: list[str], store: FeatureStore):
@@ -352,6 +360,7 @@ def _write_run_files(
         {
             "run_id": run_id,
             "classes": config.classes,
+            "task": config.task,
             "head": config.model.head,
             "output": config.model.output,
             "seed": seed,
