@@ -380,3 +380,19 @@ def test_multiclass_metrics_by_hand():
     assert block["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
     assert metrics["train"]["multiclass"]["rows"] == 0 and metrics["train"]["multiclass"]["accuracy"] is None
     assert "multiclass" not in compute_metrics(probabilities, labels, validation, exclude, MC_CLASSES)["validation"]
+
+
+def test_the_labelling_session_shows_the_exclusive_edit(multiclass_dir):
+    from patchwork_cli.labelling import LabelSession
+
+    project = open_project(multiclass_dir)
+    session = LabelSession(project, [0, 1], loader=lambda path: np.zeros((4, 4, 3), np.uint8))
+    try:
+        session.cycle_class(1)  # dog: unlabelled -> 1, and cat and bird -> 0
+        assert session.current.values == {"cat": 0, "dog": 1, "bird": 0}
+        session.cycle_class(1)  # dog -> 0: "none of these" so far
+        assert session.current.values == {"cat": 0, "dog": 0, "bird": 0}
+    finally:
+        session.finish()
+    assert [r["set"] for r in Journal(multiclass_dir / "labels.journal").read()] == []  # folded by finish
+    assert project.labels().loc[0, ["cat", "dog", "bird"]].tolist() == [0, 0, 0]
