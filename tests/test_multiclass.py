@@ -17,6 +17,8 @@ from conftest import Cli, snapshot, write_images
 from PIL import Image
 
 from patchwork_cli import PatchworkError, open_project
+from patchwork_cli.cli.init import Task
+from patchwork_cli.config import TASKS
 from patchwork_cli.labels import Journal
 
 # Keras' own saving trips a NumPy 2 deprecation; nothing of ours.
@@ -54,6 +56,7 @@ def test_init_task_multiclass_is_written_and_the_default_stays_multilabel(tmp_pa
     assert not open_project(tmp_path / "other").multiclass
     result = cli("init", "bad", "--images", "images", "--classes", "a", "--task", "softmax", expect=2)
     assert "'softmax' is not one of 'multilabel', 'multiclass'" in result.stderr
+    assert [task.value for task in Task] == list(TASKS)  # the command line offers the config's tasks
 
 
 def test_a_bad_task_in_patchwork_yaml_names_the_key(tmp_path, cli, multiclass_dir):

@@ -39,7 +39,7 @@ def init(
         False, "--force", help="Start over in an existing project; its old files move to .replaced/<time>/."
     ),
 ):
-    """Create a project from image paths and/or an existing label table."""
+    """Create a project from image paths and/or an existing label table, or from a folder of class folders."""
     from ..config import MULTICLASS, MULTILABEL
     from ..errors import PatchworkError
     from ..project import init_from_folders, init_project
