@@ -407,10 +407,7 @@ def _exclusive(filepath: str, checked: dict, classes: list[str]) -> dict:
 
 
 def _both(positive: list[str]) -> str:
-    return (
-        f"columns {positive[0]!r} and {positive[1]!r} are both 1; "
-        "a multiclass project takes one class per image"
-    )
+    return f"columns {positive[0]!r} and {positive[1]!r} are both 1; a multiclass project takes one class per image"
 
 
 def check_one_class(ones: np.ndarray, classes: list[str], source: str) -> None:

@@ -46,8 +46,8 @@ def init(
     from ..sources import read_image_source
 
     if classes_from_folders:
-        given = (("--classes", classes), ("--labels", labels), ("--task multilabel", task == Task.multilabel or None))
-        conflicts = [option for option, value in given if value is not None]
+        given = {"--classes": classes, "--labels": labels, "--task multilabel": task if task == "multilabel" else None}
+        conflicts = [option for option, value in given.items() if value is not None]
         if conflicts:
             raise PatchworkError(
                 f"--classes-from-folders makes a multiclass project labelled by folder: drop {conflicts[0]}"
