@@ -192,11 +192,11 @@ Y_PRED = np.array([[0.8, 0.3, 0.0], [1.0, 0.6, 0.2]], np.float32)
 LABELLED = Y_TRUE >= 0
 
 
-def loss_and_gradient(config, y_true=Y_TRUE, y_pred=Y_PRED):
+def loss_and_gradient(config, y_true=Y_TRUE, y_pred=Y_PRED, task="multilabel"):
     y_pred = tf.constant(y_pred)
     with tf.GradientTape() as tape:
         tape.watch(y_pred)
-        loss = masked_loss(config)(tf.constant(y_true), y_pred)
+        loss = masked_loss(config, task)(tf.constant(y_true), y_pred)
     return float(loss), tape.gradient(loss, y_pred).numpy()
 
 
@@ -262,3 +262,60 @@ def test_confidently_wrong_labelled_cells_are_clipped_not_infinite():
     # about -log(1e-7) = 16.1 per cell (1 - 1e-7 rounds in float32, so not exactly)
     assert 15.5 < loss < 16.5
     assert np.isfinite(gradient).all()
+
+
+# --- the multiclass (softmax) loss --------------------------------------------------------
+
+# One row per case: a positive (dog), a positive with its other cells unlabelled (cat, as after
+# `classes add`), "not cat, not bird" (negative-only), "not dog" alone, and an unlabelled row.
+MC_TRUE = np.array(
+    [
+        [0, 1, 0],
+        [1, UNLABELLED, UNLABELLED],
+        [0, UNLABELLED, 0],
+        [UNLABELLED, 0, UNLABELLED],
+        [UNLABELLED, UNLABELLED, UNLABELLED],
+    ],
+    np.float32,
+)
+MC_PRED = np.array(
+    [[0.2, 0.7, 0.1], [0.5, 0.3, 0.2], [0.1, 0.6, 0.3], [0.25, 0.25, 0.5], [0.9, 0.05, 0.05]], np.float32
+)
+
+
+def test_softmax_loss_by_hand_with_negative_only_rows():
+    loss, gradient = loss_and_gradient(ModelConfig(), y_true=MC_TRUE, y_pred=MC_PRED, task="multiclass")
+
+    # positives: -log p(true class); negative-only rows: -log(1 - sum of the classes labelled 0);
+    # the unlabelled row counts for nothing, in the sum and in the number of rows
+    expected = -(math.log(0.7) + math.log(0.5) + math.log(1 - (0.1 + 0.3)) + math.log(1 - 0.25)) / 4
+    assert loss == pytest.approx(expected, rel=1e-5)
+    assert (gradient[4] == 0).all()
+    # a positive row pulls only on its class's probability; a negative-only row only on its 0s
+    assert gradient[0].tolist() == pytest.approx([0, -1 / 0.7 / 4, 0], rel=1e-5)
+    assert gradient[2].tolist() == pytest.approx([1 / 0.6 / 4, 0, 1 / 0.6 / 4], rel=1e-5)
+
+
+def test_softmax_loss_with_focal_and_smoothing_follows_the_binary_formula():
+    focal, _ = loss_and_gradient(ModelConfig(output="focal", focal_gamma=2.0), MC_TRUE[:1], MC_PRED[:1], "multiclass")
+    assert focal == pytest.approx(-(0.3**2) * math.log(0.7), rel=1e-5)
+    smoothed, _ = loss_and_gradient(ModelConfig(label_smoothing=0.2), MC_TRUE[2:3], MC_PRED[2:3], "multiclass")
+    assert smoothed == pytest.approx(-(0.9 * math.log(0.6) + 0.1 * math.log(0.4)), rel=1e-5)
+
+
+def test_a_multiclass_model_outputs_softmax_and_learns():
+    config = ModelConfig(head="mlp:16", dropout=0.1)
+    model = build_model(VECTOR_SHAPE, CLASSES, config, task="multiclass")
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=masked_loss(config, "multiclass"))
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(256, *VECTOR_SHAPE)).astype(np.float32)
+    y = np.eye(CLASSES, dtype=np.float32)[x[:, :CLASSES].argmax(axis=1)]
+    y[::4] = np.where(y[::4] == 1, UNLABELLED, 0)  # a quarter of the rows say only what they are not
+
+    before = model.evaluate(x, y, verbose=0)
+    model.fit(x, y, batch_size=32, epochs=5, verbose=0)
+    probabilities = model.predict(x, verbose=0)
+
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert model.evaluate(x, y, verbose=0) < 0.6 * before
+    assert (probabilities.argmax(axis=1) == x[:, :CLASSES].argmax(axis=1)).mean() > 0.8

@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 _API = {
     "open_project": "project",
     "init_project": "project",
+    "init_from_folders": "project",
     "find_project": "project",
     "Project": "project",
     "PatchworkError": "errors",

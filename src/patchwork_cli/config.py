@@ -24,6 +24,10 @@ from .errors import PatchworkError, did_you_mean
 
 # Columns of labels.csv that are not classes (the original patchwork format).
 RESERVED_COLUMNS = ("filepath", "exclude", "validation", "subset")
+# How the class columns are read: independent classes (one sigmoid each), or exactly one
+# class per image (a softmax). labels.csv has the same format for both.
+MULTILABEL, MULTICLASS = "multilabel", "multiclass"
+TASKS = (MULTILABEL, MULTICLASS)
 _CLASS_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]*$")
 
 
@@ -76,6 +80,7 @@ class StorageConfig:
 @dataclass(frozen=True)
 class Config:
     classes: list[str]
+    task: Literal["multilabel", "multiclass"] = MULTILABEL
     imshape: list[int] = field(default_factory=lambda: [224, 224])
     extractor: ExtractorConfig = field(default_factory=ExtractorConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -156,27 +161,35 @@ def load_config(path: Path) -> Config:
 
 
 def replace_classes(text: str, classes: list[str]) -> str:
-    """Rewrite the top-level `classes:` entry of a patchwork.yaml text, keeping every comment.
+    """Rewrite the top-level `classes:` entry of a patchwork.yaml text, keeping every comment."""
+    return replace_top_level(text, "classes", list(classes))
+
+
+def replace_top_level(text: str, key: str, value: object) -> str:
+    """Rewrite the top-level `key:` entry of a patchwork.yaml text, keeping every comment.
 
     PyYAML cannot round-trip comments, and the commented file is documentation the
-    user may have edited, so only the `classes` block is replaced (as a one-line flow
-    list) and the result is re-parsed to prove nothing else changed.
+    user may have edited, so only that entry is replaced (as one flow-style line) and
+    the result is re-parsed to prove nothing else changed.
     """
     lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if re.match(r"^classes\s*:", line)), None)
-    flow = "classes: " + yaml.safe_dump(list(classes), default_flow_style=True, width=10**9).strip() + "\n"
+    start = next((i for i, line in enumerate(lines) if re.match(rf"^{re.escape(key)}\s*:", line)), None)
+    flow = f"{key}: " + yaml.safe_dump(value, default_flow_style=True, width=10**9).removesuffix("...\n").strip()
+    flow += "\n"
     if start is None:
         new_text = flow + text
     else:
         end = start + 1
-        # A block list continues on indented lines, "- item" lines and blank lines.
+        # A block entry continues on indented lines, "- item" lines and blank lines.
         while end < len(lines) and (lines[end][:1] in (" ", "\t", "-") or not lines[end].strip()):
             end += 1
+        while end > start + 1 and not lines[end - 1].strip():  # the blank lines after it stay
+            end -= 1
         new_text = "".join(lines[:start]) + flow + "".join(lines[end:])
     before, after = yaml.safe_load(text) or {}, yaml.safe_load(new_text)
-    before["classes"] = list(classes)
+    before[key] = value
     if before != after:
-        raise PatchworkError("could not update 'classes' in patchwork.yaml safely; edit it by hand")
+        raise PatchworkError(f"could not update {key!r} in patchwork.yaml safely; edit it by hand")
     return new_text
 
 

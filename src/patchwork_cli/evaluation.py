@@ -9,7 +9,9 @@ Inputs are arrays over the label table's N rows and C classes:
 "Training" cells are labelled cells of rows that are neither validation nor excluded;
 "validation" cells are labelled cells of validation rows that are not excluded. Each class
 is scored on its own labelled cells only, so a partly labelled row still counts for the
-classes it has labels for.
+classes it has labels for. A multiclass run is scored as a classifier too: its top class
+against the one positive of each row that has exactly one (accuracy, macro F1, per-class
+precision and recall, a confusion matrix).
 
 No TensorFlow here, and nothing heavy at import time: scikit-learn and matplotlib are
 imported inside the functions that need them (plots use matplotlib's Figure with the Agg
@@ -26,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write
+from .config import MULTICLASS, MULTILABEL
 
 PARTS = ("validation", "train")
 PART_TITLES = {"validation": "validation", "train": "training"}
@@ -46,7 +49,9 @@ UNLABELLED_COLOUR = "#C8C8C8"
 # --- metrics ---------------------------------------------------------------------------
 
 
-def compute_metrics(probabilities, labels, validation, exclude, classes: list[str], threshold: float = 0.5) -> dict:
+def compute_metrics(
+    probabilities, labels, validation, exclude, classes: list[str], threshold: float = 0.5, task: str = MULTILABEL
+) -> dict:
     """Metrics per class and macro-averaged, on validation and on training cells.
 
     Shaped for a DVC metrics file: {"validation": {"macro": {...}, "classes": {name: {...}}},
@@ -54,6 +59,7 @@ def compute_metrics(probabilities, labels, validation, exclude, classes: list[st
     without both label values, AP/recall/F1 without positives, anything without labelled
     cells) is None; the macro value is the mean over the classes where it is defined (None
     if there are none). Predictions are positive when probability >= threshold.
+    A multiclass `task` adds each part's "multiclass" block (see multiclass_metrics).
     """
     probabilities, labels, validation, exclude = _check_inputs(probabilities, labels, validation, exclude, classes)
     result = {}
@@ -63,7 +69,40 @@ def compute_metrics(probabilities, labels, validation, exclude, classes: list[st
             y_true, y_score = _cells(probabilities[:, k], labels[:, k], rows)
             per_class[str(name)] = _class_metrics(y_true, y_score, threshold)
         result[part] = {"macro": _macro(per_class), "classes": per_class}
+        if task == MULTICLASS:
+            result[part]["multiclass"] = multiclass_metrics(probabilities, labels, rows, classes)
     return result
+
+
+def multiclass_metrics(probabilities: np.ndarray, labels: np.ndarray, rows: np.ndarray, classes: list[str]) -> dict:
+    """The top class against the true one, on the `rows` with exactly one positive and a prediction
+    (rows of only 0s say what an image is not, so they have no true class to compare with).
+
+    {"rows", "accuracy", "macro_f1", "classes": {name: {"precision", "recall", "f1", "rows"}},
+    "confusion": {"classes", "matrix"}}: matrix[i][j] counts rows of true class i predicted as j.
+    Precision is 0 for a class never predicted; recall and F1 are None for a class without
+    rows, and macro F1 is the mean over the classes with rows (None without any).
+    """
+    positives = labels == 1
+    keep = rows & (positives.sum(axis=1) == 1) & np.isfinite(probabilities).all(axis=1)
+    true, predicted = positives[keep].argmax(axis=1), probabilities[keep].argmax(axis=1)
+    matrix = np.zeros((len(classes), len(classes)), np.int64)
+    np.add.at(matrix, (true, predicted), 1)
+    per_class = {}
+    for k, name in enumerate(classes):
+        hits, support, claimed = int(matrix[k, k]), int(matrix[k].sum()), int(matrix[:, k].sum())
+        precision = hits / claimed if claimed else 0.0
+        recall = hits / support if support else None
+        f1 = None if recall is None else (2 * precision * recall / (precision + recall) if hits else 0.0)
+        per_class[str(name)] = {"precision": precision, "recall": recall, "f1": f1, "rows": support}
+    f1s = [c["f1"] for c in per_class.values() if c["f1"] is not None]
+    return {
+        "rows": int(keep.sum()),
+        "accuracy": float(np.trace(matrix) / keep.sum()) if keep.any() else None,
+        "macro_f1": float(np.mean(f1s)) if f1s else None,
+        "classes": per_class,
+        "confusion": {"classes": [str(name) for name in classes], "matrix": matrix.tolist()},
+    }
 
 
 def has_labels(metrics: dict, part: str) -> bool:
@@ -177,7 +216,39 @@ def format_metrics_table(metrics: dict, threshold: float = 0.5) -> str:
     lines.append("")
     lines.append(f"AUC: ROC AUC; AP: average precision; F1 at threshold {threshold:g}; pos/neg: labelled images.")
     lines.append("-: undefined (AUC needs positive and negative labels; AP and F1 need positives).")
+    if "multiclass" in metrics[parts[0]]:
+        lines += ["", *_multiclass_lines(metrics, parts)]
     return "\n".join(lines)
+
+
+def _multiclass_lines(metrics: dict, parts: list[str]) -> list[str]:
+    """The classifier view of a multiclass run: a headline per part, then validation's (else
+    training's) per-class precision and recall and its confusion matrix."""
+    lines = []
+    for part in parts:
+        block = metrics[part]["multiclass"]
+        lines.append(
+            f"{PART_TITLES[part]} as a classifier (top class, {block['rows']} rows with one positive): "
+            f"accuracy {_cell(block['accuracy'], 0).strip()}, macro F1 {_cell(block['macro_f1'], 0).strip()}"
+        )
+    part = parts[0]
+    block = metrics[part]["multiclass"]
+    if not block["rows"]:
+        return lines
+    names = block["confusion"]["classes"]
+    width = max(len("class"), *(len(name) for name in names))
+    lines += ["", f"per class on {PART_TITLES[part]} rows (top class)"]
+    lines.append(f"{'class'.ljust(width)}  precision  recall     F1   rows")
+    for name, values in block["classes"].items():
+        cells = (_cell(values["precision"], 9), _cell(values["recall"], 6), _cell(values["f1"], 6))
+        lines.append(f"{name.ljust(width)}  {'  '.join(cells)}  {values['rows']:>5}")
+    matrix = block["confusion"]["matrix"]
+    column = max(3, *(len(name) for name in names), *(len(str(n)) for row in matrix for n in row))
+    lines += ["", f"confusion on {PART_TITLES[part]} rows (rows: true class, columns: predicted)"]
+    lines.append(" " * width + "".join("  " + name.rjust(column) for name in names))
+    for name, row in zip(names, matrix, strict=True):
+        lines.append(name.ljust(width) + "".join("  " + str(n).rjust(column) for n in row))
+    return lines
 
 
 def _macro_with_counts(part_metrics: dict) -> dict:
@@ -417,6 +488,47 @@ def plot_learning_curve(runs: list[dict], out_path: Path) -> Path:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower right", fontsize=9)
     return _save(figure, out_path)
+
+
+def plot_confusion(block: dict, part: str, out_path: Path) -> Path:
+    """The confusion matrix of a multiclass_metrics `block`: counts in the cells, shaded by the share
+    of their true class (a row's shades sum to 1), so a rare class's errors show as clearly as a
+    common one's."""
+    from matplotlib.figure import Figure
+
+    names = block["confusion"]["classes"]
+    matrix = np.asarray(block["confusion"]["matrix"], np.float64)
+    size = max(4.8, 0.6 * len(names) + 2.8)
+    figure = Figure(figsize=(size + 1.2, size), dpi=100, layout="constrained")
+    ax = figure.subplots()
+    totals = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), count in np.ndenumerate(matrix):
+        colour = "white" if shares[i, j] > 0.6 else "black" if count else "#AAAAAA"  # zeros recede
+        ax.text(j, i, f"{int(count)}", ha="center", va="center", fontsize=10, color=colour)
+    ticks = range(len(names))
+    slanted = max(map(len, names)) > 3  # long names would run into each other under the columns
+    ax.set_xticks(ticks, names, rotation=45 if slanted else 0, ha="right" if slanted else "center")
+    ax.set_yticks(ticks, [f"{name} ({int(total)})" for name, total in zip(names, totals[:, 0], strict=True)])
+    ax.set_xlabel("predicted class (the top probability)")
+    ax.set_ylabel("true class (its rows)")
+    figure.colorbar(image, ax=ax, shrink=0.8, label="share of the true class's rows")
+    scored = f": {block['rows']} rows, accuracy {block['accuracy']:.3f}" if block["rows"] else ""
+    ax.set_title(f"confusion on {PART_TITLES[part]}{scored}", fontsize=11)
+    if not block["rows"]:
+        ax.text(
+            0.5,
+            0.5,
+            f"no {PART_TITLES[part]} rows with exactly one positive label",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=11,
+            color="#555555",
+            bbox={"facecolor": "white", "edgecolor": "#BBBBBB", "boxstyle": "round,pad=0.4"},
+        )
+    return _save(figure, Path(out_path))
 
 
 def _label_offsets(scored: list[dict]) -> list[tuple]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import __version__, runs
+from .config import MULTICLASS, MULTILABEL
 from .errors import PatchworkError
 from .labels import LABELS_NAME, write_label_table
 from .project import Project
@@ -123,11 +124,18 @@ def write_model_card(directory: Path, run_dir: Path, input_shape: list[int]) -> 
 def model_card(run_dir: Path, input_shape: list[int]) -> dict:
     run = runs.read_json(run_dir / runs.RUN_FILE)
     extractor = run["features"]
+    task = run.get("task", MULTILABEL)  # runs from before the task key are multilabel
+    meaning = (
+        "softmax probabilities over the classes (each row sums to 1), in the order of 'classes'"
+        if task == MULTICLASS
+        else "one independent sigmoid probability per class, in the order of 'classes'"
+    )
     return {
         "model": f"patchwork run {run['run_id']}",
         "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "patchwork_version": __version__,
         "classes": run["classes"],
+        "task": task,
         "input": {
             "shape": input_shape,
             "dtype": "uint8",
@@ -137,7 +145,7 @@ def model_card(run_dir: Path, input_shape: list[int]) -> dict:
         "output": {
             "shape": [len(run["classes"])],
             "dtype": "float32",
-            "meaning": "one independent sigmoid probability per class, in the order of 'classes'",
+            "meaning": meaning,
         },
         "files": {
             "keras": "model.keras",
@@ -152,6 +160,10 @@ def model_card(run_dir: Path, input_shape: list[int]) -> dict:
     }
 
 
+# How each task's model card describes the output.
+_OUTPUTS = {MULTILABEL: "one sigmoid probability each", MULTICLASS: "a softmax over them, one class per image"}
+
+
 def card_markdown(card: dict) -> str:
     from .evaluation import format_metrics_table
 
@@ -164,7 +176,7 @@ def card_markdown(card: dict) -> str:
         "",
         f"Exported {card['exported']} by patchwork {card['patchwork_version']}.",
         "",
-        f"- **Classes** ({len(card['classes'])}, one sigmoid probability each): {', '.join(card['classes'])}",
+        f"- **Classes** ({len(card['classes'])}, {_OUTPUTS[card['task']]}): {', '.join(card['classes'])}",
         f"- **Input**: uint8 images of {height}x{width}x{channels}, pixel values 0..255, resized without keeping "
         "the aspect ratio",
         f"- **Extractor**: {extractor['name']} (weights SHA-256 {extractor['weights_sha256'][:12]}...), "

@@ -157,11 +157,12 @@ class LabelSession:
             return
         now = self._clock()
         image = self.current
-        # Durable first, then shown: the window never displays a label the journal lacks.
-        self.project.label(image.filepath, seconds=now - self._since, **fields)
+        # Durable first, then shown: the window never displays a label the journal lacks. What
+        # is shown is what was recorded (in a multiclass project a 1 also sets the others to 0).
+        recorded = self.project.label(image.filepath, seconds=now - self._since, **fields)
         self._since = now
         self.edits += 1
-        for key, value in fields.items():
+        for key, value in recorded.items():
             if key in image.values:
                 image.values[key] = value
             else:

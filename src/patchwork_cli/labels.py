@@ -362,14 +362,27 @@ def check_field(key: str, value: object, classes: list[str]) -> object:
     raise PatchworkError(f"unknown label field {key!r} (classes: {', '.join(classes)})")
 
 
-def make_edit(filepath: str, fields: Mapping[str, object], classes: list[str], seconds: float | None = None) -> dict:
-    """Validate one edit and return its journal record."""
+def make_edit(
+    filepath: str,
+    fields: Mapping[str, object],
+    classes: list[str],
+    seconds: float | None = None,
+    exclusive: bool = False,
+) -> dict:
+    """Validate one edit and return its journal record.
+
+    `exclusive` (a multiclass project): a class set to 1 sets every other class to 0 in
+    the same record, so that the journal alone says what the image is; two 1s, or a 1
+    beside another class set back to unlabelled, are refused.
+    """
     checked = {}
     for key, value in fields.items():
         try:
             checked[key] = check_field(key, value, classes)
         except PatchworkError as error:
             raise PatchworkError(f"{filepath}: {error}") from None
+    if exclusive:
+        checked = _exclusive(filepath, checked, classes)
     return {
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
         "filepath": filepath,
@@ -378,12 +391,42 @@ def make_edit(filepath: str, fields: Mapping[str, object], classes: list[str], s
     }
 
 
-def read_label_edits(path: Path, classes: list[str]) -> list[tuple[int, str, dict]]:
+def _exclusive(filepath: str, checked: dict, classes: list[str]) -> dict:
+    positive = [name for name in classes if checked.get(name) == 1]
+    if not positive:
+        return checked
+    if len(positive) > 1:
+        raise PatchworkError(f"{filepath}: {_both(positive)}")
+    unset = [name for name in classes if name in checked and checked[name] is None]
+    if unset:
+        raise PatchworkError(
+            f"{filepath}: {positive[0]}=1 sets the other classes to 0 in a multiclass project; "
+            f"{unset[0]!r} cannot be set to unlabelled in the same edit"
+        )
+    return {**checked, **{name: 0 for name in classes if name != positive[0]}}
+
+
+def _both(positive: list[str]) -> str:
+    return f"columns {positive[0]!r} and {positive[1]!r} are both 1; a multiclass project takes one class per image"
+
+
+def check_one_class(ones: np.ndarray, classes: list[str], source: str) -> None:
+    """Refuse a row of `ones` ((rows, C) bool, the cells that are 1) with two 1s, naming
+    `source` and the line (row 0 is line 2, below the header)."""
+    doubled = np.flatnonzero(ones.sum(axis=1) > 1)
+    if len(doubled):
+        row = int(doubled[0])
+        positive = [classes[k] for k in np.flatnonzero(ones[row])]
+        raise PatchworkError(f"{source}, line {row + 2}: {_both(positive)}")
+
+
+def read_label_edits(path: Path, classes: list[str], exclusive: bool = False) -> list[tuple[int, str, dict]]:
     """Parse an import CSV into (line, filepath, fields) edits.
 
     The CSV has a filepath column and any of the class columns, exclude, validation
     and subset; an empty cell leaves that value as it is. Every cell is checked before
-    anything is returned, so a bad file changes nothing.
+    anything is returned, so a bad file changes nothing; `exclusive` (multiclass) also
+    refuses a row with two 1s.
     """
     path = Path(path)
     header = _read_header(path)
@@ -422,6 +465,9 @@ def read_label_edits(path: Path, classes: list[str]) -> list[tuple[int, str, dic
                 f"{path}, line {row + 2}, column {column!r}: expected {expected}, got {raw[column].iloc[row]!r}"
             )
         columns[column] = values.astype(object).where(values.notna(), None).tolist()
+    given = [name for name in classes if name in columns]
+    if exclusive and len(given) > 1:
+        check_one_class(np.column_stack([np.array(columns[name], object) == 1 for name in given]), given, str(path))
     edits = []
     for row, filepath in enumerate(filepaths.tolist()):
         fields = {column: values[row] for column, values in columns.items() if values[row] is not None}
@@ -554,9 +600,10 @@ def apply_edits(table: pd.DataFrame, records: list[dict], classes: list[str]) ->
 class LabelStore:
     """labels.csv + labels.journal of one project directory, guarded by the project lock."""
 
-    def __init__(self, directory: Path, classes: list[str]):
+    def __init__(self, directory: Path, classes: list[str], exclusive: bool = False):
         self.directory = Path(directory)
         self.classes = list(classes)
+        self.exclusive = exclusive  # multiclass: labels.csv may hold one 1 per row
         self.csv_path = self.directory / LABELS_NAME
         self.journal = Journal(self.directory / JOURNAL_NAME)
 
@@ -582,7 +629,10 @@ class LabelStore:
     # The two halves of every rewrite; the caller holds the exclusive project lock.
 
     def load_unlocked(self) -> pd.DataFrame:
-        return apply_edits(read_label_table_cached(self.csv_path, self.classes), self.journal.read(), self.classes)
+        table = read_label_table_cached(self.csv_path, self.classes)
+        if self.exclusive:  # a labels.csv edited by hand is refused before anything builds on it
+            check_one_class(table[self.classes].to_numpy() == 1, self.classes, str(self.csv_path))
+        return apply_edits(table, self.journal.read(), self.classes)
 
     def replace_unlocked(self, table: pd.DataFrame, classes: list[str] | None = None) -> None:
         """Write `table` as the new labels.csv, then empty the (now folded) journal, keeping only

@@ -18,21 +18,35 @@ from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .atomic import atomic_write_text
-from .config import Config, load_config, replace_classes, storage_location, validate_class_name, validate_classes
+from .config import (
+    MULTICLASS,
+    MULTILABEL,
+    TASKS,
+    Config,
+    load_config,
+    replace_classes,
+    replace_top_level,
+    storage_location,
+    validate_class_name,
+    validate_classes,
+)
 from .errors import PatchworkError, did_you_mean
 from .labels import (
     JOURNAL_NAME,
     LABELS_NAME,
     LabelStore,
+    check_one_class,
     empty_table,
     make_edit,
     read_label_edits,
     read_label_table,
 )
 from .locking import LOCK_NAME, project_lock
+from .sources import scan_class_folders
 
 PROJECT_FILE = "patchwork.yaml"
 FEATURES_NAME = "features.zarr"
@@ -95,11 +109,16 @@ class Project:
         self.directory = Path(directory).absolute()
         self.config_path = self.directory / PROJECT_FILE
         self.config: Config = load_config(self.config_path)
-        self.store = LabelStore(self.directory, self.config.classes)
+        self.store = LabelStore(self.directory, self.config.classes, self.multiclass)
 
     @property
     def classes(self) -> list[str]:
         return list(self.config.classes)
+
+    @property
+    def multiclass(self) -> bool:
+        """Exactly one class per image (task: multiclass): a 1 sets the other classes to 0."""
+        return self.config.task == MULTICLASS
 
     # --- paths ---
 
@@ -122,16 +141,19 @@ class Project:
 
     # --- label edits ---
 
-    def label(self, filepath: str, seconds: float | None = None, **fields) -> None:
+    def label(self, filepath: str, seconds: float | None = None, **fields) -> dict:
         """Record one edit, e.g. label("a.jpg", dog=1, cat=None, exclude=False); durable on return.
 
-        `filepath` is the path as it appears in labels.csv.
+        `filepath` is the path as it appears in labels.csv. Returns the fields recorded: in a
+        multiclass project a class set to 1 comes with the other classes set to 0.
         """
-        self.store.edit([make_edit(filepath, fields, self.classes, seconds)])
+        record = make_edit(filepath, fields, self.classes, seconds, self.multiclass)
+        self.store.edit([record])
+        return record["set"]
 
     def edit_labels(self, edits: Iterable[tuple[str, Mapping[str, object]]]) -> int:
         """Record many edits (filepath as in labels.csv, fields) in one durable append."""
-        records = [make_edit(filepath, fields, self.classes) for filepath, fields in edits]
+        records = [make_edit(filepath, fields, self.classes, exclusive=self.multiclass) for filepath, fields in edits]
         self.store.edit(records)
         return len(records)
 
@@ -141,7 +163,7 @@ class Project:
         Filepaths may be written as in labels.csv or relative to `cwd`. Every row is
         checked first; an unknown filepath is an error and nothing is written.
         """
-        edits = read_label_edits(Path(csv_path), self.classes)
+        edits = read_label_edits(Path(csv_path), self.classes, self.multiclass)
         table_paths = self.labels()["filepath"].tolist()
         rows = self.rows_of([(line, filepath) for line, filepath, _ in edits], str(csv_path), cwd, table_paths)
         count = self.edit_labels((table_paths[row], fields) for row, (_, _, fields) in zip(rows, edits, strict=True))
@@ -225,7 +247,7 @@ class Project:
             self.store.replace_unlocked(table, classes)
             atomic_write_text(self.config_path, new_config_text)
         self.config = load_config(self.config_path)
-        self.store = LabelStore(self.directory, self.config.classes)
+        self.store = LabelStore(self.directory, self.config.classes, self.multiclass)
 
 
 def _locations(directory: Path, stored: Iterable[str]) -> list[str]:
@@ -266,22 +288,19 @@ def init_project(
     labels: Path | str | None = None,
     force: bool = False,
     cwd: Path | str | None = None,
+    task: str = MULTILABEL,
 ) -> tuple[Project, AddResult]:
     """Create a project at `directory` from image paths and/or an existing label table.
 
     Everything is validated before anything is written. An existing project is
     refused unless `force`, which moves its files into DIR/.replaced/<time>/ (nothing
     is deleted). Relative paths (in `images` and in the table) are relative to `cwd`.
+    `task` is multilabel or multiclass (then a table row with two 1s is refused).
     """
-    directory = Path(directory).absolute()
+    directory = _new_project_directory(directory, force)
     images = list(images)
-    if directory.exists() and not directory.is_dir():
-        raise PatchworkError(f"{directory}: exists and is not a directory")
-    if (directory / PROJECT_FILE).exists() and not force:
-        raise PatchworkError(
-            f"{directory} is already a patchwork project; use --force to start over "
-            f"(the old files are moved to {REPLACED_DIR}/, not deleted)"
-        )
+    if task not in TASKS:
+        raise PatchworkError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     if labels is None and not images:
         raise PatchworkError("nothing to start from: give image paths (--images) and/or a label table (--labels)")
 
@@ -291,26 +310,67 @@ def init_project(
             raise PatchworkError("no classes: give --classes a,b,c (or a --labels table with class columns)")
         classes = [c for c in table.columns[4:]]
     classes = validate_classes(list(classes))
-    config_text = replace_classes(template_text(), classes)
 
     if table is None:
         table = empty_table(classes)
     else:
+        if task == MULTICLASS:
+            check_one_class(table[classes].to_numpy() == 1, classes, str(labels))
         table["filepath"] = stored_paths(table["filepath"], directory, cwd)
         if len(set(_locations(directory, table["filepath"]))) < len(table):
             raise PatchworkError(f"{labels}: two rows name the same image (written two ways)")
     new, result = _new_paths(stored_paths(images, directory, cwd), table["filepath"].tolist(), directory)
     result.missing = _missing(directory, table["filepath"].tolist()) + result.missing
     table = pd.concat([table, empty_table(classes, new)], ignore_index=True)
+    return _create_project(directory, table, classes, task, force), result
 
+
+def init_from_folders(
+    directory: Path | str, folder: Path | str, force: bool = False, cwd: Path | str | None = None
+) -> tuple[Project, AddResult]:
+    """Create a multiclass project over FOLDER/<class>/... (the layout of Keras'
+    image_dataset_from_directory): the classes are the sub-directories' names, sorted, and
+    each image is labelled by the one it is in (its class 1, the others 0)."""
+    directory = _new_project_directory(directory, force)
+    by_class = scan_class_folders(Path(folder))
+    for name in by_class:
+        try:
+            validate_class_name(name)
+        except PatchworkError as error:
+            raise PatchworkError(f"{Path(folder) / name}: {error}") from None
+    classes = list(by_class)
+    paths = [path for name in classes for path in by_class[name]]
+    if not paths:
+        raise PatchworkError(f"{folder}: no images in its class sub-directories ({', '.join(classes)})")
+    table = empty_table(classes, stored_paths(paths, directory, cwd))
+    class_of_row = np.repeat(np.arange(len(classes)), [len(by_class[name]) for name in classes])
+    table[classes] = np.eye(len(classes))[class_of_row]
+    return _create_project(directory, table, classes, MULTICLASS, force), AddResult(added=len(table))
+
+
+def _new_project_directory(directory: Path | str, force: bool) -> Path:
+    directory = Path(directory).absolute()
+    if directory.exists() and not directory.is_dir():
+        raise PatchworkError(f"{directory}: exists and is not a directory")
+    if (directory / PROJECT_FILE).exists() and not force:
+        raise PatchworkError(
+            f"{directory} is already a patchwork project; use --force to start over "
+            f"(the old files are moved to {REPLACED_DIR}/, not deleted)"
+        )
+    return directory
+
+
+def _create_project(directory: Path, table: pd.DataFrame, classes: list[str], task: str, force: bool) -> Project:
+    """Write a new project's labels.csv and patchwork.yaml (last: its presence makes the project)."""
+    config_text = replace_top_level(replace_classes(template_text(), classes), "task", task)
     directory.mkdir(parents=True, exist_ok=True)
     if force:
         _move_aside(directory)
     store = LabelStore(directory, classes)
     store.replace_unlocked(table[["filepath", "exclude", "validation", "subset", *classes]], classes)
     (directory / LOCK_NAME).touch()
-    atomic_write_text(directory / PROJECT_FILE, config_text)  # last: its presence makes the project
-    return Project(directory), result
+    atomic_write_text(directory / PROJECT_FILE, config_text)
+    return Project(directory)
 
 
 def _move_aside(directory: Path) -> None:

@@ -9,14 +9,18 @@ import numpy as np
 
 from . import runs
 from .errors import PatchworkError
-from .evaluation import compute_metrics, plot_class_histograms, plot_learning_curve
+from .config import MULTICLASS, MULTILABEL
+from .evaluation import compute_metrics, plot_class_histograms, plot_confusion, plot_learning_curve
 from .project import Project
 
 REPORTS_NAME = "reports"
+CONFUSION_FILE = "confusion.png"
 
 
 def evaluate_run(project: Project, run_id: str | None = None) -> tuple[str, dict, list[Path]]:
-    """(run id, metrics on the current labels, the plots written) for a run (LATEST by default)."""
+    """(run id, metrics on the current labels, the plots written) for a run (LATEST by default):
+    the class histograms, a multiclass run's confusion.png (on validation rows), and last the
+    learning curve."""
     directory = runs.resolve_run(project.directory, run_id)
     run = runs.read_json(directory / runs.RUN_FILE)
     table = project.labels()
@@ -27,11 +31,14 @@ def evaluate_run(project: Project, run_id: str | None = None) -> tuple[str, dict
         raise PatchworkError(f"run {directory.name} predicts class {missing[0]!r}, which the project no longer has")
     labels = table[run["classes"]].to_numpy(np.float64)
     validation, exclude = table["validation"].to_numpy(bool), table["exclude"].to_numpy(bool)
-    metrics = compute_metrics(probabilities, labels, validation, exclude, run["classes"])
+    task = run.get("task", MULTILABEL)  # runs from before the task key are multilabel
+    metrics = compute_metrics(probabilities, labels, validation, exclude, run["classes"], task=task)
     out = project.directory / REPORTS_NAME / directory.name
     out.mkdir(parents=True, exist_ok=True)
     runs.write_json(out / "metrics.json", metrics)
     plots = plot_class_histograms(probabilities, labels, validation, exclude, run["classes"], out)
+    if task == MULTICLASS:
+        plots.append(plot_confusion(metrics["validation"]["multiclass"], "validation", out / CONFUSION_FILE))
     plots.append(plot_learning_curve(run_summaries(project), project.directory / REPORTS_NAME / "learning_curve.png"))
     return directory.name, metrics, plots
 

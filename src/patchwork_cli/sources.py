@@ -50,6 +50,30 @@ def scan_directory(directory: Path) -> list[str]:
     return sorted(found)
 
 
+def scan_class_folders(folder: Path) -> dict[str, list[str]]:
+    """{class: its image paths} of a folder holding one sub-directory per class (the layout of
+    Keras' image_dataset_from_directory), classes sorted by name, each scanned recursively.
+
+    Images directly in `folder` belong to no class: they are refused rather than left out
+    unseen, as is a folder without sub-directories.
+    """
+    if not folder.is_dir():
+        raise PatchworkError(f"{folder}: not a directory; --classes-from-folders needs a folder of class folders")
+    entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    loose = [e.name for e in entries if e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES)]
+    if loose:
+        raise PatchworkError(
+            f"{folder / loose[0]}: an image outside the class sub-directories ({len(loose)} such); "
+            "move each into the folder of its class"
+        )
+    classes = [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]
+    if not classes:
+        raise PatchworkError(
+            f"{folder}: no class sub-directories; --classes-from-folders expects {folder}/<class>/<images>"
+        )
+    return {name: scan_directory(folder / name) for name in classes}
+
+
 def _parse_list(text: str, source: str) -> list[tuple[int, str]]:
     if "\0" in text:
         raise PatchworkError(f"{source}: not a text list of image paths (it contains NUL bytes)")

@@ -97,25 +97,28 @@ def fingerprint(table: pd.DataFrame, config: Config, store: FeatureStore | None)
     return digest.hexdigest()
 
 
-def is_unchanged(project: Project, head: str | None = None) -> bool:
+def is_unchanged(project: Project, head: str | None = None, seed: int | None = None) -> bool:
     """True when LATEST was trained on exactly the current labels, config and features."""
     latest = runs.latest_run(project.directory)
     if latest is None:
         return False
     recorded = runs.read_json(runs.models_dir(project.directory) / latest / runs.RUN_FILE).get("fingerprint")
-    config = _with_head(project.config, head)
+    config = _with_options(project.config, head, seed)
     return recorded == fingerprint(project.labels(), config, FeatureStore.open(project.features_location))
 
 
 # --- the run ---------------------------------------------------------------------------
 
 
-def train(project: Project, head: str | None = None, progress: bool | None = None, client=None) -> TrainReport:
+def train(
+    project: Project, head: str | None = None, progress: bool | None = None, client=None, seed: int | None = None
+) -> TrainReport:
     """Train a head on the current labels and publish it as a new run (LATEST).
 
-    With `client` (a dask.distributed.Client) the prediction over all rows runs on its cluster.
+    `head` and `seed` override model.head and training.seed. With `client` (a
+    dask.distributed.Client) the prediction over all rows runs on its cluster.
     """
-    config = _with_head(project.config, head)
+    config = _with_options(project.config, head, seed)
     table = project.labels()
     store = FeatureStore.open(project.features_location)
     if store is None:
@@ -141,8 +144,8 @@ def train(project: Project, head: str | None = None, progress: bool | None = Non
     tf.config.experimental.enable_op_determinism()
 
     started = time.perf_counter()
-    model = build_model(store.row_shape, len(config.classes), config.model)
-    model.compile(optimizer=_optimizer(config), loss=masked_loss(config.model))
+    model = build_model(store.row_shape, len(config.classes), config.model, config.task)
+    model.compile(optimizer=_optimizer(config), loss=masked_loss(config.model, config.task))
     x_train, train_labels = _examples(store, feature_rows[train_rows], labels[train_rows])
     y_train = np.nan_to_num(train_labels, nan=UNLABELLED).astype(np.float32)
     dataset = _training_dataset(x_train, y_train, train_labels, config, seed)
@@ -192,7 +195,8 @@ def train(project: Project, head: str | None = None, progress: bool | None = Non
             )
         runs.record_run_rows(staging, run_filepaths)
         probabilities = match.gather(probabilities)
-        metrics = compute_metrics(probabilities, labels, validation, table["exclude"].to_numpy(bool), config.classes)
+        exclude = table["exclude"].to_numpy(bool)
+        metrics = compute_metrics(probabilities, labels, validation, exclude, config.classes, task=config.task)
         seconds = time.perf_counter() - started
         _write_run_files(
             staging,
@@ -229,13 +233,17 @@ def epoch_timer():
     return EpochTimer()
 
 
-def _with_head(config: Config, head: str | None) -> Config:
-    if head is None:
-        return config
-    from .modeling.spec import parse_head_spec
+def _with_options(config: Config, head: str | None, seed: int | None) -> Config:
+    """The config with the command line's --head and --seed in place of model.head and training.seed
+    (so that the run's config.yaml and fingerprint say what it was trained with)."""
+    if head is not None:
+        from .modeling.spec import parse_head_spec
 
-    parse_head_spec(head)  # a bad --head is an error before anything else happens
-    return dataclasses.replace(config, model=dataclasses.replace(config.model, head=head))
+        parse_head_spec(head)  # a bad --head is an error before anything else happens
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, head=head))
+    if seed is not None:
+        config = dataclasses.replace(config, training=dataclasses.replace(config.training, seed=seed))
+    return config
 
 
 def _examples(store: FeatureStore, rows: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -373,6 +381,7 @@ def _write_run_files(
         {
             "run_id": run_id,
             "classes": config.classes,
+            "task": config.task,
             "head": config.model.head,
             "output": config.model.output,
             "seed": seed,

@@ -18,7 +18,7 @@ def evaluate(
 ):
     """Metrics per class and macro-averaged, on validation and training rows, plus plots in reports/."""
     from ..evaluation import format_metrics_table, runs_table
-    from ..reporting import evaluate_run, run_summaries
+    from ..reporting import CONFUSION_FILE, evaluate_run, run_summaries
 
     opened = open_from(ctx, project)
     if all_runs:
@@ -27,4 +27,6 @@ def evaluate(
         return
     run_id, metrics, plots = evaluate_run(opened, run)
     typer.echo(json.dumps(metrics, indent=2) if as_json else f"run {run_id}\n" + format_metrics_table(metrics))
-    say(f"plots: {plots[0].parent}/ ({len(plots) - 1} histogram(s)), learning curve: {plots[-1]}")
+    histograms = [plot for plot in plots if plot.name.startswith("hist_")]
+    confusion = [f", confusion matrix: {plot}" for plot in plots if plot.name == CONFUSION_FILE]
+    say(f"plots: {plots[0].parent}/ ({len(histograms)} histogram(s)){''.join(confusion)}, learning curve: {plots[-1]}")

@@ -12,6 +12,9 @@ from .common import DaskOption, JsonOption, ProjectOption, WorkersOption, dask_c
 def train(
     ctx: typer.Context,
     head: str | None = typer.Option(None, "--head", help="Head spec, e.g. pool:avg, mlp:256 or conv:128,p,d,r,128."),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Seed of this run (default: training.seed in patchwork.yaml); the same seed, the same run."
+    ),
     if_changed: bool = typer.Option(
         False, "--if-changed", help="Do nothing when labels, config and features are unchanged since LATEST."
     ),
@@ -27,16 +30,19 @@ def train(
 
     cluster = dask_cluster(dask, workers)
     opened = open_from(ctx, project)
-    if if_changed and is_unchanged(opened, head):
+    if if_changed and is_unchanged(opened, head, seed):
         latest = runs.latest_run(opened.directory)
         say(f"nothing to do: labels, config and features are unchanged since run {latest}")
         if as_json:
             typer.echo(json.dumps({"skipped": True, "run_id": latest}, indent=2))
         return
     with dask_client(cluster) as client:
-        report = run_train(opened, head=head, client=client)
+        report = run_train(opened, head=head, client=client, seed=seed)
     auc = report.metrics["validation"]["macro"]["roc_auc"]
     headline = f"validation macro AUC {auc:.3f}" if auc is not None else "no validation labels to score it on"
+    accuracy = report.metrics["validation"].get("multiclass", {}).get("accuracy")
+    if accuracy is not None:
+        headline += f", accuracy {accuracy:.3f}"
     say(
         f"trained run {report.run_id}: {report.epochs} epochs on {report.train_rows} labelled rows "
         f"({report.validation_rows} validation) in {report.seconds:.1f} s; {headline}"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import keras
 
-from ..config import ModelConfig
+from ..config import MULTICLASS, MULTILABEL, ModelConfig
 from ..errors import PatchworkError
 from .spec import (
     CONV,
@@ -31,8 +31,11 @@ from .spec import (
 EMBEDDING, LOGITS, PROBABILITIES = "embedding", "logits", "probabilities"
 
 
-def build_model(input_shape: tuple[int, ...], num_classes: int, model_config: ModelConfig) -> keras.Model:
-    """An uncompiled model mapping features of `input_shape` to `num_classes` sigmoid probabilities."""
+def build_model(
+    input_shape: tuple[int, ...], num_classes: int, model_config: ModelConfig, task: str = MULTILABEL
+) -> keras.Model:
+    """An uncompiled model mapping features of `input_shape` to `num_classes` probabilities:
+    one sigmoid each, or a softmax over them when `task` is multiclass."""
     spec = parse_head_spec(model_config.head)
     input_shape = tuple(int(size) for size in input_shape)
     check_feature_shape(spec, input_shape)
@@ -41,7 +44,8 @@ def build_model(input_shape: tuple[int, ...], num_classes: int, model_config: Mo
     head = {POOL: _pool_head, FLATTEN: _flatten_head, MLP: _mlp_head, CONV: _conv_head}[spec.kind]
     embedding = keras.layers.Identity(name=EMBEDDING)(head(features, spec, model_config))
     logits = keras.layers.Dense(num_classes, name=LOGITS)(embedding)
-    probabilities = keras.layers.Activation("sigmoid", name=PROBABILITIES)(logits)
+    activation = "softmax" if task == MULTICLASS else "sigmoid"
+    probabilities = keras.layers.Activation(activation, name=PROBABILITIES)(logits)
     return keras.Model(features, probabilities, name="patchwork_head")
 
 
