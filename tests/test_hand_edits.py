@@ -241,3 +241,19 @@ def test_journal_edits_of_a_renamed_row_are_kept_not_dropped(base, tmp_path):
     table.to_csv(project / "labels.csv", index=False)
     labels = opened.labels()
     assert labels.loc[labels["filepath"] == "../images/d070.png", "low"].item() == 1
+
+
+def test_evaluate_and_the_labelling_window_use_each_images_own_prediction(base, tmp_path):
+    project, _ = edited_copy(base, tmp_path, lambda t: (t.sample(frac=1, random_state=4).reset_index(drop=True), {}))
+    untouched = json.loads(Cli(base)("evaluate", "--json").stdout)
+    shuffled = json.loads(Cli(project)("evaluate", "--json").stdout)
+    assert shuffled == untouched and shuffled["validation"]["macro"]["roc_auc"] is not None
+
+    from patchwork_cli.labelling import latest_probabilities
+
+    opened = open_project(project)
+    table = opened.labels()
+    before = predictions_by_filepath(base)
+    shown = latest_probabilities(opened, range(len(table)), table["filepath"].tolist())
+    for row, path in enumerate(table["filepath"]):
+        np.testing.assert_array_equal(shown[row], before[path])
