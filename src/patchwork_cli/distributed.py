@@ -116,10 +116,11 @@ def extract_on_cluster(
 
 
 def predict_on_cluster(
-    client, location: str, model_path: Path, bounds: list[tuple[int, int]], has_features, run_dir: Path
+    client, location: str, model_path: Path, bounds: list[tuple[int, int]], has_features, run_dir: Path, from_average
 ) -> None:
     """training.predict_chunk for every (start, stop) of `bounds` as Dask tasks, each worker
-    loading the head from `model_path`; the tasks write the run's arrays in `run_dir`."""
+    loading the head from `model_path` (from its spatial average on, with `from_average`);
+    the tasks write the run's arrays in `run_dir`."""
     futures = [
         client.submit(
             _predict_chunk_task,
@@ -129,6 +130,7 @@ def predict_on_cluster(
             stop,
             has_features[start:stop],
             str(run_dir),
+            from_average,
             pure=False,
         )
         for start, stop in bounds
@@ -190,21 +192,23 @@ def _extract_chunk_task(location: str, index: int, paths: list[str], spec, batch
     return extract_chunk(store, index, paths, extractor, batch_size)
 
 
-def _predict_chunk_task(location: str, model_path: str, start: int, stop: int, has_features, run_dir: str) -> int:
+def _predict_chunk_task(
+    location: str, model_path: str, start: int, stop: int, has_features, run_dir: str, from_average: bool
+) -> int:
     import zarr
 
     from . import runs
     from .training import predict_chunk
 
     store = FeatureStore.open(location)
-    model = _load_once("head", model_path, lambda: _load_head(model_path))
+    model = _load_once("head", (model_path, from_average), lambda: _load_head(model_path, from_average))
     probabilities = zarr.open_array(str(Path(run_dir) / runs.PREDICTIONS_NAME), mode="r+")
     embeddings = zarr.open_array(str(Path(run_dir) / runs.EMBEDDINGS_NAME), mode="r+")
-    predict_chunk(model, store, start, stop, np.asarray(has_features), probabilities, embeddings)
+    predict_chunk(model, store, start, stop, np.asarray(has_features), probabilities, embeddings, from_average)
     return stop - start
 
 
-def _load_head(model_path: str):
+def _load_head(model_path: str, from_average: bool):
     from .tensorflow_runtime import start_tensorflow
 
     start_tensorflow()
@@ -212,4 +216,4 @@ def _load_head(model_path: str):
 
     from .modeling.heads import embedding_model
 
-    return embedding_model(keras.models.load_model(model_path, compile=False))
+    return embedding_model(keras.models.load_model(model_path, compile=False), from_average)

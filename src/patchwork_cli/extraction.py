@@ -242,6 +242,8 @@ def prepare_store(
             store = FeatureStore.create(location, filepaths, row_shape, dtype, identity)
         elif store.record is None:
             _adopt_unrecorded(project, store, filepaths)
+        if store.needs_pooled():
+            store.build_pooled()  # once, for a store written before stores kept a pooled copy
         match = store.match(filepaths, project.directory)
         new = np.flatnonzero(match.store_rows_of_table() == NO_ROW)
         if len(new):

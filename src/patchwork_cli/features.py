@@ -4,7 +4,10 @@ A zarr group with three arrays chunked alike along rows:
   features  (N, ...)  the extractor's output, float16 by default, zstd-compressed;
   status    (N,)      0 pending, 1 done, 2 failed;
   reason    (N,)      why a failed row failed ("" otherwise);
-a fourth, `filepath` (N,), naming the image of each row as labels.csv wrote it when the
+for feature maps (N, h, w, c), a `pooled` (N, c) float32 copy, their spatial average,
+chunked like them: what the coverage strategies and pooling heads read, at a fraction of
+the maps' bytes (a 7x7x1280 map is 125 KB a row as float16, its average 5 KB);
+a `filepath` (N,) array naming the image of each row as labels.csv wrote it when the
 row was made, with the count and digest of that column in the attrs under `rows` (see
 rowindex.py: a hand-edited labels.csv is matched to the store by filepath); and the
 extractor's identity in the attrs. Work is done and written a whole chunk at a time (zarr
@@ -33,6 +36,7 @@ _CHUNK_BYTES = 8 * 2**20  # about 8 MiB of features per chunk
 # need not follow the feature chunks: big ones make reading them all (off the fast path) quick.
 _FILEPATH_CHUNK = 65536
 ROWS_ATTR = "rows"
+POOLED_NAME = "pooled"
 
 
 def chunk_rows_for(row_shape: tuple[int, ...], dtype: str) -> int:
@@ -80,6 +84,9 @@ class FeatureStore:
         )
         group.create_array("status", shape=(rows,), chunks=(chunk,), dtype="uint8", fill_value=PENDING)
         group.create_array("reason", shape=(rows,), chunks=(chunk,), dtype=str, fill_value="")
+        if len(row_shape) == 3:
+            _create_pooled(group, rows, chunk, row_shape[-1])
+            group.attrs[POOLED_NAME] = True  # complete as it stands: each chunk's copy is written with it
         store = cls(group)
         store.record_filepaths(filepaths)
         group.attrs["extractor"] = identity
@@ -134,7 +141,10 @@ class FeatureStore:
         new ones get pending rows at the end. Rows past the old record (a grow cut short) are
         still pending (no image was theirs, so nothing extracted them) and are taken first."""
         rows = len(filepaths)
-        for array in (self.features, self.status_array, self.reason_array):
+        arrays = [self.features, self.status_array, self.reason_array]
+        if self.has_maps and POOLED_NAME in self.group:
+            arrays.append(self.group[POOLED_NAME])
+        for array in arrays:
             if rows > array.shape[0]:  # each on its own: a grow cut short leaves them of different lengths
                 array.resize((rows, *array.shape[1:]))
         self.record_filepaths(filepaths)
@@ -151,12 +161,38 @@ class FeatureStore:
         return math.ceil(self.rows / self.chunk_rows)
 
     def write_chunk(self, index: int, features: np.ndarray, status: np.ndarray, reasons: list[str]) -> None:
-        """Replace chunk `index` whole: features first, then status, so a row is only ever
-        marked done once its features are on disk."""
+        """Replace chunk `index` whole: features (and their pooled copy) first, then status, so a
+        row is only ever marked done once its features are on disk."""
         start, stop = self.chunk_bounds(index)
         self.features[start:stop] = features
+        if self.has_maps:
+            self.group[POOLED_NAME][start:stop] = spatial_average(features)
         self.reason_array[start:stop] = np.array(reasons, dtype=object)
         self.status_array[start:stop] = status
+
+    @property
+    def has_maps(self) -> bool:
+        return len(self.row_shape) == 3
+
+    @property
+    def pooled(self) -> zarr.Array:
+        """(N, d) vectors: the pooled copy of feature maps, or the features themselves when they
+        are vectors already."""
+        return self.group[POOLED_NAME] if self.has_maps else self.features
+
+    def needs_pooled(self) -> bool:
+        """A store of maps written before stores kept their pooled copy (or whose build of it
+        was cut short: the attr that says it is complete is written last)."""
+        return self.has_maps and not self.group.attrs.get(POOLED_NAME)
+
+    def build_pooled(self) -> None:
+        """Give a store of maps written before stores kept a pooled copy one, chunk by chunk."""
+        _create_pooled(self.group, self.rows, self.chunk_rows, self.row_shape[-1])
+        pooled = self.group[POOLED_NAME]
+        for index in range(self.chunk_count):
+            start, stop = self.chunk_bounds(index)
+            pooled[start:stop] = spatial_average(self.features[start:stop])
+        self.group.attrs[POOLED_NAME] = True
 
     def retry_failed(self, chunks: list[int]) -> int:
         """Mark the failed rows of `chunks` pending again (a fixed file gets another go)."""
@@ -192,3 +228,20 @@ class FeatureStore:
             return []
         reasons = self.reason_array[:]
         return [(int(row), str(reasons[row])) for row in failed]
+
+
+def spatial_average(maps: np.ndarray) -> np.ndarray:
+    """(n, h, w, c) maps -> (n, c) float32 averages (what GlobalAveragePooling2D computes)."""
+    return np.asarray(maps, dtype=np.float32).mean(axis=(1, 2))
+
+
+def _create_pooled(group: zarr.Group, rows: int, chunk: int, width: int) -> None:
+    group.create_array(
+        POOLED_NAME,
+        shape=(rows, width),
+        chunks=(chunk, width),
+        dtype="float32",
+        fill_value=0,
+        compressors=[ZstdCodec(level=3, checksum=True)],
+        overwrite=True,
+    )

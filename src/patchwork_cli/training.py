@@ -35,6 +35,7 @@ from .tensorflow_runtime import start_tensorflow
 log = logging.getLogger("patchwork")
 UNLABELLED = -1.0  # how an unlabelled cell reaches the masked loss
 PREDICT_BATCH = 256
+PREDICT_BLOCK_BYTES = 32 * 2**20  # float32 features read and predicted at once in train's prediction pass
 
 
 @dataclass
@@ -136,7 +137,7 @@ def train(
     import keras
 
     from .evaluation import compute_metrics
-    from .modeling.heads import build_model, embedding_model
+    from .modeling.heads import averages_first, build_model, embedding_model
     from .modeling.losses import masked_loss
 
     seed = config.training.seed if config.training.seed is not None else int(np.random.default_rng().integers(2**31))
@@ -177,7 +178,10 @@ def train(
     staging = runs.staging_dir(project.directory, run_id)
     try:
         model.save(staging / runs.MODEL_FILE)  # before predicting: Dask workers load it from here
-        head = embedding_model(model)
+        # A head that averages the maps first predicts from the store's pooled copy: a twenty-
+        # fifth of the bytes to read for 7x7 maps, the same predictions (to float rounding).
+        from_average = store.has_maps and averages_first(model)
+        head = embedding_model(model, from_average)
         # The run's rows are the feature store's (predictions are written chunk for chunk beside
         # the features), and its filepaths are recorded; readers match them to labels.csv. While
         # the store follows labels.csv, so does the run, all its rows (images without features: NaN).
@@ -188,10 +192,10 @@ def train(
         predicted = np.zeros(run_rows, bool)
         predicted[: match.store_rows] = store.status()[: match.store_rows] == DONE
         if client is None:
-            probabilities = _predict_all(head, store, run_rows, predicted, staging)
+            probabilities = _predict_all(head, store, run_rows, predicted, staging, from_average)
         else:
             probabilities = _predict_all_on_cluster(
-                client, project.features_location, head, store, run_rows, predicted, staging
+                client, project.features_location, head, store, run_rows, predicted, staging, from_average
             )
         runs.record_run_rows(staging, run_filepaths)
         probabilities = match.gather(probabilities)
@@ -316,22 +320,32 @@ def _optimizer(config: Config):
     return keras.optimizers.Adam(rate, weight_decay=decay)
 
 
-def _predict_all(model, store: FeatureStore, rows: int, has_features: np.ndarray, directory: Path) -> np.ndarray:
-    """Probabilities (rows, C) and embeddings for the store's first `rows` rows, a feature chunk
-    at a time, into the run's zarr arrays; NaN where `has_features` is False. Returns the probabilities."""
+def _predict_all(
+    model, store: FeatureStore, rows: int, has_features: np.ndarray, directory: Path, from_average: bool
+) -> np.ndarray:
+    """Probabilities (rows, C) and embeddings for the store's first `rows` rows, a few whole
+    feature chunks at a time, into the run's zarr arrays; NaN where `has_features` is False.
+    `from_average`: the model takes the store's pooled copy. Returns the probabilities."""
     probabilities, embeddings = _run_arrays(directory, model, rows, store.chunk_rows)
-    for start, stop in _prediction_chunks(store, rows):
-        predict_chunk(model, store, start, stop, has_features[start:stop], probabilities, embeddings)
+    source = store.pooled if from_average else store.features
+    row_bytes = int(np.prod(source.shape[1:])) * 4
+    per_block = store.chunk_rows * max(1, PREDICT_BLOCK_BYTES // (row_bytes * store.chunk_rows))
+    end = min(rows, store.rows)
+    for start in range(0, end, per_block):
+        stop = min(start + per_block, end)
+        predict_chunk(model, store, start, stop, has_features[start:stop], probabilities, embeddings, from_average)
     return probabilities[:]
 
 
-def _predict_all_on_cluster(client, location: str, model, store, rows: int, has_features, directory: Path):
+def _predict_all_on_cluster(
+    client, location: str, model, store, rows: int, has_features, directory: Path, from_average: bool
+):
     """_predict_all with each chunk a Dask task; the workers load the head from the run's model.keras."""
     from .distributed import predict_on_cluster
 
     probabilities, _ = _run_arrays(directory, model, rows, store.chunk_rows)
     chunks = _prediction_chunks(store, rows)
-    predict_on_cluster(client, location, directory / runs.MODEL_FILE, chunks, has_features, directory)
+    predict_on_cluster(client, location, directory / runs.MODEL_FILE, chunks, has_features, directory, from_average)
     return probabilities[:]
 
 
@@ -354,14 +368,18 @@ def _prediction_chunks(store: FeatureStore, rows: int) -> list[tuple[int, int]]:
     return [(start, min(start + store.chunk_rows, end)) for start in range(0, end, store.chunk_rows)]
 
 
-def predict_chunk(model, store: FeatureStore, start: int, stop: int, has_features, probabilities, embeddings) -> None:
-    """Embeddings and probabilities of rows start..stop (one feature chunk) that have features,
-    written over the chunk's rows of the run's arrays: one Dask task."""
+def predict_chunk(
+    model, store: FeatureStore, start: int, stop: int, has_features, probabilities, embeddings, from_average: bool
+) -> None:
+    """Embeddings and probabilities of rows start..stop (whole feature chunks) that have features,
+    written over those rows of the run's arrays: one Dask task is one chunk. `from_average`: the
+    model reads the store's pooled copy, not the maps."""
     present = np.flatnonzero(has_features)
     if not len(present):
         return
-    features = np.asarray(store.features[start:stop], dtype=np.float32)[present]
-    embedded, predicted = model.predict_on_batch(features)  # a chunk is a few MiB: one batch
+    source = store.pooled if from_average else store.features
+    features = np.asarray(source[start:stop], dtype=np.float32)[present]
+    embedded, predicted = model.predict_on_batch(features)  # a block is a few tens of MiB: one batch
     block_p = np.full((stop - start, probabilities.shape[1]), np.nan, np.float32)
     block_e = np.full((stop - start, embeddings.shape[1]), np.nan, np.float32)
     block_p[present], block_e[present] = predicted, embedded

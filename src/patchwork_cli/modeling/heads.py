@@ -49,9 +49,24 @@ def build_model(
     return keras.Model(features, probabilities, name="patchwork_head")
 
 
-def embedding_model(model: keras.Model) -> keras.Model:
-    """The same network, returning [embedding, probabilities] for each input row."""
-    return keras.Model(model.inputs, [model.get_layer(EMBEDDING).output, model.outputs[0]])
+def embedding_model(model: keras.Model, from_average: bool = False) -> keras.Model:
+    """The same network, returning [embedding, probabilities] for each input row. With
+    `from_average` (a head that averages its feature maps first: see averages_first), the
+    network after that average, taking the (n, c) averages: the feature store's pooled copy."""
+    if not from_average:
+        return keras.Model(model.inputs, [model.get_layer(EMBEDDING).output, model.outputs[0]])
+    average = model.layers[1]
+    x = inputs = keras.Input(shape=(int(average.output.shape[-1]),), dtype="float32", name="averages")
+    for layer in model.layers[2:]:  # pool and mlp heads are chains: each layer takes the one before
+        x = layer(x)
+        if layer.name == EMBEDDING:
+            embedding = x
+    return keras.Model(inputs, [embedding, x])
+
+
+def averages_first(model: keras.Model) -> bool:
+    """Whether the head's first step is the spatial average of feature maps (pool:avg, and mlp on maps)."""
+    return isinstance(model.layers[1], keras.layers.GlobalAveragePooling2D)
 
 
 # --- heads: each maps the features to the embedding vector --------------------------------
