@@ -16,8 +16,12 @@ In one run:
   predicting every row into the run's zarr arrays. Peak RSS of each child comes from
   os.wait4 (the kernel's high-water mark for that one child). Target: the 200,000-row
   peak within 1.15x of the 50,000-row peak (memory flat in rows).
+- The prediction pass over --maps-rows rows (default 200,000) of 7x7x1280 float16 feature
+  maps (the default extractor's output) with the default head (pool:avg): before, reading
+  the maps; after, reading the store's pooled (N, 1280) copy. Same trained head, same
+  store, wall time of each pass, and the largest difference between their predictions.
 
-    .venv/bin/python benchmarks/train_bench.py [--labelled N] [--json]
+    .venv/bin/python benchmarks/train_bench.py [--labelled N] [--maps-rows N] [--json]
 """
 
 from __future__ import annotations
@@ -75,6 +79,43 @@ def make_project(directory: Path, rows: int, row_shape: tuple, labelled: int, ep
     return directory
 
 
+def prediction_pass_seconds(directory: Path, rows: int) -> dict:
+    """train's prediction pass over `rows` rows of 7x7x1280 maps, from the maps and from their pooled copy."""
+    from patchwork_cli.tensorflow_runtime import start_tensorflow
+
+    start_tensorflow()
+    from patchwork_cli.config import ModelConfig
+    from patchwork_cli.modeling.heads import build_model, embedding_model
+    from patchwork_cli.training import _predict_all
+
+    filepaths = [f"img/{i:07d}.jpg" for i in range(rows)]
+    store = FeatureStore.create(directory / FEATURES_NAME, filepaths, (7, 7, 1280), "float16", {"name": "random"})
+    rng = np.random.default_rng(0)
+    block = np.maximum(rng.normal(size=(store.chunk_rows * 8, 7, 7, 1280)), 0).astype(np.float16)
+    for index in range(store.chunk_count):  # a rotating block of ReLU-like maps: fast to make, real to read
+        start, stop = store.chunk_bounds(index)
+        offset = (index * store.chunk_rows) % len(block)
+        maps = np.roll(block, -offset, axis=0)[: stop - start]
+        store.write_chunk(index, maps, np.full(stop - start, DONE, np.uint8), [""] * (stop - start))
+    model = build_model((7, 7, 1280), len(CLASSES), ModelConfig())
+    has_features = np.ones(rows, bool)
+    seconds, predictions = {}, {}
+    for from_average in (False, True):
+        run_dir = directory / f"run-{from_average}"
+        run_dir.mkdir()
+        started = time.perf_counter()
+        predictions[from_average] = _predict_all(
+            embedding_model(model, from_average), store, rows, has_features, run_dir, from_average
+        )
+        seconds[from_average] = time.perf_counter() - started
+    return {
+        "predict_maps_s": seconds[False],
+        "predict_pooled_s": seconds[True],
+        "predict_speedup": seconds[False] / seconds[True],
+        "predict_max_abs_diff": float(np.abs(predictions[False] - predictions[True]).max()),
+    }
+
+
 def run_train(directory: Path) -> tuple[dict, float]:
     """`patchwork train --json` as a child: its report and its peak RSS in MiB."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -121,6 +162,7 @@ def keras_epoch_seconds(directory: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labelled", type=int, default=2048)
+    parser.add_argument("--maps-rows", type=int, default=200_000)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.getLogger("patchwork").setLevel(logging.ERROR)
@@ -134,6 +176,8 @@ def main() -> None:
             directory = make_project(Path(tmp) / f"rows{rows}", rows, (4, 4, 64), 500, 1, 5)
             started = time.perf_counter()
             peaks[rows] = run_train(directory)[1], time.perf_counter() - started
+        (Path(tmp) / "maps").mkdir()
+        passes = prediction_pass_seconds(Path(tmp) / "maps", args.maps_rows)
     figures = {
         "epoch_s_patchwork": ours,
         "epoch_s_keras_fit": plain,
@@ -142,6 +186,7 @@ def main() -> None:
         "peak_mib_200k_rows": peaks[200_000][0],
         "peak_ratio_200k_50k": peaks[200_000][0] / peaks[50_000][0],
         "train_wall_s_200k_rows": peaks[200_000][1],
+        **passes,
     }
     verdicts = {
         "epoch_ratio": figures["epoch_ratio"] <= 1.2,
@@ -152,7 +197,8 @@ def main() -> None:
         return
     print(
         f"train benchmark: {args.labelled} labelled rows of 7x7x256 features, head {HEAD}, "
-        f"one pass in batches of {BATCH} per epoch"
+        f"one pass in batches of {BATCH} per epoch; prediction pass over {args.maps_rows:,} rows of "
+        "7x7x1280 maps with head pool:avg"
     )
     targets = {"epoch_ratio": "<= 1.2", "peak_ratio_200k_50k": "<= 1.15"}
     for name, value in figures.items():
