@@ -1,5 +1,6 @@
-"""Benchmark of `patchwork sample`: uncertainty sampling at a million images, and the
-diversity strategies (badge, coreset) against BADGE on the explicit gradient matrix.
+"""Benchmark of `patchwork sample`: uncertainty sampling at a million images, the
+diversity strategies (badge, coreset) against BADGE on the explicit gradient matrix, and
+the coverage strategies (typiclust, probcover) and cluster-margin.
 
 Builds throw-away projects in the system temp dir (labels.csv written directly, a run
 directory of random predictions and embeddings published as `patchwork train` would),
@@ -19,8 +20,19 @@ then measures:
 - the same k-means++ seeding on the explicit (N, 256*10) float32 gradient matrix (2 GB),
   again in a fresh process under /usr/bin/time, beside the implicit seeding on the same
   arrays and seed: seconds and peak RSS of the selection, and the ratios.
+- typiclust, probcover and cluster-margin, k = 100, over --diverse-rows (200,000) rows of
+  1280-dim L2-normalised features (50 groups in a 64-dim latent space through a ReLU layer,
+  plus noise: structure for k-means and balls to find), 1,000 of them labelled, through
+  strategies.choose in a fresh process (the features as the Pool holds them: candidates and
+  labelled rows); cluster-margin clusters the same features as embeddings, with random
+  softmax outputs of 10 classes. Seconds of the selection (scikit-learn's import included:
+  the strategies import it themselves) and peak RSS of the process, the features' 1 GB
+  included (targets < 60 s and < 3 GiB; cluster-margin < 10 s).
 
-    .venv/bin/python benchmarks/sample_bench.py [--rows N] [--diverse-rows N] [--json]
+    .venv/bin/python benchmarks/sample_bench.py [--rows N] [--diverse-rows N] [--only GROUP ...] [--json]
+
+GROUP: maxent, diverse (badge, coreset and the two seedings), coverage (typiclust, probcover,
+cluster-margin); all three by default.
 """
 
 from __future__ import annotations
@@ -47,9 +59,11 @@ from patchwork_cli.project import init_project
 CLI = Path(sys.executable).parent / "patchwork"
 CLASSES = [f"class{k}" for k in range(10)]
 WIDTH = 256
+FEATURE_WIDTH = 1280
 K = 100
 LABELLED_SHARE = 0.01
 DIVERSE_LABELLED = 1000
+GROUPS = ("maxent", "diverse", "coverage")
 # (figure, target, passes?)
 TARGETS = {
     "maxent_1m_s": ("< 2 s", lambda v: v < 2),
@@ -58,6 +72,11 @@ TARGETS = {
     "badge_peak_mib": ("< 2048", lambda v: v < 2048),
     "coreset_s": ("< 30 s", lambda v: v < 30),
     "coreset_peak_mib": ("< 2048", lambda v: v < 2048),
+    "typiclust_s": ("< 60 s", lambda v: v < 60),
+    "typiclust_peak_mib": ("< 3072", lambda v: v < 3072),
+    "probcover_s": ("< 60 s", lambda v: v < 60),
+    "probcover_peak_mib": ("< 3072", lambda v: v < 3072),
+    "cluster-margin_s": ("< 10 s", lambda v: v < 10),
 }
 LABELS = {
     "maxent_1m_s": "sample maxent -n 100 (s)",
@@ -75,6 +94,15 @@ LABELS = {
     "explicit_peak_mib": "  peak RSS (MiB)",
     "explicit_vs_implicit_s": "explicit / implicit time (x)",
     "explicit_vs_implicit_mib": "explicit / implicit memory (x)",
+    "typiclust_s": "typiclust -n 100, selection (s)",
+    "typiclust_cpu_s": "  its process's CPU time, all threads (s)",
+    "typiclust_peak_mib": "  peak RSS, features included (MiB)",
+    "probcover_s": "probcover -n 100, selection (s)",
+    "probcover_cpu_s": "  its process's CPU time, all threads (s)",
+    "probcover_peak_mib": "  peak RSS, features included (MiB)",
+    "cluster-margin_s": "cluster-margin -n 100, selection (s)",
+    "cluster-margin_cpu_s": "  its process's CPU time, all threads (s)",
+    "cluster-margin_peak_mib": "  peak RSS, embeddings included (MiB)",
 }
 
 # Runs one BADGE seeding in a fresh process: implicit (the two factors) or explicit (the
@@ -106,6 +134,60 @@ else:
 picks, _ = selection.kmeans_pp_seeding(points, int(sys.argv[3]), np.random.default_rng(0), centres)
 print(json.dumps({"seconds": time.perf_counter() - start, "picks": picks.tolist()}))
 """
+
+
+# Runs one strategy through strategies.choose in a fresh process, on the arrays write_pool
+# left in a directory; prints the seconds of the selection and how many distinct rows it chose.
+CHOOSE = """
+import json, sys, time
+import numpy as np
+from patchwork_cli.sampling.strategies import Pool, choose, parse_strategy
+
+directory, name, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
+features = np.load(f"{directory}/candidates.npy")
+pool = Pool(
+    count=len(features),
+    p=np.load(f"{directory}/p.npy"),
+    h=features,
+    features=features,
+    seen_features=np.load(f"{directory}/seen.npy"),
+    task="multiclass",
+    class_count=int(sys.argv[4]),
+)
+start = time.perf_counter()
+picks, _ = choose(parse_strategy(name, []), pool, k, np.random.default_rng(0))
+print(json.dumps({"seconds": time.perf_counter() - start, "distinct": len(set(picks.tolist()))}))
+"""
+
+
+def write_pool(directory: Path, rows: int, labelled: int, rng: np.random.Generator) -> None:
+    """The Pool's arrays as .npy files: candidates' and labelled rows' features (`labelled` of
+    the `rows`, spread evenly), and the candidates' softmax outputs. Written a chunk at a time
+    through memory maps, so the parent stays small."""
+    directory.mkdir()
+    groups, latent, chunk = 50, 64, 1 << 15
+    centres = 3 * rng.normal(size=(groups, latent)).astype(np.float32)
+    mixing = rng.normal(size=(latent, FEATURE_WIDTH)).astype(np.float32) / np.sqrt(latent)
+    is_seen = np.zeros(rows, dtype=bool)
+    is_seen[np.linspace(0, rows - 1, labelled).astype(int)] = True
+    open_array = np.lib.format.open_memmap
+    candidates = open_array(directory / "candidates.npy", "w+", np.float32, (rows - labelled, FEATURE_WIDTH))
+    seen = open_array(directory / "seen.npy", "w+", np.float32, (labelled, FEATURE_WIDTH))
+    done = {"candidates": 0, "seen": 0}
+    for start in range(0, rows, chunk):
+        count = min(rows, start + chunk) - start
+        z = centres[rng.integers(0, groups, count)] + rng.normal(size=(count, latent)).astype(np.float32)
+        x = np.maximum(z @ mixing, 0) + 0.3 * rng.random((count, FEATURE_WIDTH), dtype=np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        mine = is_seen[start : start + count]
+        for name, target, part in (("candidates", candidates, x[~mine]), ("seen", seen, x[mine])):
+            target[done[name] : done[name] + len(part)] = part
+            done[name] += len(part)
+    candidates.flush()
+    seen.flush()
+    logits = rng.normal(0, 2, (rows - labelled, len(CLASSES))).astype(np.float32)
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.save(directory / "p.npy", p / p.sum(axis=1, keepdims=True))
 
 
 def write_project(directory: Path, rows: int, width: int, labelled: int, rng: np.random.Generator) -> None:
@@ -160,21 +242,33 @@ def imports_tensorflow(project: Path) -> bool:
     return any(name == "tensorflow" or name.startswith("tensorflow.") for name in modules)
 
 
-def measure(tmp: str, rows: int, diverse_rows: int) -> dict:
+def measure(tmp: str, rows: int, diverse_rows: int, groups: list[str]) -> dict:
     rng = np.random.default_rng(0)
-    big, diverse = Path(tmp, "big"), Path(tmp, "diverse")
+    figures = {"rows": rows, "diverse_rows": diverse_rows, "groups": groups, "load_average": os.getloadavg()[0]}
+    if "maxent" in groups:
+        figures.update(measure_maxent(Path(tmp, "big"), rows, rng))
+    if "diverse" in groups:
+        figures.update(measure_diverse(Path(tmp, "diverse"), diverse_rows, rng))
+    if "coverage" in groups:
+        figures.update(measure_coverage(Path(tmp, "coverage"), diverse_rows, rng))
+    figures["load_average_after"] = os.getloadavg()[0]
+    return figures
+
+
+def measure_maxent(big: Path, rows: int, rng: np.random.Generator) -> dict:
     write_project(big, rows, 8, int(rows * LABELLED_SHARE), rng)
-    write_project(diverse, diverse_rows, WIDTH, DIVERSE_LABELLED, rng)
-    sample = [str(CLI), "-C"]
-    maxent = [timed_run([*sample, str(big), "sample", "-s", "maxent", "-n", str(K)]) for _ in range(3)]
-    figures = {
-        "rows": rows,
-        "diverse_rows": diverse_rows,
-        "load_average": os.getloadavg()[0],
+    maxent = [timed_run([str(CLI), "-C", str(big), "sample", "-s", "maxent", "-n", str(K)]) for _ in range(3)]
+    return {
         "maxent_1m_s": statistics.median(m[0] for m in maxent),
         "maxent_1m_cpu_s": statistics.median(m[1] for m in maxent),
         "maxent_imports_tensorflow": imports_tensorflow(big),
     }
+
+
+def measure_diverse(diverse: Path, diverse_rows: int, rng: np.random.Generator) -> dict:
+    write_project(diverse, diverse_rows, WIDTH, DIVERSE_LABELLED, rng)
+    sample = [str(CLI), "-C"]
+    figures = {}
     for strategy in ("badge", "coreset"):
         seconds, cpu, peak, out = timed_run(
             [*sample, str(diverse), "sample", "-s", strategy, "-n", str(K), "--seed", "0"]
@@ -189,34 +283,61 @@ def measure(tmp: str, rows: int, diverse_rows: int) -> dict:
     figures["same_picks"] = seedings["implicit"]["picks"] == seedings["explicit"]["picks"]
     figures["explicit_vs_implicit_s"] = figures["explicit_select_s"] / figures["implicit_select_s"]
     figures["explicit_vs_implicit_mib"] = figures["explicit_peak_mib"] / figures["implicit_peak_mib"]
-    figures["load_average_after"] = os.getloadavg()[0]
+    return figures
+
+
+def measure_coverage(directory: Path, diverse_rows: int, rng: np.random.Generator) -> dict:
+    write_pool(directory, diverse_rows, DIVERSE_LABELLED, rng)
+    figures = {}
+    for strategy in ("typiclust", "probcover", "cluster-margin"):
+        _, cpu, peak, out = timed_run(
+            [sys.executable, "-c", CHOOSE, str(directory), strategy, str(K), str(len(CLASSES))]
+        )
+        chosen = json.loads(out)
+        assert chosen["distinct"] == K, chosen
+        figures.update({f"{strategy}_s": chosen["seconds"], f"{strategy}_cpu_s": cpu, f"{strategy}_peak_mib": peak})
     return figures
 
 
 def print_figures(figures: dict) -> None:
-    title = (
-        f"sample benchmark: maxent over {figures['rows']:,} rows x {len(CLASSES)} classes; badge and coreset "
-        f"k={K} over {figures['diverse_rows']:,} rows x {WIDTH}-dim embeddings, {DIVERSE_LABELLED:,} labelled"
-    )
-    print_table(title, LABELS, figures, TARGETS)
-    print(f"implicit and explicit seedings pick the same rows: {'yes' if figures['same_picks'] else 'NO'}")
+    groups = figures["groups"]
+    parts = {
+        "maxent": f"maxent over {figures['rows']:,} rows x {len(CLASSES)} classes",
+        "diverse": f"badge and coreset k={K} over {figures['diverse_rows']:,} rows x {WIDTH}-dim embeddings",
+        "coverage": f"typiclust, probcover, cluster-margin k={K} over {figures['diverse_rows']:,} rows x "
+        f"{FEATURE_WIDTH}-dim features",
+    }
+    title = f"sample benchmark: {'; '.join(parts[group] for group in groups)}"
+    if "diverse" in groups or "coverage" in groups:
+        title += f"; {DIVERSE_LABELLED:,} labelled"
+    measured = {key: label for key, label in LABELS.items() if key in figures}
+    print_table(title, measured, figures, measured_targets(figures))
+    if "diverse" in groups:
+        print(f"implicit and explicit seedings pick the same rows: {'yes' if figures['same_picks'] else 'NO'}")
     print(
         f"1-minute load average before / after: {figures['load_average']:.1f} / {figures['load_average_after']:.1f} "
         f"on {os.cpu_count()} CPUs (wall times stretch with other load; CPU times much less)"
     )
 
 
+def measured_targets(figures: dict) -> dict:
+    """The targets of the figures this run measured (--only leaves some out)."""
+    return {key: target for key, target in TARGETS.items() if key in figures}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--diverse-rows", type=int, default=200_000)
+    parser.add_argument("--only", choices=GROUPS, action="append", help="measure only this group (repeatable)")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     args = parser.parse_args()
+    groups = [group for group in GROUPS if group in (args.only or GROUPS)]
     with tempfile.TemporaryDirectory(prefix="patchwork-sample-bench-") as tmp:
-        figures = measure(tmp, args.rows, args.diverse_rows)
+        figures = measure(tmp, args.rows, args.diverse_rows, groups)
     if not args.json:
         print_figures(figures)
-    print(as_json(figures, TARGETS, indent=None))
+    print(as_json(figures, measured_targets(figures), indent=None))
 
 
 if __name__ == "__main__":

@@ -83,7 +83,8 @@ def test_errors_are_one_line_and_change_nothing(project_dir, cli):
         (
             ["-s", "uncertain"],
             "error: unknown strategy 'uncertain'; strategies: random, maxent, maxent+sum, "
-            "maxent:C, high:C, low:C, badge, coreset, disagree (C a class)",
+            "maxent:C, high:C, low:C, badge, coreset, disagree, margin, cluster-margin, typiclust, probcover, auto "
+            "(C a class)",
         ),
         (["-s", "high:cta"], "error: unknown class 'cta' (did you mean 'cat'?); classes: cat, dog, bird"),
         (["--from", "lacks:zebra"], "error: unknown class 'zebra'; classes: cat, dog, bird"),

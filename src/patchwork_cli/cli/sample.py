@@ -12,7 +12,10 @@ from .common import ProjectOption, open_from, say
 
 # The names are spelled out here, not imported, so that --help loads neither numpy nor pandas
 # (a test checks they match sampling.STRATEGIES and FILTERS).
-STRATEGY_HELP = "random, maxent, maxent+sum, maxent:C, high:C, low:C, badge, coreset, disagree"
+STRATEGY_HELP = (
+    "random, maxent, maxent+sum, maxent:C, high:C, low:C, badge, coreset, disagree, "
+    "margin, cluster-margin, typiclust, probcover, auto"
+)
 FILTER_HELP = "unlabeled, partial, labeled, all, excluded, validation, unlabeled:C, contains:C, lacks:C, subset:V"
 
 
@@ -33,7 +36,11 @@ def sample(
         "--from",
         help=f"Which rows, repeatable, combined with AND: {FILTER_HELP} (default: unlabeled; all for disagree).",
     ),
-    seed: int | None = typer.Option(None, "--seed", help="Seed for the random strategies (random, high, low, badge)."),
+    seed: int | None = typer.Option(
+        None,
+        "--seed",
+        help="Seed for the random strategies (random, high, low, badge, cluster-margin, typiclust, probcover).",
+    ),
     run: str | None = typer.Option(None, "--run", help="The run whose predictions to use (default: LATEST)."),
     output: OutputFormat = typer.Option(
         OutputFormat.paths, "--format", help="paths: one per line; csv or json: row, filepath, score, rank."

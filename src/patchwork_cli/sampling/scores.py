@@ -1,7 +1,8 @@
 """Score functions: one number per candidate row from a model's outputs, pure numpy.
 
 `p` is (N, C) sigmoid probabilities, one independent binary output per class
-(multi-label); `labels` is (N, C) with NaN where a class is unlabelled.
+(multi-label), or softmax probabilities where a score takes the task "multiclass";
+`labels` is (N, C) with NaN where a class is unlabelled.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 COMBINE = ("max", "sum")
+TASKS = ("multilabel", "multiclass")
 
 
 def binary_entropy(p: np.ndarray) -> np.ndarray:
@@ -28,6 +30,22 @@ def max_entropy(p: np.ndarray, combine: str = "max") -> np.ndarray:
         distance = np.subtract(p, 0.5, dtype=np.float32)
         return binary_entropy(0.5 - np.abs(distance, out=distance).min(axis=1))
     return binary_entropy(p).sum(axis=1)
+
+
+def margin(p: np.ndarray, task: str = "multilabel") -> np.ndarray:
+    """Margin uncertainty (Scheffer et al. 2001, "Active Hidden Markov Models for Information
+    Extraction"): 1 - the gap between the two likeliest outcomes, so higher = more uncertain, in [0, 1].
+
+    multiclass (softmax rows): 1 - (top probability - second probability).
+    multilabel (independent sigmoids): a class's two outcomes are p and 1 - p, a gap of |2p - 1|,
+    twice its distance to 0.5; the class nearest 0.5 decides: 1 - 2 min_c |p_c - 0.5|."""
+    if task == "multiclass":
+        top_two = np.partition(np.asarray(p, dtype=np.float32), -2, axis=1)[:, -2:]
+        return 1 - (top_two[:, 1] - top_two[:, 0])
+    if task == "multilabel":
+        distance = np.subtract(p, 0.5, dtype=np.float32)
+        return 1 - 2 * np.abs(distance, out=distance).min(axis=1)
+    raise ValueError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
 
 
 def disagreement(p: np.ndarray, labels: np.ndarray) -> np.ndarray:

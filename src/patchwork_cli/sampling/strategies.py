@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import PatchworkError, did_you_mean
-from . import scores, selection
+from . import coverage, scores, selection
 from .filters import check_class
 from .geometry import GradientPoints, Points
 
@@ -26,9 +26,21 @@ STRATEGIES = (
     "badge",
     "coreset",
     "disagree",
+    "margin",
+    "cluster-margin",
+    "typiclust",
+    "probcover",
+    "auto",
 )
-# What each strategy reads from the run: predictions always, embeddings for the diversity ones.
-NEEDS_EMBEDDINGS = ("badge", "coreset")
+# What each strategy reads: the run's predictions, except the model-free ones; the run's
+# embeddings for the diversity ones; the extracted features for the coverage ones.
+MODEL_FREE = ("random", "typiclust", "probcover")
+NEEDS_EMBEDDINGS = ("badge", "coreset", "cluster-margin")
+NEEDS_FEATURES = ("typiclust", "probcover")
+# auto leaves coverage for uncertainty once every class has this many labelled examples: with
+# fewer, a model's uncertainty about a class says little, and typical examples teach more
+# (Hacohen et al. 2022: in the lowest budgets coverage beats uncertainty).
+AUTO_MIN_LABELS_PER_CLASS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,11 +54,15 @@ class Strategy:
 
     @property
     def needs_model(self) -> bool:
-        return self.form != "random"
+        return self.form not in MODEL_FREE
 
     @property
     def needs_embeddings(self) -> bool:
         return self.form in NEEDS_EMBEDDINGS
+
+    @property
+    def needs_features(self) -> bool:
+        return self.form in NEEDS_FEATURES
 
 
 @dataclasses.dataclass
@@ -55,7 +71,11 @@ class Pool:
 
     p: (n, C) probabilities; h: (n, d) embeddings; labels: (n, C), NaN = unlabelled;
     target: the column of the strategy's class; seen_h / seen_p: the labelled rows that
-    are not candidates, the initial centres of badge and coreset."""
+    are not candidates, the initial centres of badge and coreset. features: (n, d) float32,
+    the extracted features, pooled and L2-normalised; seen_features: those of the labelled
+    non-candidate rows, which typiclust and probcover count as covered. task: "multilabel"
+    (sigmoid outputs) or "multiclass" (softmax), for margin; class_count: the number of
+    classes, probcover's number of pseudo-labels (None: its default)."""
 
     count: int
     p: np.ndarray | None = None
@@ -64,6 +84,10 @@ class Pool:
     target: int | None = None
     seen_p: np.ndarray | None = None
     seen_h: np.ndarray | None = None
+    features: np.ndarray | None = None
+    seen_features: np.ndarray | None = None
+    task: str = "multilabel"
+    class_count: int | None = None
 
 
 def parse_strategy(spec: str, classes: Sequence[str]) -> Strategy:
@@ -76,6 +100,20 @@ def parse_strategy(spec: str, classes: Sequence[str]) -> Strategy:
     raise PatchworkError(
         f"unknown strategy {spec!r}{did_you_mean(spec, STRATEGIES)}; strategies: {', '.join(STRATEGIES)} (C a class)"
     )
+
+
+def auto_strategy(task: str, labelled_counts_per_class: Sequence[int], has_run: bool) -> str:
+    """The strategy `auto` stands for. Coverage (typiclust) while there is no model or some class
+    has fewer than AUTO_MIN_LABELS_PER_CLASS (3) labelled examples (for multilabel, count each
+    class's positives: a class without them cannot be learnt); then diverse uncertainty:
+    cluster-margin for multiclass (the gap between softmax classes), badge for multilabel (its
+    gradient embedding treats each sigmoid output on its own). typiclust rather than probcover
+    because it needs no radius: its one parameter, the number of clusters, follows from the budget."""
+    if task not in scores.TASKS:
+        raise ValueError(f"unknown task {task!r}; tasks: {', '.join(scores.TASKS)}")
+    if not has_run or min(labelled_counts_per_class, default=0) < AUTO_MIN_LABELS_PER_CLASS:
+        return "typiclust"
+    return "cluster-margin" if task == "multiclass" else "badge"
 
 
 def choose(strategy: Strategy, pool: Pool, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -97,6 +135,17 @@ def choose(strategy: Strategy, pool: Pool, k: int, rng: np.random.Generator) -> 
         return selection.kmeans_pp_seeding(points, k, rng, seen)
     if form == "coreset":
         return selection.k_center_greedy(Points(pool.h), k, Points(pool.seen_h))
+    if form == "margin":
+        return selection.top_k(scores.margin(pool.p, pool.task), k)
+    if form == "cluster-margin":
+        return selection.cluster_margin(scores.margin(pool.p, pool.task), pool.h, k, rng)
+    if form == "typiclust":
+        return coverage.typiclust(pool.features, k, rng, pool.seen_features)
+    if form == "probcover":
+        classes = pool.class_count or coverage.PSEUDO_CLASSES
+        return coverage.probcover(pool.features, k, rng, pool.seen_features, pseudo_classes=classes)
+    if form == "auto":
+        raise ValueError("strategy 'auto' stands for another: resolve it with auto_strategy() before choose()")
     if form == "disagree":
         gaps = scores.disagreement(pool.p, pool.labels)
         labelled = np.flatnonzero(~np.isnan(gaps))
