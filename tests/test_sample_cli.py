@@ -32,17 +32,18 @@ def test_csv_and_json_carry_row_filepath_score_and_rank(project_dir, cli):
     write_run(project_dir, P)
     result = cli("-C", "proj", "sample", "-n", "3", "-s", "maxent", "--format", "csv")
     table = pd.read_csv(io.StringIO(result.stdout))
-    assert table.columns.tolist() == ["row", "filepath", "score", "rank"]
+    assert table.columns.tolist() == ["row", "filepath", "score", "rank", "strategy"]
     assert table["row"].tolist() == EXPECTED_MAXENT and table["rank"].tolist() == [1, 2, 3]
     assert table["filepath"].tolist() == [f"images/img_{i:04d}.png" for i in EXPECTED_MAXENT]
     assert table["score"].iloc[0] == 1.0
     records = json.loads(cli("-C", "proj", "sample", "-n", "3", "-s", "maxent", "--format", "json").stdout)
     assert [r["row"] for r in records] == EXPECTED_MAXENT and records[0]["rank"] == 1
-    assert records[0] == {"row": 0, "filepath": "images/img_0000.png", "score": 1.0, "rank": 1}
+    assert records[0] == {"row": 0, "filepath": "images/img_0000.png", "score": 1.0, "rank": 1, "strategy": "maxent"}
 
 
 def test_defaults_filters_and_seed(project_dir, cli):
-    # No model needed for the default strategy (random) and n (50, more than the 12 images).
+    # No model or features needed for the default strategy (auto: random before any extract) and
+    # n (50, more than the 12 images).
     assert len(cli("-C", "proj", "sample").stdout.split()) == 12
     first = cli("-C", "proj", "sample", "-n", "4", "--seed", "1").stdout
     assert first == cli("-C", "proj", "sample", "-n", "4", "--seed", "1").stdout and len(first.split()) == 4

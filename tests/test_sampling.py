@@ -301,7 +301,7 @@ def test_sample_maxent_over_a_project(project_dir):
     write_run(project_dir, P)
     project = open_project(project_dir)
     chosen = sample(project, 3, "maxent")
-    assert chosen.columns.tolist() == ["row", "filepath", "score", "rank"]
+    assert chosen.columns.tolist() == ["row", "filepath", "score", "rank", "strategy"]
     assert chosen["row"].tolist() == [0, 5, 4] and chosen["rank"].tolist() == [1, 2, 3]
     assert chosen["filepath"].tolist() == [f"../images/img_{i:04d}.png" for i in (0, 5, 4)]
     np.testing.assert_allclose(chosen["score"], scores.binary_entropy(np.array([0.5, 0.45, 0.6])), rtol=1e-6)
@@ -361,7 +361,7 @@ def test_sample_model_errors(project_dir):
 
 def test_sample_default_strategy_comes_from_the_config(project_dir):
     config = project_dir / "patchwork.yaml"
-    config.write_text(config.read_text().replace("strategy: random", "strategy: maxnet"))
+    config.write_text(config.read_text().replace("strategy: auto", "strategy: maxnet"))
     with pytest.raises(PatchworkError, match=r"/proj/patchwork.yaml: sampling.strategy: unknown strategy 'maxnet'"):
         sample(open_project(project_dir), 3)
     config.write_text(config.read_text().replace("strategy: maxnet", "strategy: maxent:dog"))

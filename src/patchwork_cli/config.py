@@ -67,7 +67,7 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    strategy: str = "random"
+    strategy: str = "auto"
     n: int = field(default=50, metadata={"minimum": 1})
 
 

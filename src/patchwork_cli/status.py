@@ -16,6 +16,7 @@ def project_status(project) -> dict:
     filepaths = table["filepath"].tolist()
     return {
         "project": str(project.directory),
+        "task": project.config.task,
         **label_summary(table, project.classes),
         "features": feature_summary(project.features_location, filepaths, project.directory),
         "model": model_summary(project.directory, filepaths),
@@ -148,7 +149,7 @@ def format_summary(summary: dict) -> str:
     """The human-readable status table."""
     labelled = summary["labelled"]
     lines = [
-        f"project     {summary['project']}",
+        f"project     {summary['project']}  ({summary['task']})",
         f"images      {summary['images']}  (excluded {summary['excluded']}, validation {summary['validation']})",
         f"labelled    {labelled['full']} fully, {labelled['partial']} partially, {labelled['none']} not at all",
     ]

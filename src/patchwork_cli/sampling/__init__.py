@@ -19,12 +19,12 @@ import pandas as pd
 from .. import runs
 from ..errors import PatchworkError
 from .filters import DEFAULT_FILTERS, FILTERS, check_filters, filter_mask
-from .strategies import STRATEGIES, Pool, Strategy, choose, parse_strategy
+from .strategies import STRATEGIES, Pool, Strategy, auto_strategy, choose, parse_strategy
 
 __all__ = ["FILTERS", "STRATEGIES", "sample"]
 
 log = logging.getLogger("patchwork")
-COLUMNS = ("row", "filepath", "score", "rank")
+COLUMNS = ("row", "filepath", "score", "rank", "strategy")
 
 
 def sample(
@@ -38,26 +38,32 @@ def sample(
     """Up to `n` rows chosen by filter -> score -> select, in rank order.
 
     Columns: row (index in labels.csv), filepath (as stored in labels.csv), score (float,
-    the strategy's measure: entropy, draw weight, distance, |p - label|, or the uniform
-    key for random), rank (1..k). `strategy` None takes patchwork.yaml's sampling.strategy;
-    empty `filters` means unlabeled (all, for disagree: it ranks labelled rows). Rows the
-    run has no predictions for are left out, with a warning.
+    the strategy's measure: entropy, margin, draw weight, distance, typicality, coverage gain,
+    |p - label|, or the uniform key for random), rank (1..k), strategy (the one used: what
+    `auto` stood for). `strategy` None takes patchwork.yaml's sampling.strategy; empty
+    `filters` means unlabeled (all, for disagree: it ranks labelled rows). Rows the run has no
+    predictions for (or, for the coverage strategies, no features) are left out, with a warning.
     """
     if n < 1:
         raise PatchworkError(f"n must be at least 1, got {n}")
     chosen = _parse(project, strategy)
     filters = list(filters) or (["all"] if chosen.form == "disagree" else list(DEFAULT_FILTERS))
     check_filters(filters, project.classes)  # bad input fails before any reading
-    run = _run_for(project, chosen, run_id)
-    if run:
+    if chosen.form == "auto" or chosen.needs_model or chosen.needs_features:
         # zarr takes a quarter of a second to import: let that overlap the label table's
         # parse (Arrow releases the GIL); read_run_array's own import then finds it done.
         threading.Thread(target=importlib.import_module, args=("zarr",), daemon=True).start()
     table = project.labels()
+    if chosen.form == "auto":
+        chosen = _resolve_auto(project, table, run_id)
+    run = _run_for(project, chosen, run_id)
     candidates = np.flatnonzero(filter_mask(table, project.classes, filters))
-    pool, candidates = (
-        _pool(table, chosen, candidates, run, project.directory) if run else (Pool(len(candidates)), candidates)
-    )
+    if run:
+        pool, candidates = _pool(table, chosen, candidates, run, project)
+    elif chosen.needs_features:
+        pool, candidates = _feature_pool(table, candidates, project)
+    else:
+        pool = Pool(len(candidates))
     picks, picked_scores = choose(chosen, pool, n, np.random.default_rng(seed))
     rows = candidates[picks]
     return pd.DataFrame(
@@ -66,9 +72,22 @@ def sample(
             "filepath": table["filepath"].to_numpy()[rows],
             "score": np.asarray(picked_scores, dtype=np.float64),
             "rank": np.arange(1, len(rows) + 1, dtype=np.int64),
+            "strategy": chosen.name,
         },
         columns=list(COLUMNS),
     )
+
+
+def _resolve_auto(project, table: pd.DataFrame, run_id: str | None) -> Strategy:
+    """What `auto` stands for now (strategies.auto_strategy): coverage until the model has a few
+    positive training labels of every class, then diverse uncertainty; random before any
+    extract (coverage is of the features)."""
+    if not _has_feature_store(project.features_location):
+        return Strategy("random")
+    training = ~table["exclude"].to_numpy(bool) & ~table["validation"].to_numpy(bool)
+    positives = (table[project.classes].to_numpy(np.float64)[training] == 1).sum(axis=0)
+    has_run = run_id is not None or runs.latest_run(project.directory) is not None
+    return Strategy(auto_strategy(project.config.task, positives.tolist(), has_run))
 
 
 def _parse(project, strategy: str | None) -> Strategy:
@@ -99,12 +118,12 @@ def _run_for(project, strategy: Strategy, run_id: str | None) -> tuple[Path, lis
     return run_dir, run_classes
 
 
-def _pool(table: pd.DataFrame, strategy: Strategy, candidates: np.ndarray, run: tuple[Path, list[str]], project_dir):
+def _pool(table: pd.DataFrame, strategy: Strategy, candidates: np.ndarray, run: tuple[Path, list[str]], project):
     """The candidates' arrays for `strategy`, and the candidates that have them (rows the
     run never predicted, added since or without features, are dropped with a warning)."""
     run_dir, run_classes = run
     # by filepath: a labels.csv sorted or edited by hand never scores an image by another's prediction
-    match = runs.run_match(run_dir, table["filepath"].tolist(), project_dir)
+    match = runs.run_match(run_dir, table["filepath"].tolist(), project.directory)
     p = runs.read_run_array(run_dir, runs.PREDICTIONS_NAME, match)
     usable = ~np.isnan(p).any(axis=1)
     h = None
@@ -123,6 +142,7 @@ def _pool(table: pd.DataFrame, strategy: Strategy, candidates: np.ndarray, run: 
         count=len(candidates),
         p=p[candidates],
         target=run_classes.index(strategy.target) if strategy.target is not None else None,
+        task=project.config.task,
     )
     if strategy.form == "disagree" or h is not None:
         # The labels of the classes the run knows, in its column order (NaN for one renamed since).
@@ -136,3 +156,51 @@ def _pool(table: pd.DataFrame, strategy: Strategy, candidates: np.ndarray, run: 
         seen[candidates] = False
         pool.seen_p, pool.seen_h = p[seen], h[seen]
     return pool, candidates
+
+
+def _feature_pool(table: pd.DataFrame, candidates: np.ndarray, project) -> tuple[Pool, np.ndarray]:
+    """The candidates' pooled, L2-normalised features for the coverage strategies, with those of
+    the labelled rows (already covered), matched to labels.csv by filepath; candidates without
+    features are dropped with a warning."""
+    from ..features import DONE, FeatureStore
+
+    store = FeatureStore.open(project.features_location)
+    if store is None:
+        raise PatchworkError(
+            "features not extracted yet: the coverage strategies (typiclust, probcover) work on the "
+            "extracted features; run 'patchwork extract' first (or use --strategy random)"
+        )
+    match = store.match(table["filepath"].tolist(), project.directory)
+    has_features = store.table_status(match) == DONE
+    skipped = int((~has_features[candidates]).sum())
+    if skipped:
+        log.warning("%d candidate row(s) have no features yet (patchwork extract); left out", skipped)
+    candidates = candidates[has_features[candidates]]
+    labelled = ~np.isnan(table[project.classes].to_numpy(np.float64)).all(axis=1)
+    seen = has_features & labelled & ~table["exclude"].to_numpy(bool)
+    seen[candidates] = False
+    source = match.store_rows_of_table()
+    wanted = source[np.concatenate([candidates, np.flatnonzero(seen)])]
+    vectors = _unit_rows(np.asarray(store.pooled.get_orthogonal_selection((wanted,)), dtype=np.float32))
+    pool = Pool(
+        count=len(candidates),
+        features=vectors[: len(candidates)],
+        seen_features=vectors[len(candidates) :],
+        task=project.config.task,
+        class_count=len(project.classes),
+    )
+    return pool, candidates
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (a zero row stays zero): coverage is measured by cosine distance."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, np.finfo(np.float32).tiny)
+
+
+def _has_feature_store(location: str) -> bool:
+    if "://" not in location and not Path(location).exists():
+        return False  # without opening zarr: sample on a fresh project stays quick
+    from ..features import FeatureStore
+
+    return FeatureStore.open(location) is not None

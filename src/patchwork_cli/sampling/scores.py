@@ -58,9 +58,12 @@ def disagreement(p: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.where(labelled.any(axis=1), worst, np.nan)
 
 
-def hard_prediction_gradient(p: np.ndarray) -> np.ndarray:
-    """d(binary cross-entropy)/d(logit) = p - y, with y the model's own hard prediction: the
-    per-class factor of BADGE's gradient embedding (Ash et al. 2020, "Deep Batch Active
-    Learning by Diverse, Uncertain Gradient Lower Bounds")."""
+def hard_prediction_gradient(p: np.ndarray, task: str = "multilabel") -> np.ndarray:
+    """d(cross-entropy)/d(logits) = p - y, with y the model's own hard prediction: the per-class
+    factor of BADGE's gradient embedding (Ash et al. 2020, "Deep Batch Active Learning by
+    Diverse, Uncertain Gradient Lower Bounds"). Multilabel: each sigmoid's 0/1 guess (p > 0.5);
+    multiclass: the softmax's one-hot argmax, as in BADGE itself."""
     p = np.asarray(p, dtype=np.float32)
+    if task == "multiclass":
+        return p - (np.arange(p.shape[1]) == p.argmax(axis=1)[:, None])
     return p - (p > 0.5)

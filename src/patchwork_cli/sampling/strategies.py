@@ -130,8 +130,8 @@ def choose(strategy: Strategy, pool: Pool, k: int, rng: np.random.Generator) -> 
     if form == "low:C":  # likely negatives (with --from contains:C: hard positives)
         return selection.weighted_draw(1.0 - pool.p[:, pool.target], k, rng)
     if form == "badge":
-        points = GradientPoints(pool.h, scores.hard_prediction_gradient(pool.p))
-        seen = GradientPoints(pool.seen_h, scores.hard_prediction_gradient(pool.seen_p))
+        points = GradientPoints(pool.h, scores.hard_prediction_gradient(pool.p, pool.task))
+        seen = GradientPoints(pool.seen_h, scores.hard_prediction_gradient(pool.seen_p, pool.task))
         return selection.kmeans_pp_seeding(points, k, rng, seen)
     if form == "coreset":
         return selection.k_center_greedy(Points(pool.h), k, Points(pool.seen_h))
