@@ -53,3 +53,13 @@ def test_auto_moves_from_random_to_coverage_to_diverse_uncertainty(project):
     write_run(project, p, h=np.random.default_rng(1).normal(size=(len(p), 4)), classes=CLASSES)
     expected = "cluster-margin" if task == "multiclass" else "badge"
     assert {p["strategy"] for p in picks(project)} == {expected}
+
+
+def test_validation_labels_do_not_count_as_covered(project):
+    """Held-out labels teach the model nothing: typiclust still takes a typical image of their group."""
+    Cli(project)("extract", "--from-npy", "../features.npy")
+    lines = ["filepath,cat,validation"] + [f"../images/img_{row:04d}.png,1,true" for row in range(8)]
+    (project / "validation.csv").write_text("\n".join(lines) + "\n")
+    Cli(project)("label", "--import", "validation.csv")
+    chosen = json.loads(Cli(project)("sample", "-n", "3", "--strategy", "typiclust", "--format", "json").stdout)
+    assert sorted(p["row"] // PER_GROUP for p in chosen) == [0, 1, 2]

@@ -84,8 +84,7 @@ def _resolve_auto(project, table: pd.DataFrame, run_id: str | None) -> Strategy:
     extract (coverage is of the features)."""
     if not _has_feature_store(project.features_location):
         return Strategy("random")
-    training = ~table["exclude"].to_numpy(bool) & ~table["validation"].to_numpy(bool)
-    positives = (table[project.classes].to_numpy(np.float64)[training] == 1).sum(axis=0)
+    positives = (table[project.classes].to_numpy(np.float64)[_training_rows(table)] == 1).sum(axis=0)
     has_run = run_id is not None or runs.latest_run(project.directory) is not None
     return Strategy(auto_strategy(project.config.task, positives.tolist(), has_run))
 
@@ -150,9 +149,9 @@ def _pool(table: pd.DataFrame, strategy: Strategy, candidates: np.ndarray, run: 
         pool.labels = labels[candidates]
     if h is not None:
         pool.h = h[candidates]
-        # The labelled rows outside the candidates are what the model has already learnt
+        # The training rows outside the candidates are what the model has already learnt
         # from: badge and coreset start with them as centres.
-        seen = usable & ~np.isnan(labels).all(axis=1) & ~table["exclude"].to_numpy(dtype=bool)
+        seen = usable & ~np.isnan(labels).all(axis=1) & _training_rows(table)
         seen[candidates] = False
         pool.seen_p, pool.seen_h = p[seen], h[seen]
     return pool, candidates
@@ -177,7 +176,7 @@ def _feature_pool(table: pd.DataFrame, candidates: np.ndarray, project) -> tuple
         log.warning("%d candidate row(s) have no features yet (patchwork extract); left out", skipped)
     candidates = candidates[has_features[candidates]]
     labelled = ~np.isnan(table[project.classes].to_numpy(np.float64)).all(axis=1)
-    seen = has_features & labelled & ~table["exclude"].to_numpy(bool)
+    seen = has_features & labelled & _training_rows(table)
     seen[candidates] = False
     source = match.store_rows_of_table()
     wanted = source[np.concatenate([candidates, np.flatnonzero(seen)])]
@@ -204,3 +203,9 @@ def _has_feature_store(location: str) -> bool:
     from ..features import FeatureStore
 
     return FeatureStore.open(location) is not None
+
+
+def _training_rows(table: pd.DataFrame) -> np.ndarray:
+    """Rows a model learns from when labelled: not excluded, not held out for validation (a
+    validation label covers nothing: the model never sees it)."""
+    return ~table["exclude"].to_numpy(bool) & ~table["validation"].to_numpy(bool)
