@@ -223,6 +223,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--strategies", help="only these (comma-separated; random is always run)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.getLogger("patchwork").setLevel(logging.ERROR)
@@ -233,6 +234,8 @@ def main() -> None:
             base, truth, validation = make_base(Path(tmp), dataset, cli)
             for task in args.tasks.split(","):
                 strategies = (*MODEL_BASED, *SELF_STARTING) if task == "multiclass" else MULTILABEL_STRATEGIES
+                if args.strategies:
+                    strategies = ("random", *(s for s in args.strategies.split(",") if s != "random"))
                 summary = run_task(
                     base, task, strategies, args.seeds, args.rounds, args.batch, truth, set(validation),
                     Path(tmp) / dataset, cli,
