@@ -257,12 +257,13 @@ def test_runs_table():
             "val_macro_auc": 0.9123,
             "val_macro_ap": 0.8,
             "train_macro_auc": 0.97,
+            "kappa": 0.8571,
         },
     ]
     lines = runs_table(runs).splitlines()
-    assert lines[0].split() == ["run", "labels", "val", "AUC", "val", "AP", "train", "AUC"]
-    assert lines[1].split() == ["20261129-073612-3f9a", "40", "-", "-", "0.990"]
-    assert lines[2].split() == ["20261130-080000-0b1c", "120", "0.912", "0.800", "0.970"]
+    assert lines[0].split() == ["run", "labels", "val", "AUC", "val", "AP", "train", "AUC", "kappa", "vs", "previous"]
+    assert lines[1].split() == ["20261129-073612-3f9a", "40", "-", "-", "0.990", "-"]
+    assert lines[2].split() == ["20261130-080000-0b1c", "120", "0.912", "0.800", "0.970", "0.857"]
     assert "no runs" in runs_table([])
 
 

@@ -165,6 +165,7 @@ def test_heads_and_outputs_train_on_feature_maps(tmp_path):
 def test_predictions_stream_chunk_by_chunk(tmp_path, monkeypatch):
     """Peak memory of the prediction pass does not grow with rows: it never reads more than one chunk."""
     from patchwork_cli import features as features_module
+    from patchwork_cli import training as training_module
 
     project, _ = make_project(
         tmp_path, rows=3000, width=1100, labelled=60, validation=20, epochs=1, batches_per_epoch=2
@@ -188,6 +189,8 @@ def test_predictions_stream_chunk_by_chunk(tmp_path, monkeypatch):
         self.features = Recorder()
 
     monkeypatch.setattr(features_module.FeatureStore, "__init__", recording_init)
+    # reads are bounded by PREDICT_BLOCK_BYTES, in whole chunks: at its floor, one chunk at a time
+    monkeypatch.setattr(training_module, "PREDICT_BLOCK_BYTES", 1)
     Cli(project)("train")
     chunk = zarr.open_group(str(project / "features.zarr"), mode="r")["features"].chunks[0]
     assert chunk < 3000 and reads and max(reads) <= chunk

@@ -105,6 +105,26 @@ def multiclass_metrics(probabilities: np.ndarray, labels: np.ndarray, rows: np.n
     }
 
 
+def prediction_agreement(current: np.ndarray, previous: np.ndarray, task: str) -> float | None:
+    """Cohen's kappa between two runs' predicted classes on the same rows (NaN rows left out):
+    the "stabilizing predictions" stopping rule (Bloodgood & Vijay-Shanker 2009) compares
+    consecutive models on unlabelled data. Multiclass: the top class; multilabel: each class's
+    p > 0.5, kappa averaged over the classes. None with fewer than two rows to compare."""
+    from sklearn.metrics import cohen_kappa_score
+
+    both = ~np.isnan(current).any(axis=1) & ~np.isnan(previous).any(axis=1)
+    if both.sum() < 2:
+        return None
+    current, previous = current[both], previous[both]
+    if task == MULTICLASS:
+        pairs = [(current.argmax(axis=1), previous.argmax(axis=1))]
+    else:
+        pairs = [(current[:, k] > 0.5, previous[:, k] > 0.5) for k in range(current.shape[1])]
+    # kappa is undefined when both runs predict one class everywhere: identical answers agree fully
+    kappas = [1.0 if (a == b).all() else float(cohen_kappa_score(a, b)) for a, b in pairs]
+    return float(np.mean(kappas))
+
+
 def has_labels(metrics: dict, part: str) -> bool:
     """Whether any class had labelled cells in `part` ("validation" or "train")."""
     classes = metrics.get(part, {}).get("classes", {})
@@ -218,6 +238,13 @@ def format_metrics_table(metrics: dict, threshold: float = 0.5) -> str:
     lines.append("-: undefined (AUC needs positive and negative labels; AP and F1 need positives).")
     if "multiclass" in metrics[parts[0]]:
         lines += ["", *_multiclass_lines(metrics, parts)]
+    agreement = metrics.get("agreement")
+    if agreement:
+        lines += [
+            "",
+            f"agreement with run {agreement['previous_run']} on {agreement['rows']} unlabelled images: "
+            f"Cohen's kappa {agreement['kappa']:.3f} (runs that stop changing their predictions suggest stopping)",
+        ]
     return "\n".join(lines)
 
 
@@ -271,7 +298,8 @@ def _cell(value, width: int) -> str:
 
 
 def runs_table(runs: list[dict]) -> str:
-    """One line per run: id, number of labels, validation macro AUC and AP, training macro AUC."""
+    """One line per run: id, number of labels, validation macro AUC and AP, training macro AUC,
+    and the kappa of its predictions on unlabelled images against the run before it."""
     if not runs:
         return "no runs yet: run 'patchwork train' first"
     columns = (
@@ -280,6 +308,7 @@ def runs_table(runs: list[dict]) -> str:
         ("val AUC", "val_macro_auc"),
         ("val AP", "val_macro_ap"),
         ("train AUC", "train_macro_auc"),
+        ("kappa vs previous", "kappa"),
     )
     rows = [[_run_cell(run.get(key)) for _, key in columns] for run in runs]
     widths = [max(len(title), *(len(r[i]) for r in rows)) for i, (title, _) in enumerate(columns)]

@@ -10,11 +10,21 @@ import numpy as np
 from . import runs
 from .errors import PatchworkError
 from .config import MULTICLASS, MULTILABEL
-from .evaluation import compute_metrics, plot_class_histograms, plot_confusion, plot_learning_curve
+from .evaluation import (
+    compute_metrics,
+    plot_class_histograms,
+    plot_confusion,
+    plot_learning_curve,
+    prediction_agreement,
+)
 from .project import Project
 
 REPORTS_NAME = "reports"
 CONFUSION_FILE = "confusion.png"
+# Stop when consecutive runs agree this much on the unlabelled images, over the last two
+# pairs of runs: the threshold and window of Bloodgood & Vijay-Shanker 2009 (kappa 0.99, 3 models).
+STOP_KAPPA = 0.99
+STOP_WINDOW = 2
 
 
 def evaluate_run(project: Project, run_id: str | None = None) -> tuple[str, dict, list[Path]]:
@@ -33,6 +43,8 @@ def evaluate_run(project: Project, run_id: str | None = None) -> tuple[str, dict
     validation, exclude = table["validation"].to_numpy(bool), table["exclude"].to_numpy(bool)
     task = run.get("task", MULTILABEL)  # runs from before the task key are multilabel
     metrics = compute_metrics(probabilities, labels, validation, exclude, run["classes"], task=task)
+    previous = run_before(project.directory, directory.name)
+    metrics["agreement"] = agreement_with(project, previous, run["classes"], probabilities, table, task)
     out = project.directory / REPORTS_NAME / directory.name
     out.mkdir(parents=True, exist_ok=True)
     runs.write_json(out / "metrics.json", metrics)
@@ -56,6 +68,47 @@ def run_summaries(project: Project) -> list[dict]:
                 "val_macro_auc": metrics["validation"]["macro"]["roc_auc"],
                 "val_macro_ap": metrics["validation"]["macro"]["average_precision"],
                 "train_macro_auc": metrics["train"]["macro"]["roc_auc"],
+                "kappa": (metrics.get("agreement") or {}).get("kappa"),
             }
         )
     return rows
+
+
+def agreement_with(
+    project: Project, previous_id: str | None, classes: list[str], probabilities: np.ndarray, table, task: str
+) -> dict | None:
+    """How much a run (its `probabilities` over `classes`, in labels.csv's order) agrees with run
+    `previous_id` on the images that have no label (and are not excluded) in `table`:
+    {previous_run, kappa, rows}; None without a previous run or when its classes differ."""
+    if previous_id is None:
+        return None
+    previous = runs.models_dir(project.directory) / previous_id
+    if runs.read_json(previous / runs.RUN_FILE)["classes"] != list(classes):
+        return None
+    before = runs.read_run_array(
+        previous, runs.PREDICTIONS_NAME, runs.run_match(previous, table["filepath"].tolist(), project.directory)
+    )
+    unlabelled = np.isnan(table[classes].to_numpy(np.float64)).all(axis=1) & ~table["exclude"].to_numpy(bool)
+    kappa = prediction_agreement(probabilities[unlabelled], before[unlabelled], task)
+    rows = int((unlabelled & ~np.isnan(probabilities).any(axis=1) & ~np.isnan(before).any(axis=1)).sum())
+    return None if kappa is None else {"previous_run": previous_id, "kappa": round(kappa, 4), "rows": rows}
+
+
+def run_before(project_dir: Path, run_id: str) -> str | None:
+    earlier = [other for other in runs.list_runs(project_dir) if other < run_id]
+    return earlier[-1] if earlier else None
+
+
+def stopping_hint(project_dir: Path) -> str | None:
+    """A line for `status` when the last runs agreed with the ones before them at least STOP_KAPPA
+    on the unlabelled images, as each recorded when it was trained (in its metrics.json)."""
+    recent = runs.list_runs(project_dir)[-STOP_WINDOW:]
+    recorded = [runs.read_json(runs.models_dir(project_dir) / run_id / runs.METRICS_FILE).get("agreement") for run_id in recent]
+    kappas = [(agreement or {}).get("kappa") for agreement in recorded]
+    if len(kappas) < STOP_WINDOW or any(k is None or k < STOP_KAPPA for k in kappas):
+        return None
+    shown = ", ".join(f"{k:.3f}" for k in kappas)
+    return (
+        f"the last {STOP_WINDOW + 1} runs predict the unlabelled images alike (Cohen's kappa {shown} >= {STOP_KAPPA}): "
+        "more labels may change little; check evaluate's validation figures before labelling on"
+    )

@@ -84,7 +84,16 @@ def model_summary(project_dir: Path, filepaths: list[str]) -> dict | None:
     directory = runs.models_dir(project_dir) / run_id
     metrics = runs.read_json(directory / runs.METRICS_FILE)
     match = runs.run_match(directory, filepaths, project_dir)
-    summary = {"run_id": run_id, "metric": None, "value": None, "unpredicted": _unmatched(match), **_order(match)}
+    from .reporting import stopping_hint
+
+    summary = {
+        "run_id": run_id,
+        "metric": None,
+        "value": None,
+        "unpredicted": _unmatched(match),
+        **_order(match),
+        "stop_hint": stopping_hint(project_dir),
+    }
     for part in ("validation", "train"):
         auc = metrics.get(part, {}).get("macro", {}).get("roc_auc")
         if auc is not None:
@@ -171,6 +180,8 @@ def format_summary(summary: dict) -> str:
         else:
             lines.append(f"model       {model['run_id']}  {model['metric']} {model['value']:.3f}")
         lines.extend(_model_notes(model))
+        if model.get("stop_hint"):
+            lines.append(f"{_NOTE}{model['stop_hint']}")
     lines.append("")
     width = max(8, *(len(name) for name in summary["classes"]))
     lines.append(f"{'class':<{width}}  {'train +':>8} {'train -':>8}  {'val +':>8} {'val -':>8}")

@@ -137,6 +137,7 @@ def train(
     import keras
 
     from .evaluation import compute_metrics
+    from .reporting import agreement_with
     from .modeling.heads import averages_first, build_model, embedding_model
     from .modeling.losses import masked_loss
 
@@ -201,6 +202,8 @@ def train(
         probabilities = match.gather(probabilities)
         exclude = table["exclude"].to_numpy(bool)
         metrics = compute_metrics(probabilities, labels, validation, exclude, config.classes, task=config.task)
+        previous = runs.latest_run(project.directory)
+        metrics["agreement"] = agreement_with(project, previous, config.classes, probabilities, table, config.task)
         seconds = time.perf_counter() - started
         _write_run_files(
             staging,
