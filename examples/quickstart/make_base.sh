@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The quickstart's starting point, shared by every strategy (and by benchmarks/active_learning.py):
-# 1,000 real digit images from scikit-learn, a project over them with pooled EfficientNet-Lite0
-# features, and 300 validation labels from the scripted oracle. Prints the truth table's path.
+# 1,000 real digit images from scikit-learn, a multiclass project over them (one digit per image)
+# with pooled EfficientNet-Lite0 features, and 300 validation labels from the scripted oracle.
+# Prints the truth table's path.
 #
 #   bash examples/quickstart/make_base.sh WORK_DIR      (makes WORK_DIR/digits and WORK_DIR/base)
 set -euo pipefail
@@ -13,7 +14,7 @@ echo "== 1,000 digit images from scikit-learn -> $work/digits/" >&2
 truth=$(python "$here/../digits/make_images.py" "$work/digits" 1000)
 
 echo "== patchwork init $work/base" >&2
-patchwork init "$work/base" --images "$work/digits/images" --classes "$classes"
+patchwork init "$work/base" --images "$work/digits/images" --classes "$classes" --task multiclass
 # Pooled 1280-d vectors and a linear head keep the demo small and quick.
 sed -i -e 's/^  pooling: null/  pooling: avg/' -e 's/^  head: pool:avg/  head: flatten/' "$work/base/patchwork.yaml"
 
