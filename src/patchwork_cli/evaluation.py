@@ -410,18 +410,7 @@ def _histogram_figure(name, scores, column, parts, unlabelled):
         ax.grid(axis="y", color="#EEEEEE", zorder=0)
         ax.set_axisbelow(True)
         if not len(y_true):
-            ax.text(
-                0.5,
-                0.5,
-                f"no {PART_TITLES[part]} labels",
-                transform=ax.transAxes,
-                ha="center",
-                va="center",
-                fontsize=12,
-                color="#555555",
-                zorder=4,
-                bbox={"facecolor": "white", "edgecolor": "#BBBBBB", "boxstyle": "round,pad=0.4"},
-            )
+            _empty_panel_note(ax, f"no {PART_TITLES[part]} labels", fontsize=12)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(
                 loc="upper center",
@@ -546,18 +535,24 @@ def plot_confusion(block: dict, part: str, out_path: Path) -> Path:
     scored = f": {block['rows']} rows, accuracy {block['accuracy']:.3f}" if block["rows"] else ""
     ax.set_title(f"confusion on {PART_TITLES[part]}{scored}", fontsize=11)
     if not block["rows"]:
-        ax.text(
-            0.5,
-            0.5,
-            f"no {PART_TITLES[part]} rows with exactly one positive label",
-            transform=ax.transAxes,
-            ha="center",
-            va="center",
-            fontsize=11,
-            color="#555555",
-            bbox={"facecolor": "white", "edgecolor": "#BBBBBB", "boxstyle": "round,pad=0.4"},
-        )
+        _empty_panel_note(ax, f"no {PART_TITLES[part]} rows with exactly one positive label", fontsize=11)
     return _save(figure, Path(out_path))
+
+
+def _empty_panel_note(ax, text: str, fontsize: float) -> None:
+    """A boxed grey note in the middle of a panel that has nothing to draw."""
+    ax.text(
+        0.5,
+        0.5,
+        text,
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        fontsize=fontsize,
+        color="#555555",
+        zorder=4,
+        bbox={"facecolor": "white", "edgecolor": "#BBBBBB", "boxstyle": "round,pad=0.4"},
+    )
 
 
 def _label_offsets(scored: list[dict]) -> list[tuple]:
