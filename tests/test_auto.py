@@ -1,5 +1,5 @@
 """`auto`, the default strategy, through `patchwork sample`: random before any extract,
-typiclust (coverage of the features) until every class has a few positive training labels
+typiclust (coverage of the features) until every class has a positive training label
 and a model exists, then cluster-margin (multiclass) or badge (multilabel)."""
 
 from __future__ import annotations

@@ -202,9 +202,9 @@ def test_probcover_chooses_its_radius_and_projects_wide_features():
     "task, counts, has_run, expected",
     [
         ("multiclass", [9, 9], False, "typiclust"),  # no model yet
-        ("multiclass", [9, 2], True, "typiclust"),  # a class below three labels
-        ("multiclass", [3, 3], True, "cluster-margin"),
-        ("multilabel", [3, 12], True, "badge"),
+        ("multiclass", [9, 0], True, "typiclust"),  # a class without a positive label
+        ("multiclass", [1, 1], True, "cluster-margin"),
+        ("multilabel", [1, 12], True, "badge"),
         ("multilabel", [0, 12], True, "typiclust"),
         ("multilabel", [], True, "typiclust"),  # no labels at all
     ],

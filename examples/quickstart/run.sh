@@ -9,7 +9,7 @@
 #    `patchwork label --import` -- first a fixed validation set of 300;
 # 4. two copies of that project run the active-learning loop, 7 batches of 20 labels each:
 #    `random` (its first 20 random too), and `auto`, the default (typiclust's coverage of the
-#    features picks its own first 20 and goes on until every digit has 3 labels, then
+#    features picks its own first 20 and goes on until every digit has a label, then
 #    cluster-margin); a table and a learning-curve PNG compare them;
 # 5. exports the auto project's model and runs `patchwork predict` with it.
 set -euo pipefail
