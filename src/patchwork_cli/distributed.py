@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import PatchworkError
-from .features import PENDING, FeatureStore
+from .features import FeatureStore
 
 INSTALL_HINT = "pip install 'patchwork-cli[dask]'"
 
@@ -93,18 +93,12 @@ def connect(spec: ClusterSpec) -> Iterator:
 
 
 def extract_on_cluster(
-    client, location: str, chunks: list[int], paths: list[str], extractor, batch_size: int, progress
+    client, location: str, chunks: list[int], pending: int, paths: list[str], extractor, batch_size: int, progress
 ) -> tuple[int, int]:
-    """extraction.extract_chunk for every chunk of `chunks` as Dask tasks; (processed, failed).
-    `paths` holds the image of each store row, None for a row to leave alone."""
+    """extraction.extract_chunk for every chunk of `chunks` (holding `pending` rows to extract, for
+    the progress bar) as Dask tasks; (processed, failed). `paths` holds the image of each store
+    row, None for a row to leave alone."""
     store = FeatureStore.open(location)
-    status = store.status()
-    pending = sum(
-        1
-        for c in chunks
-        for row in range(*store.chunk_bounds(c))
-        if status[row] == PENDING and row < len(paths) and paths[row] is not None
-    )
     futures = []
     for index in chunks:
         start, stop = store.chunk_bounds(index)

@@ -91,8 +91,9 @@ def extract(
     store, match = prepare_store(project, table_filepaths, extractor.output_shape, settings.dtype, identity, overwrite)
     paths = _paths_to_extract(project, store, match)
     if retry_failed:
-        store.retry_failed(_shard_chunks(store, shard, paths, FAILED))
-    chunks = _shard_chunks(store, shard, paths)
+        store.retry_failed(_shard_chunks(store, shard, _to_do(store, paths, FAILED)))
+    to_do = _to_do(store, paths)
+    chunks = _shard_chunks(store, shard, to_do)
 
     started = time.perf_counter()
     if client is None:
@@ -110,8 +111,9 @@ def extract(
         from .distributed import extract_on_cluster
 
         spec = ExtractorSpec.of(project, name)
+        pending = sum(int(to_do[slice(*store.chunk_bounds(c))].sum()) for c in chunks)
         processed, failed = extract_on_cluster(
-            client, project.features_location, chunks, paths, spec, settings.batch_size, progress
+            client, project.features_location, chunks, pending, paths, spec, settings.batch_size, progress
         )
     seconds = time.perf_counter() - started
     write_failures_csv(project.directory, store, match, table_filepaths)
@@ -290,19 +292,18 @@ def _describe_difference(old: dict, new: dict) -> str:
     return "; ".join(f"{key}: {old.get(key)!r} there, {new.get(key)!r} now" for key in keys[:2])
 
 
-def _shard_chunks(store: FeatureStore, shard: tuple[int, int], paths: list, holding: int = PENDING) -> list[int]:
-    """The chunks of shard K of N (every N-th, from the (K-1)-th) with rows in state `holding`
-    that have an image to extract (`paths`, by store row)."""
+def _shard_chunks(store: FeatureStore, shard: tuple[int, int], to_do: np.ndarray) -> list[int]:
+    """The chunks of shard K of N (every N-th, from the (K-1)-th) with rows `to_do` (see _to_do)."""
     k, n = shard
-    todo = (store.status() == holding) & _wanted(paths, store.rows)
     chunks = range(k - 1, store.chunk_count, n)
-    return [c for c in chunks if todo[slice(*store.chunk_bounds(c))].any()]
+    return [c for c in chunks if to_do[slice(*store.chunk_bounds(c))].any()]
 
 
-def _wanted(paths: list, rows: int) -> np.ndarray:
-    wanted = np.zeros(rows, bool)
-    wanted[: len(paths)] = [path is not None for path in paths[:rows]]
-    return wanted
+def _to_do(store: FeatureStore, paths: list, holding: int = PENDING) -> np.ndarray:
+    """(store rows,) bool: the rows in state `holding` that have an image to extract (`paths`, by store row)."""
+    wanted = np.zeros(store.rows, bool)
+    wanted[: len(paths)] = [path is not None for path in paths[: store.rows]]
+    return (store.status() == holding) & wanted
 
 
 def _fixed_batch_predictor(model, batch_size: int, dtype=np.float32) -> Callable[[np.ndarray], np.ndarray]:

@@ -28,14 +28,10 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
-from .rowindex import RowMatch, RowRecord, match_rows
+from .rowindex import FILEPATH_CHUNK, ROWS_ATTR, RowMatch, RowRecord, match_rows
 
 PENDING, DONE, FAILED = 0, 1, 2
 _CHUNK_BYTES = 8 * 2**20  # about 8 MiB of features per chunk
-# Only the coordinating process writes the filepaths (under the project lock), so their chunks
-# need not follow the feature chunks: big ones make reading them all (off the fast path) quick.
-_FILEPATH_CHUNK = 65536
-ROWS_ATTR = "rows"
 POOLED_NAME = "pooled"
 
 
@@ -128,7 +124,7 @@ class FeatureStore:
         already): the filepath column first, then its digest, so the record never names more
         rows than the column holds."""
         if "filepath" not in self.group:
-            self.group.create_array("filepath", shape=(0,), chunks=(_FILEPATH_CHUNK,), dtype=str, fill_value="")
+            self.group.create_array("filepath", shape=(0,), chunks=(FILEPATH_CHUNK,), dtype=str, fill_value="")
         column = self.group["filepath"]
         known = 0 if self.record is None else self.record.count
         if len(filepaths) > column.shape[0]:

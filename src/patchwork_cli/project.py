@@ -133,6 +133,16 @@ class Project:
         """The feature store: features.zarr here, or where patchwork.yaml's storage.features says (a path or URL)."""
         return storage_location(self.directory, self.config.storage.features)
 
+    def open_features(self):
+        """The feature store (a features.FeatureStore), or None before any extract. A local
+        path that does not exist is answered without importing zarr (half a second)."""
+        location = self.features_location
+        if "://" not in location and not Path(location).exists():
+            return None
+        from .features import FeatureStore
+
+        return FeatureStore.open(location)
+
     # --- reading ---
 
     def labels(self) -> pd.DataFrame:

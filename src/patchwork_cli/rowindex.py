@@ -27,6 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 
 NO_ROW = -1
+ROWS_ATTR = "rows"  # the attr holding a store's RowRecord
+# Only the coordinating process writes a filepath column (under the project lock), so its chunks
+# need not follow the data's: big ones make reading it all (off the fast path) quick.
+FILEPATH_CHUNK = 65536
 
 
 def rows_digest(filepaths: Sequence[str]) -> str:

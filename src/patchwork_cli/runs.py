@@ -18,7 +18,7 @@ import numpy as np
 
 from .atomic import atomic_write_text, fsync_directory
 from .errors import PatchworkError
-from .rowindex import RowMatch, RowRecord, match_rows
+from .rowindex import FILEPATH_CHUNK, ROWS_ATTR, RowMatch, RowRecord, match_rows
 
 MODELS_NAME = "models"
 LATEST_NAME = "LATEST"
@@ -109,10 +109,10 @@ def record_run_rows(run_dir: Path, filepaths: list[str]) -> None:
     import zarr
 
     column = zarr.create_array(
-        str(Path(run_dir) / FILEPATHS_NAME), shape=(len(filepaths),), chunks=(65536,), dtype=str, fill_value=""
+        str(Path(run_dir) / FILEPATHS_NAME), shape=(len(filepaths),), chunks=(FILEPATH_CHUNK,), dtype=str, fill_value=""
     )
     column[:] = np.array(filepaths, dtype=object)
-    column.attrs["rows"] = RowRecord.of(filepaths).as_dict()
+    column.attrs[ROWS_ATTR] = RowRecord.of(filepaths).as_dict()
 
 
 def run_match(run_dir: Path, table_filepaths: list[str], directory: Path | None = None) -> RowMatch:
@@ -125,7 +125,7 @@ def run_match(run_dir: Path, table_filepaths: list[str], directory: Path | None 
         column = zarr.open_array(str(Path(run_dir) / FILEPATHS_NAME), mode="r")
     except FileNotFoundError:
         return match_rows(table_filepaths, None, stored.shape[0], list)
-    record = RowRecord.from_dict(column.attrs.get("rows"))
+    record = RowRecord.from_dict(column.attrs.get(ROWS_ATTR))
     return match_rows(table_filepaths, record, stored.shape[0], lambda: column[:].tolist(), directory)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from . import runs
+from .rowindex import NO_ROW
 
 
 def project_status(project) -> dict:
@@ -18,7 +19,7 @@ def project_status(project) -> dict:
         "project": str(project.directory),
         "task": project.config.task,
         **label_summary(table, project.classes),
-        "features": feature_summary(project.features_location, filepaths, project.directory),
+        "features": feature_summary(project.open_features(), filepaths, project.directory),
         "model": model_summary(project.directory, filepaths),
     }
 
@@ -55,15 +56,10 @@ def label_summary(table: pd.DataFrame, classes: list[str]) -> dict:
     }
 
 
-def feature_summary(store_location: str, filepaths: list[str], project_dir: Path) -> dict | None:
-    """labels.csv's images by the state of their features (images the store has no row for yet
-    count as pending), the store rows no image takes, the extractor's name, and whether the
-    store still follows labels.csv row for row; None before any extract."""
-    if "://" not in store_location and not Path(store_location).exists():
-        return None
-    from .features import FeatureStore  # zarr costs half a second: only when there is a store
-
-    store = FeatureStore.open(store_location)
+def feature_summary(store, filepaths: list[str], project_dir: Path) -> dict | None:
+    """labels.csv's images by the state of their features in `store` (images the store has no
+    row for yet count as pending), the store rows no image takes, the extractor's name, and
+    whether the store still follows labels.csv row for row; None before any extract (no store)."""
     if store is None:
         return None
     match = store.match(filepaths, project_dir)
@@ -109,7 +105,7 @@ def _order(match) -> dict:
 
 
 def _unmatched(match) -> int:
-    return int((match.store_rows_of_table() == -1).sum())
+    return int((match.store_rows_of_table() == NO_ROW).sum())
 
 
 _NOTE = " " * 12

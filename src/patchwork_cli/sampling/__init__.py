@@ -82,7 +82,7 @@ def _resolve_auto(project, table: pd.DataFrame, run_id: str | None) -> Strategy:
     """What `auto` stands for now (strategies.auto_strategy): coverage until the model has a few
     positive training labels of every class, then diverse uncertainty; random before any
     extract (coverage is of the features)."""
-    if not _has_feature_store(project.features_location):
+    if project.open_features() is None:
         return Strategy("random")
     positives = (table[project.classes].to_numpy(np.float64)[_training_rows(table)] == 1).sum(axis=0)
     has_run = run_id is not None or runs.latest_run(project.directory) is not None
@@ -149,10 +149,8 @@ def _pool(table: pd.DataFrame, strategy: Strategy, candidates: np.ndarray, run: 
         pool.labels = labels[candidates]
     if h is not None:
         pool.h = h[candidates]
-        # The training rows outside the candidates are what the model has already learnt
-        # from: badge and coreset start with them as centres.
-        seen = usable & ~np.isnan(labels).all(axis=1) & _training_rows(table)
-        seen[candidates] = False
+        # What the model has already learnt from: badge and coreset start with them as centres.
+        seen = _learnt_from(table, labels, usable, candidates)
         pool.seen_p, pool.seen_h = p[seen], h[seen]
     return pool, candidates
 
@@ -161,9 +159,9 @@ def _feature_pool(table: pd.DataFrame, candidates: np.ndarray, project) -> tuple
     """The candidates' pooled, L2-normalised features for the coverage strategies, with those of
     the labelled rows (already covered), matched to labels.csv by filepath; candidates without
     features are dropped with a warning."""
-    from ..features import DONE, FeatureStore
+    from ..features import DONE
 
-    store = FeatureStore.open(project.features_location)
+    store = project.open_features()
     if store is None:
         raise PatchworkError(
             "features not extracted yet: the coverage strategies (typiclust, probcover) work on the "
@@ -175,9 +173,7 @@ def _feature_pool(table: pd.DataFrame, candidates: np.ndarray, project) -> tuple
     if skipped:
         log.warning("%d candidate row(s) have no features yet (patchwork extract); left out", skipped)
     candidates = candidates[has_features[candidates]]
-    labelled = ~np.isnan(table[project.classes].to_numpy(np.float64)).all(axis=1)
-    seen = has_features & labelled & _training_rows(table)
-    seen[candidates] = False
+    seen = _learnt_from(table, table[project.classes].to_numpy(np.float64), has_features, candidates)
     source = match.store_rows_of_table()
     wanted = source[np.concatenate([candidates, np.flatnonzero(seen)])]
     vectors = _unit_rows(np.asarray(store.pooled.get_orthogonal_selection((wanted,)), dtype=np.float32))
@@ -197,12 +193,12 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, np.finfo(np.float32).tiny)
 
 
-def _has_feature_store(location: str) -> bool:
-    if "://" not in location and not Path(location).exists():
-        return False  # without opening zarr: sample on a fresh project stays quick
-    from ..features import FeatureStore
-
-    return FeatureStore.open(location) is not None
+def _learnt_from(table: pd.DataFrame, labels: np.ndarray, usable: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """The usable labelled training rows that are not candidates (`labels`: (N, C), NaN for
+    unlabelled): already covered, or already learnt from."""
+    seen = usable & ~np.isnan(labels).all(axis=1) & _training_rows(table)
+    seen[candidates] = False
+    return seen
 
 
 def _training_rows(table: pd.DataFrame) -> np.ndarray:
