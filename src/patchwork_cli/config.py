@@ -78,6 +78,16 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class DaskConfig:
+    # TLS for `--dask tls://...`: the cluster's certificate authority, and the certificate and key
+    # this project's commands present to the scheduler (paths, relative to the project directory).
+    # Unset, Dask's own configuration applies (distributed.comm.tls.*).
+    tls_ca_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     classes: list[str]
     task: Literal["multilabel", "multiclass"] = MULTILABEL
@@ -87,6 +97,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    dask: DaskConfig = field(default_factory=DaskConfig)
 
 
 def storage_location(directory: Path, configured: str) -> str:
@@ -141,6 +152,7 @@ def parse_config(data: object, source: str) -> Config:
         raise PatchworkError(f"{source}: imshape: expected [height, width] of positive integers, got {config.imshape}")
     _check_strategy_class(config, source)
     _check_storage(config.storage, source)
+    _check_dask_tls(config.dask, source)
     return config
 
 
@@ -213,6 +225,18 @@ def _check_storage(storage: StorageConfig, source: str) -> None:
         raise PatchworkError(
             f"{source}: storage.features: a file URL needs an absolute path (file:///shared/x.zarr), got {location!r}"
         )
+
+
+def _check_dask_tls(settings: DaskConfig, source: str) -> None:
+    # A TLS client needs both its certificate and the authority to check the scheduler's with; the key
+    # may be appended to the certificate file, as Dask allows.
+    given = [name for name, value in dataclasses.asdict(settings).items() if value is not None]
+    for name in given:
+        if not getattr(settings, name).strip():
+            raise PatchworkError(f"{source}: dask.{name}: expected a file path, got ''")
+    if given and not {"tls_ca_file", "tls_cert"} <= set(given):
+        missing = "dask.tls_cert" if "tls_ca_file" in given else "dask.tls_ca_file"
+        raise PatchworkError(f"{source}: {missing}: needed with dask.{given[0]} (TLS takes a CA file and a certificate)")
 
 
 def _is_finite(number: int | float) -> bool:

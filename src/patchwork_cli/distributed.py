@@ -13,10 +13,15 @@ model on its first task and keeps it for the next ones.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import ipaddress
+import itertools
 import logging
 import os
+import socket
+import ssl
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +30,9 @@ from tqdm import tqdm
 
 from .errors import PatchworkError
 from .features import FeatureStore
+from .project import Project
 
+log = logging.getLogger("patchwork")
 INSTALL_HINT = "pip install 'patchwork-cli[dask]'"
 
 
@@ -55,22 +62,56 @@ def cluster_spec(address: str | None, workers: int | None) -> ClusterSpec | None
 
 
 @contextlib.contextmanager
-def connect(spec: ClusterSpec) -> Iterator:
-    """A dask.distributed Client for `spec`; a LocalCluster is started here and stopped after."""
-    from dask.distributed import Client, LocalCluster
-
-    if spec.address != "local":
-        try:
-            client = Client(spec.address)  # gives up after distributed.comm.timeouts.connect (30 s)
-        except (OSError, ValueError) as error:
-            raise PatchworkError(f"--dask {spec.address}: no Dask scheduler answered there ({error})") from None
-        with client:
+def connect(spec: ClusterSpec, project: Project) -> Iterator:
+    """A dask.distributed Client for `spec`; a LocalCluster is started here and stopped after.
+    A scheduler is reached with the TLS files of `project`'s dask: section, else with Dask's own
+    configuration."""
+    if spec.address == "local":
+        with _local_client(spec.workers) as client:
             yield client
         return
+    with _scheduler_client(spec.address, project) as client:
+        yield client
+
+
+def _scheduler_client(address: str, project: Project):
+    from dask.distributed import Client
+
+    security = cluster_security(address, project)
+    if is_plain_tcp_beyond_this_host(address):
+        log.warning(
+            "--dask %s is plain TCP to another host: anyone who can reach that port can run code on every worker, "
+            "with access to the feature store; use a TLS scheduler (--dask tls://..., see 'Scaling out' in the README)",
+            address,
+        )
+    try:
+        return Client(address, security=security)  # gives up after distributed.comm.timeouts.connect (30 s)
+    except (OSError, ValueError) as error:
+        raise PatchworkError(_connection_failure(address, error)) from None
+
+
+def _connection_failure(address: str, error: Exception) -> str:
+    from distributed.comm import parse_address
+    from distributed.comm.core import CommClosedError
+
+    # A scheduler that refuses a certificate (or whose certificate is refused) closes the connection
+    # during or right after the TLS handshake; nothing else closes a fresh tls:// connection.
+    if isinstance(error, CommClosedError) and parse_address(address)[0] == "tls":
+        return (
+            f"--dask {address}: the TLS handshake with the scheduler failed ({error}); the scheduler's certificate "
+            "and this client's must be signed by the same certificate authority"
+        )
+    return f"--dask {address}: no Dask scheduler answered there ({error})"
+
+
+@contextlib.contextmanager
+def _local_client(workers: int | None) -> Iterator:
+    from dask.distributed import Client, LocalCluster
+
     # One Dask thread per worker process, running one task at a time, and the cores shared out
     # between the workers' TensorFlow thread pools rather than each pool sized for all of them.
     # (Features do not depend on the count: EfficientNet-Lite0 gives the same bits on 1 or 2.)
-    workers = spec.workers or os.cpu_count() or 1
+    workers = workers or os.cpu_count() or 1
     tensorflow_threads = str(max(1, (os.cpu_count() or 1) // workers))
     with (
         LocalCluster(
@@ -78,6 +119,7 @@ def connect(spec: ClusterSpec) -> Iterator:
             threads_per_worker=1,
             env={"TF_NUM_INTRAOP_THREADS": tensorflow_threads},
             processes=True,
+            # loopback only: a cluster runs whatever a client sends it, so no one else may reach it
             host="127.0.0.1",
             dashboard_address=None,
             # the cluster's own chatter (a TensorFlow worker outliving its 4 s to close, ...) is not
@@ -87,6 +129,128 @@ def connect(spec: ClusterSpec) -> Iterator:
         Client(cluster) as client,
     ):
         yield client
+
+
+# --- who may connect: TLS, and a warning for plain TCP ------------------------------------------
+
+# The dask: keys of patchwork.yaml, and the argument of distributed.Security each one sets.
+_SECURITY_ARGUMENTS = {"tls_ca_file": "tls_ca_file", "tls_cert": "tls_client_cert", "tls_key": "tls_client_key"}
+# Dask's own configuration of a client's TLS files (DASK_DISTRIBUTED__COMM__TLS__CA_FILE, ...).
+_DASK_CA_FILE, _DASK_CERT, _DASK_KEY = (
+    "distributed.comm.tls.ca-file",
+    "distributed.comm.tls.client.cert",
+    "distributed.comm.tls.client.key",
+)
+_IP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
+
+def cluster_security(address: str, project: Project):
+    """The distributed.Security of a client of the scheduler at `address`: from the project's dask:
+    section when it names TLS files, else None, for Dask's own configuration to apply. Clear errors
+    for a missing or unreadable file and for TLS without any certificate configured."""
+    from distributed import Security
+    from distributed.comm import parse_address
+
+    scheme = parse_address(address)[0]
+    files = project_tls_files(project)
+    if files is None:
+        if scheme == "tls":
+            _check_dask_tls_configuration(address)
+        return None
+    if scheme != "tls":
+        raise PatchworkError(
+            f"--dask {address}: {project.config_path.name} names TLS certificates (dask:), "
+            "so the scheduler is reached over tls://HOST:PORT"
+        )
+    security = Security(require_encryption=True, **files)
+    try:
+        security.get_connection_args("client")  # loads the files now, to name them if they are no certificate
+    except ssl.SSLError as error:
+        raise PatchworkError(
+            f"{project.config_path}: dask: could not load the CA file, certificate and key ({error})"
+        ) from None
+    return security
+
+
+def project_tls_files(project: Project) -> dict[str, str] | None:
+    """The TLS files of the project's dask: section as distributed.Security arguments, resolved
+    against the project directory and checked to exist; None when the section names none."""
+    named = {key: value for key, value in dataclasses.asdict(project.config.dask).items() if value is not None}
+    if not named:
+        return None
+    files = {}
+    for key, value in named.items():
+        path = project.directory / Path(value).expanduser()
+        _check_file(path, f"{project.config_path}: dask.{key}")
+        files[_SECURITY_ARGUMENTS[key]] = str(path)
+    return files
+
+
+def _check_dask_tls_configuration(address: str) -> None:
+    """Dask's configuration names a client's TLS files, and those files exist."""
+    import dask
+
+    if dask.config.get("distributed.client.security-loader", None):
+        return  # a function of the user's makes the Security
+    missing = [what for what, key in (("CA file", _DASK_CA_FILE), ("certificate", _DASK_CERT)) if not dask.config.get(key)]
+    if missing:
+        raise PatchworkError(
+            f"--dask {address}: TLS needs a certificate, and no {' and no '.join(missing)} is configured: "
+            "name them in patchwork.yaml (dask: tls_ca_file, tls_cert, tls_key) or in Dask's configuration "
+            "(DASK_DISTRIBUTED__COMM__TLS__CA_FILE, DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT and __KEY)"
+        )
+    for key in (_DASK_CA_FILE, _DASK_CERT, _DASK_KEY):
+        value = dask.config.get(key)
+        if value and "\n" not in value:  # (Dask also takes the PEM text itself)
+            _check_file(Path(value).expanduser(), f"{key} (Dask configuration)")
+
+
+def _check_file(path: Path, named_by: str) -> None:
+    if not path.is_file():
+        raise PatchworkError(f"{named_by}: {path} {'is not a file' if path.exists() else 'does not exist'}")
+
+
+def is_plain_tcp_beyond_this_host(address: str) -> bool:
+    """Whether `address` is an unencrypted tcp:// scheduler address of another machine."""
+    from distributed.comm import get_address_host, parse_address
+
+    if parse_address(address)[0] != "tcp":
+        return False
+    try:
+        host = get_address_host(address)
+    except ValueError:
+        return False  # not an address at all: connecting says so
+    own = _own_addresses()
+    resolved = _resolve(host)
+    return not is_this_host(host, own) and not (resolved and all(is_this_host(ip, own) for ip in resolved))
+
+
+def is_this_host(host: str, own_addresses: Collection[str]) -> bool:
+    """Whether `host` (a name or an IP address) is this machine: localhost, a loopback address, or
+    one of `own_addresses` (its name and the addresses of its network interfaces, lower case)."""
+    host = host.lower()
+    if host == "localhost" or host in own_addresses:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name, not an address
+        return False
+
+
+def _own_addresses() -> set[str]:
+    import psutil  # a dependency of distributed
+
+    interfaces = psutil.net_if_addrs().values()
+    ips = {entry.address.lower() for entry in itertools.chain(*interfaces) if entry.family in _IP_FAMILIES}
+    return ips | {socket.gethostname().lower()}
+
+
+def _resolve(host: str) -> set[str]:
+    """The IP addresses `host` stands for (none when it does not resolve)."""
+    try:
+        return {info[4][0].lower() for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
+    except OSError:
+        return set()
 
 
 # --- the coordinating side ------------------------------------------------------------------

@@ -89,8 +89,9 @@ def fingerprint(table: pd.DataFrame, config: Config, store: FeatureStore | None)
     digest.update(rows_digest(filepaths).encode())
     digest.update(table[config.classes].to_numpy(np.float64).tobytes())
     digest.update(table["exclude"].to_numpy(bool).tobytes() + table["validation"].to_numpy(bool).tobytes())
-    # where the features are stored is not what a run depends on: their identity and status are
-    settings = {key: value for key, value in dataclasses.asdict(config).items() if key != "storage"}
+    # where the features are stored and how to reach the cluster are not what a run depends on:
+    # the features' identity and status are
+    settings = {key: value for key, value in dataclasses.asdict(config).items() if key not in ("storage", "dask")}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     if store is not None:
         digest.update(json.dumps(store.identity, sort_keys=True).encode())

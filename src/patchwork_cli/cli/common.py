@@ -35,7 +35,7 @@ DaskOption = Annotated[
     typer.Option(
         "--dask",
         metavar="ADDRESS",
-        help="Run the chunks on a Dask cluster: a scheduler address (tcp://host:8786) or 'local'.",
+        help="Run the chunks on a Dask cluster: a scheduler address (tls://host:8786, tcp://host:8786) or 'local'.",
     ),
 ]
 WorkersOption = Annotated[
@@ -52,13 +52,14 @@ def dask_cluster(address: str | None, workers: int | None):
     return cluster_spec(address, workers)
 
 
-def dask_client(cluster):
-    """A context giving a dask.distributed Client for `cluster` (from dask_cluster), or None."""
+def dask_client(cluster, project):
+    """A context giving a dask.distributed Client for `cluster` (from dask_cluster), or None;
+    `project`'s dask: section says how to reach a TLS scheduler."""
     if cluster is None:
         return contextlib.nullcontext()
     from ..distributed import connect
 
-    return connect(cluster)
+    return connect(cluster, project)
 
 
 def say(message: str) -> None:

@@ -42,7 +42,7 @@ def extract(
         report = import_npy(opened, from_npy, overwrite=overwrite)
     else:
         shard_k_n = parse_shard(shard)
-        with dask_client(cluster) as client:
+        with dask_client(cluster, opened) as client:
             report = run_extract(
                 opened, model=model, shard=shard_k_n, overwrite=overwrite, retry_failed=retry_failed, client=client
             )

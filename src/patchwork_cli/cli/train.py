@@ -36,7 +36,7 @@ def train(
         if as_json:
             typer.echo(json.dumps({"skipped": True, "run_id": latest}, indent=2))
         return
-    with dask_client(cluster) as client:
+    with dask_client(cluster, opened) as client:
         report = run_train(opened, head=head, client=client, seed=seed)
     auc = report.metrics["validation"]["macro"]["roc_auc"]
     headline = f"validation macro AUC {auc:.3f}" if auc is not None else "no validation labels to score it on"
