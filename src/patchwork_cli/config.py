@@ -236,7 +236,9 @@ def _check_dask_tls(settings: DaskConfig, source: str) -> None:
             raise PatchworkError(f"{source}: dask.{name}: expected a file path, got ''")
     if given and not {"tls_ca_file", "tls_cert"} <= set(given):
         missing = "dask.tls_cert" if "tls_ca_file" in given else "dask.tls_ca_file"
-        raise PatchworkError(f"{source}: {missing}: needed with dask.{given[0]} (TLS takes a CA file and a certificate)")
+        raise PatchworkError(
+            f"{source}: {missing}: needed with dask.{given[0]} (TLS takes a CA file and a certificate)"
+        )
 
 
 def _is_finite(number: int | float) -> bool:

@@ -75,6 +75,7 @@ def connect(spec: ClusterSpec, project: Project) -> Iterator:
 
 
 def _scheduler_client(address: str, project: Project):
+    """A Client (itself a context manager) of the scheduler at `address`, or one clear error."""
     from dask.distributed import Client
 
     security = cluster_security(address, project)
@@ -192,7 +193,8 @@ def _check_dask_tls_configuration(address: str) -> None:
 
     if dask.config.get("distributed.client.security-loader", None):
         return  # a function of the user's makes the Security
-    missing = [what for what, key in (("CA file", _DASK_CA_FILE), ("certificate", _DASK_CERT)) if not dask.config.get(key)]
+    needed = (("CA file", _DASK_CA_FILE), ("certificate", _DASK_CERT))
+    missing = [what for what, key in needed if not dask.config.get(key)]
     if missing:
         raise PatchworkError(
             f"--dask {address}: TLS needs a certificate, and no {' and no '.join(missing)} is configured: "
@@ -202,7 +204,7 @@ def _check_dask_tls_configuration(address: str) -> None:
     for key in (_DASK_CA_FILE, _DASK_CERT, _DASK_KEY):
         value = dask.config.get(key)
         if value and "\n" not in value:  # (Dask also takes the PEM text itself)
-            _check_file(Path(value).expanduser(), f"{key} (Dask configuration)")
+            _check_file(Path(value), f"{key} (Dask configuration)")
 
 
 def _check_file(path: Path, named_by: str) -> None:
