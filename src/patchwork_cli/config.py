@@ -233,7 +233,7 @@ def _check_dask_tls(settings: DaskConfig, source: str) -> None:
     given = [name for name, value in dataclasses.asdict(settings).items() if value is not None]
     for name in given:
         if not getattr(settings, name).strip():
-            raise PatchworkError(f"{source}: dask.{name}: expected a file path, got ''")
+            raise PatchworkError(f"{source}: dask.{name}: expected a file path, got {getattr(settings, name)!r}")
     if given and not {"tls_ca_file", "tls_cert"} <= set(given):
         missing = "dask.tls_cert" if "tls_ca_file" in given else "dask.tls_ca_file"
         raise PatchworkError(
