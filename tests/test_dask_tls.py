@@ -23,7 +23,7 @@ from test_dask import _assert_same_store
 from test_extract import make_project, store, tiny_model  # noqa: F401  (tiny_model is a fixture)
 
 from patchwork_cli.config import Config, DaskConfig
-from patchwork_cli.distributed import is_plain_tcp_beyond_this_host, is_this_host
+from patchwork_cli.distributed import ClusterSpec, connect, is_plain_tcp_beyond_this_host, is_this_host
 from patchwork_cli.project import open_project
 from patchwork_cli.training import fingerprint
 
@@ -250,3 +250,19 @@ def test_plain_tcp_to_another_host_warns_and_to_this_host_does_not(project_dir, 
     assert remote[1].startswith("error: --dask tcp://203.0.113.7:8786: no Dask scheduler answered there")
     local = Cli(project_dir)("extract", "--dask", "tcp://127.0.0.1:8786", expect=1).stderr
     assert "warning" not in local and "no Dask scheduler answered there" in local
+
+
+def test_dask_local_listens_on_127_0_0_1_only(project_dir):
+    """Scheduler, its HTTP server, nanny and worker: every socket the cluster listens on is loopback."""
+    import psutil
+
+    with connect(ClusterSpec("local", workers=1), open_project(project_dir)) as client:
+        assert client.scheduler_info()["address"].startswith("tcp://127.0.0.1:")
+        processes = [psutil.Process(), *psutil.Process().children(recursive=True)]
+        listening = [
+            connection.laddr.ip
+            for process in processes
+            for connection in process.net_connections(kind="inet")
+            if connection.status == psutil.CONN_LISTEN
+        ]
+    assert len(listening) >= 4 and set(listening) == {"127.0.0.1"}, listening

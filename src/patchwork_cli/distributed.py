@@ -78,7 +78,7 @@ def _scheduler_client(address: str, project: Project):
     """A Client (itself a context manager) of the scheduler at `address`, or one clear error."""
     from dask.distributed import Client
 
-    security = cluster_security(address, project)
+    security = _security(address, project)
     if is_plain_tcp_beyond_this_host(address):
         log.warning(
             "--dask %s is plain TCP to another host: anyone who can reach that port can run code on every worker, "
@@ -145,7 +145,7 @@ _DASK_CA_FILE, _DASK_CERT, _DASK_KEY = (
 _IP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
-def cluster_security(address: str, project: Project):
+def _security(address: str, project: Project):
     """The distributed.Security of a client of the scheduler at `address`: from the project's dask:
     section when it names TLS files, else None, for Dask's own configuration to apply. Clear errors
     for a missing or unreadable file and for TLS without any certificate configured."""
@@ -153,7 +153,7 @@ def cluster_security(address: str, project: Project):
     from distributed.comm import parse_address
 
     scheme = parse_address(address)[0]
-    files = project_tls_files(project)
+    files = _project_tls_files(project)
     if files is None:
         if scheme == "tls":
             _check_dask_tls_configuration(address)
@@ -173,7 +173,7 @@ def cluster_security(address: str, project: Project):
     return security
 
 
-def project_tls_files(project: Project) -> dict[str, str] | None:
+def _project_tls_files(project: Project) -> dict[str, str] | None:
     """The TLS files of the project's dask: section as distributed.Security arguments, resolved
     against the project directory and checked to exist; None when the section names none."""
     named = {key: value for key, value in dataclasses.asdict(project.config.dask).items() if value is not None}
@@ -223,8 +223,11 @@ def is_plain_tcp_beyond_this_host(address: str) -> bool:
     except ValueError:
         return False  # not an address at all: connecting says so
     own = _own_addresses()
+    if is_this_host(host, own):
+        return False
+    # another name of this host (an alias, its full domain name) stands for this host's addresses
     resolved = _resolve(host)
-    return not is_this_host(host, own) and not (resolved and all(is_this_host(ip, own) for ip in resolved))
+    return not resolved or not all(is_this_host(ip, own) for ip in resolved)
 
 
 def is_this_host(host: str, own_addresses: Collection[str]) -> bool:
