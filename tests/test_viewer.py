@@ -80,7 +80,10 @@ def visible_texts(axes) -> list:
 
 
 def shown(window: LabelWindow) -> np.ndarray:
-    return np.asarray(window._image_axes.images[0].get_array())
+    """The RGB pixels on screen (the window hands matplotlib RGBA, opaque)."""
+    pixels = np.asarray(window._image_axes.images[0].get_array())
+    assert (pixels[..., 3] == 255).all()
+    return pixels[..., :3]
 
 
 # --- keys and the journal ---------------------------------------------------------------

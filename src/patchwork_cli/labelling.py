@@ -60,8 +60,11 @@ class Pace:
 class Picture:
     """What to show for an image: its pixels, or why there are none."""
 
-    pixels: np.ndarray | None
+    pixels: np.ndarray | None  # RGB
     problem: str | None = None
+    # The pixels with an opaque alpha channel, made by the prefetch thread: matplotlib's Agg
+    # draws RGBA at half the cost of RGB, which it would convert on every draw.
+    rgba: np.ndarray | None = None
 
 
 def rows_for_paths(project, table: pd.DataFrame, lines: Iterable[tuple[int, str]], source: str, cwd=None) -> list[int]:
@@ -281,7 +284,8 @@ class LabelSession:
 
     def _load(self, path: str) -> Picture:
         try:
-            return Picture(self._loader(path))
+            pixels = self._loader(path)
+            return Picture(pixels, rgba=np.dstack((pixels, np.full(pixels.shape[:2], 255, np.uint8))))
         except ImageError as error:
             return Picture(None, str(error))
 

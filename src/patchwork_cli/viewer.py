@@ -18,6 +18,7 @@ from matplotlib.transforms import offset_copy
 
 from .errors import PatchworkError
 from .labelling import CLASS_KEYS, GridPages, LabelSession, Picture
+from .textcache import add_text
 
 VALUE_TEXT = {None: "-", 1: "yes", 0: "no"}
 VALUE_COLOUR = {None: "0.55", 1: "#1a7f37", 0: "#c62828"}
@@ -85,7 +86,9 @@ class _Window:
         self._panel.add_patch(
             Rectangle((0, 0), 1, 1, transform=self._panel.transAxes, color=figure.get_facecolor())
         )
-        self._status = self._panel.text(0, 0, "", family="monospace", fontsize=11, color="0.3", va="bottom")
+        self._status = add_text(
+            self._panel, 0, 0, "", transform=self._panel.transAxes, family="monospace", fontsize=11, color="0.3"
+        )
         canvas = figure.canvas
         # matplotlib's own keys (h = home, left = back, q = quit, ...) would fire along with
         # ours: take key presses over, and pass on only the keys we do not use (o zoom, p pan...).
@@ -167,7 +170,8 @@ class LabelWindow(_Window):
         axes = self._image_axes = figure.add_axes((0.01, 0.02, 0.67, 0.92))
         axes.set_axis_off()
         self._picture = _PictureArtists(axes, "cannot show this image\n\n{}\n\nx excludes it", fontsize=13)
-        self._help = axes.text(
+        self._help = add_text(
+            axes,
             0.5,
             0.5,
             "\n".join(f"{keys:>19}   {meaning}" for keys, meaning in keys_help(session)),
@@ -378,9 +382,9 @@ class _Tile:
         )
         key = TILE_KEYS[number] if number < len(TILE_KEYS) else ""
         label = {"boxstyle": "round,pad=0.25", "facecolor": "white", "alpha": 0.85, "edgecolor": "none"}
-        axes.text(0.03, 0.97, key, transform=axes.transAxes, ha="left", va="top", fontsize=13, bbox=label)
-        self.mark = axes.text(
-            0.5, 0.03, "", transform=axes.transAxes, ha="center", va="bottom", fontsize=11, weight="bold", bbox=label
+        add_text(axes, 0.03, 0.97, key, transform=axes.transAxes, ha="left", va="top", fontsize=13, bbox=label)
+        self.mark = add_text(
+            axes, 0.5, 0.03, "", transform=axes.transAxes, ha="center", va="bottom", fontsize=11, weight="bold", bbox=label
         )
 
     def show_mark(self, class_name: str, toggled: bool, excluded: bool) -> None:
@@ -436,8 +440,8 @@ class _PictureArtists:
         self.placeholder = axes.add_patch(
             Rectangle((0, 0), 1, 1, transform=axes.transAxes, facecolor="0.9", edgecolor="0.6", hatch="//")
         )
-        self.problem = axes.text(
-            0.5, 0.5, "", transform=axes.transAxes, ha="center", va="center", fontsize=fontsize, wrap=True
+        self.problem = add_text(
+            axes, 0.5, 0.5, "", transform=axes.transAxes, ha="center", va="center", fontsize=fontsize, wrap=True
         )
 
     def show(self, picture: Picture, equalised: bool, new_image: bool) -> None:
@@ -450,13 +454,22 @@ class _PictureArtists:
         if not readable:
             self.problem.set_text(self.problem_format.format(picture.problem))
             return
-        pixels = equalise(picture.pixels) if equalised else picture.pixels
-        self.image.set_data(pixels)
+        if equalised:
+            pixels = equalise(picture.pixels)
+            self.image.set_data(np.dstack((pixels, picture.rgba[..., 3])))
+        else:
+            pixels = picture.rgba
+            self.image.set_data(pixels)
         if new_image:
             height, width = pixels.shape[:2]
             self.image.set_extent((-0.5, width - 0.5, height - 0.5, -0.5))
             self.axes.set_xlim(-0.5, width - 0.5)
             self.axes.set_ylim(height - 0.5, -0.5)
+            # Shrinking needs smoothing against moire; enlarging shows the pixels as they are, and
+            # nearest costs Agg half of a smoothing filter's time.
+            box = self.axes.get_window_extent()
+            enlarged = width <= box.width and height <= box.height
+            self.image.set_interpolation("nearest" if enlarged else "antialiased")
 
 
 def _tile_boxes(shape: tuple[int, int]) -> list[tuple[float, float, float, float]]:
@@ -483,7 +496,8 @@ class _Lines:
         """A new line; returns its text artist, to update in place."""
         self.depth += size * 1.5
         place = offset_copy(self.axes.transAxes, self.axes.figure, y=-self.depth, units="points")
-        return self.axes.text(0, 1, text, transform=place, family="monospace", fontsize=size, color=colour, weight=weight)
+        properties = {"family": "monospace", "fontsize": size, "color": colour, "weight": weight}
+        return add_text(self.axes, 0, 1, text, transform=place, **properties)
 
     def gap(self) -> None:
         self.depth += 10

@@ -1,0 +1,88 @@
+"""Text for the labelling windows, drawn from bitmaps rendered once.
+
+Agg renders every glyph of every text on every draw, and the labelling panel's dozen lines
+cost more to draw than the image beside them. Most lines repeat from image to image
+("3   bird          -      -"), so each distinct line is rendered once, at its sub-pixel
+offset, into a small bitmap that later draws only paste. Other renderers (PDF, SVG, a
+savefig to a vector format) draw the text as usual.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+
+import numpy as np
+from matplotlib.backends.backend_agg import RendererAgg
+from matplotlib.text import Text
+
+BITMAPS_KEPT = 4096  # distinct lines kept (a few hundred bytes to a few kB each)
+PAD = 4  # pixels around a line's box: hinting and antialiasing reach past it
+
+
+class CachedText(Text):
+    """A Text whose glyphs are pasted from cached bitmaps on an Agg canvas."""
+
+    def draw(self, renderer):
+        if isinstance(renderer, RendererAgg) and not self.get_path_effects() and not self.get_usetex():
+            renderer = _bitmap_renderer(renderer)
+        super().draw(renderer)
+
+
+def add_text(axes, x: float, y: float, text: str, **properties) -> CachedText:
+    """axes.text() with a CachedText (transform: axes.transData unless given)."""
+    artist = CachedText(x, y, text, **properties)
+    if "transform" not in properties:
+        artist.set_transform(axes.transData)
+    axes.add_artist(artist)
+    return artist
+
+
+class _BitmapRenderer:
+    """Stands in for an Agg renderer while a text draws: its draw_text pastes a bitmap."""
+
+    def __init__(self, renderer: RendererAgg):
+        self._renderer = renderer
+        self._bitmaps: collections.OrderedDict = collections.OrderedDict()
+
+    def __getattr__(self, name):
+        return getattr(self._renderer, name)
+
+    def draw_text(self, gc, x, y, s, prop, angle, ismath=False, mtext=None):
+        if ismath or angle or gc.get_alpha() != 1:
+            return self._renderer.draw_text(gc, x, y, s, prop, angle, ismath, mtext)
+        # y is downwards from the top of the canvas, at the text's baseline
+        column, row = math.floor(x), math.floor(y)
+        key = (s, hash(prop), tuple(gc.get_rgb()), gc.get_antialiased(), round((x - column) * 64), round((y - row) * 64))
+        bitmap, above = self._bitmap(key, gc, x - column, y - row, s, prop, mtext)
+        height = self._renderer.height
+        self._renderer.draw_image(gc, column - PAD, height - (row - above) - bitmap.shape[0], bitmap)
+
+    def _bitmap(self, key, gc, x_fraction, y_fraction, s, prop, mtext) -> tuple[np.ndarray, int]:
+        """The line's bitmap and how many of its rows lie above the baseline's row."""
+        if key in self._bitmaps:
+            self._bitmaps.move_to_end(key)
+            return self._bitmaps[key]
+        width, height, descent = self._renderer.get_text_width_height_descent(s, prop, False)
+        above = PAD + math.ceil(height - descent)
+        scratch = RendererAgg(math.ceil(width) + 2 * PAD, above + math.ceil(descent) + PAD, self._renderer.dpi)
+        scratch.draw_text(gc, PAD + x_fraction, above + y_fraction, s, prop, 0, False, mtext)
+        # draw_image takes rows bottom first
+        entry = (np.asarray(scratch.buffer_rgba())[::-1].copy(), above)
+        self._bitmaps[key] = entry
+        if len(self._bitmaps) > BITMAPS_KEPT:
+            self._bitmaps.popitem(last=False)
+        return entry
+
+
+_renderers: dict[int, _BitmapRenderer] = {}
+
+
+def _bitmap_renderer(renderer: RendererAgg) -> _BitmapRenderer:
+    """One stand-in per Agg renderer (a resized canvas gets a new renderer, whose text sizes
+    in pixels may differ), so that matplotlib's text-layout cache keeps working."""
+    stand_in = _renderers.get(id(renderer))
+    if stand_in is None or stand_in._renderer is not renderer:
+        _renderers.clear()  # the old renderer's bitmaps are for its canvas size and dpi
+        stand_in = _renderers[id(renderer)] = _BitmapRenderer(renderer)
+    return stand_in
