@@ -159,7 +159,9 @@ class Project:
         """
         return self.record_edits([(filepath, fields, seconds)])[0]
 
-    def record_edits(self, edits: Sequence[tuple[str, Mapping[str, object], float | None]], exact: bool = False) -> list[dict]:
+    def record_edits(
+        self, edits: Sequence[tuple[str, Mapping[str, object], float | None]], exact: bool = False
+    ) -> list[dict]:
         """Record several (filepath, fields, seconds) edits in one durable append: all of them
         land, or (a crash mid-write) only whole lines of them. Returns the fields each recorded.
 

@@ -53,7 +53,8 @@ class _BitmapRenderer:
             return self._renderer.draw_text(gc, x, y, s, prop, angle, ismath, mtext)
         # y is downwards from the top of the canvas, at the text's baseline
         column, row = math.floor(x), math.floor(y)
-        key = (s, hash(prop), tuple(gc.get_rgb()), gc.get_antialiased(), round((x - column) * 64), round((y - row) * 64))
+        fraction = (round((x - column) * 64), round((y - row) * 64))  # FreeType places glyphs in 1/64 pixels
+        key = (s, hash(prop), tuple(gc.get_rgb()), gc.get_antialiased(), fraction)
         bitmap, above = self._bitmap(key, gc, x - column, y - row, s, prop, mtext)
         height = self._renderer.height
         self._renderer.draw_image(gc, column - PAD, height - (row - above) - bitmap.shape[0], bitmap)

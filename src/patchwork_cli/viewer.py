@@ -383,9 +383,8 @@ class _Tile:
         key = TILE_KEYS[number] if number < len(TILE_KEYS) else ""
         label = {"boxstyle": "round,pad=0.25", "facecolor": "white", "alpha": 0.85, "edgecolor": "none"}
         add_text(axes, 0.03, 0.97, key, transform=axes.transAxes, ha="left", va="top", fontsize=13, bbox=label)
-        self.mark = add_text(
-            axes, 0.5, 0.03, "", transform=axes.transAxes, ha="center", va="bottom", fontsize=11, weight="bold", bbox=label
-        )
+        bottom = {"transform": axes.transAxes, "ha": "center", "va": "bottom"}
+        self.mark = add_text(axes, 0.5, 0.03, "", fontsize=11, weight="bold", bbox=label, **bottom)
 
     def show_mark(self, class_name: str, toggled: bool, excluded: bool) -> None:
         if excluded:
