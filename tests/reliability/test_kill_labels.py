@@ -252,7 +252,7 @@ for key in ARGS["keys"]:
 VIEWER_KILLS = 8  # per window mode; each window draws every key on Agg: slower than a bare label call
 VIEWER_MODES = {
     # mode: (task, grid shape or None, keys to choose from)
-    "multilabel keys": ("multilabel", None, ["1", "2", "3", "n", "x", "v", "u", "right", "left", " ", "backspace", "h"]),
+    "multilabel keys": ("multilabel", None, ["1", "2", "3", "n", "x", "v", "u", "right", "left", " ", "backspace"]),
     "multiclass one key, undo": ("multiclass", None, ["1", "2", "3", "1", "2", "3", "u", "ctrl+z", "x", "left"]),
     "grid pages, undo": ("multilabel", (2, 2), ["1", "2", "3", "4", "x", " ", " ", "u"]),
 }
