@@ -67,7 +67,13 @@ class _BitmapRenderer:
         width, height, descent = self._renderer.get_text_width_height_descent(s, prop, False)
         above = PAD + math.ceil(height - descent)
         scratch = RendererAgg(math.ceil(width) + 2 * PAD, above + math.ceil(descent) + PAD, self._renderer.dpi)
-        scratch.draw_text(gc, PAD + x_fraction, above + y_fraction, s, prop, 0, False, mtext)
+        # the text's clip is in the canvas's coordinates: it applies when the bitmap is pasted
+        unclipped = scratch.new_gc()
+        unclipped.copy_properties(gc)
+        unclipped.set_clip_rectangle(None)
+        unclipped.set_clip_path(None)
+        scratch.draw_text(unclipped, PAD + x_fraction, above + y_fraction, s, prop, 0, False, mtext)
+        unclipped.restore()
         # draw_image takes rows bottom first
         entry = (np.asarray(scratch.buffer_rgba())[::-1].copy(), above)
         self._bitmaps[key] = entry

@@ -67,7 +67,7 @@ def keys_help(session: LabelSession) -> tuple[tuple[str, str], ...]:
 
 def status_text(session: LabelSession, shown: str = "image") -> str:
     pace = session.pace()
-    return f"{pace.labelled} labelled   {pace.per_minute:.1f} / min   {pace.on_image:.0f} s on this {shown}"
+    return f"{pace.labelled} labelled  {pace.per_minute:.1f}/min  {pace.on_image:.0f} s on this {shown}"
 
 
 class _Window:
@@ -87,7 +87,7 @@ class _Window:
             Rectangle((0, 0), 1, 1, transform=self._panel.transAxes, color=figure.get_facecolor())
         )
         self._status = add_text(
-            self._panel, 0, 0, "", transform=self._panel.transAxes, family="monospace", fontsize=11, color="0.3"
+            self._panel, 0, 0, "", transform=self._panel.transAxes, family="monospace", fontsize=10, color="0.3"
         )
         canvas = figure.canvas
         # matplotlib's own keys (h = home, left = back, q = quit, ...) would fire along with
