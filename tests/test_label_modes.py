@@ -18,7 +18,7 @@ from matplotlib.transforms import offset_copy  # noqa: E402
 from patchwork_cli import open_project  # noqa: E402
 from patchwork_cli.errors import PatchworkError  # noqa: E402
 from patchwork_cli.labelling import GridPages, LabelSession, parse_grid  # noqa: E402
-from patchwork_cli.textcache import add_text  # noqa: E402
+from patchwork_cli.drawcache import add_image, add_text  # noqa: E402
 from patchwork_cli.viewer import GridWindow, LabelWindow  # noqa: E402
 
 UNLABELLED = {"cat": None, "dog": None, "bird": None}
@@ -308,3 +308,34 @@ def test_cached_text_draws_the_same_pixels_as_text(figures):
         return np.asarray(figure.canvas.buffer_rgba()).copy()
 
     assert np.array_equal(render(add_text), render(lambda axes, *args, **kw: axes.text(*args, **kw)))
+
+
+def test_pasted_images_look_as_matplotlib_draws_them_and_zoom_as_usual(figures):
+    rng = np.random.default_rng(3)
+    pixels = np.dstack((rng.integers(0, 255, (12, 20, 3), dtype=np.uint8), np.full((12, 20), 255, np.uint8)))
+
+    def render(show, zoom=None):
+        figure = figures()
+        axes = figure.add_axes((0.1, 0.1, 0.8, 0.8))
+        axes.set_axis_off()
+        show(axes)
+        if zoom:
+            axes.set_xlim(*zoom)
+        figure.canvas.draw()
+        return np.asarray(figure.canvas.buffer_rgba()).copy()
+
+    def pasted(axes):
+        add_image(axes, pixels).set_extent((-0.5, 19.5, 11.5, -0.5))
+
+    def matplotlibs(axes):
+        axes.imshow(pixels, interpolation="nearest")
+
+    ours, theirs = render(pasted), render(matplotlibs)
+    # nearest-neighbour enlarging: where a source pixel's edge falls may round the other way,
+    # so every pixel drawn is matplotlib's own or its neighbour's
+    near = np.zeros(ours.shape[:2], bool)
+    for down in (-1, 0, 1):
+        for right in (-1, 0, 1):
+            near |= (ours == np.roll(theirs, (down, right), axis=(0, 1))).all(axis=2)
+    assert near.all() and (ours == theirs).all(axis=2).mean() > 0.95
+    assert np.array_equal(render(pasted, zoom=(2, 9)), render(matplotlibs, zoom=(2, 9)))

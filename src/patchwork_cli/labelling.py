@@ -7,8 +7,12 @@ No drawing here (viewer.py draws a session), so the editing rules are testable o
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import math
+import os
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -97,6 +101,7 @@ class LabelSession:
 
     Each journal record carries the seconds since the image came on screen or since the
     previous edit of it, whichever is later, so a file's records add up to the time spent on it.
+    Every edit goes on an undo stack; undo appends records that put the earlier values back.
     """
 
     def __init__(
@@ -136,7 +141,9 @@ class LabelSession:
         self._started = self._shown_at = self._since = clock()
         self._loader = loader
         self.prefetch_ahead = PREFETCH_AHEAD  # images decoded ahead of the current one
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="patchwork-prefetch")
+        self._pool = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="patchwork-prefetch", initializer=_background_priority
+        )
         self._loading: dict[int, Future] = {}
         self.finished = False
         self._prefetch()
@@ -384,6 +391,14 @@ class GridPages:
         images = [self.session.images[p] for p in self.positions]
         self.toggled = [image.values[self.class_name] == 1 for image in images]
         self.excluded = [image.exclude for image in images]
+
+
+def _background_priority() -> None:
+    """Decoding ahead yields the CPU to the window drawing the image a key asked for (the
+    prefetch starts at that key). Linux keeps a niceness per thread; elsewhere nothing changes."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
 def _show_fields(image: QueuedImage, fields: Mapping[str, object]) -> None:

@@ -18,7 +18,7 @@ from matplotlib.transforms import offset_copy
 
 from .errors import PatchworkError
 from .labelling import CLASS_KEYS, GridPages, LabelSession, Picture
-from .textcache import add_text
+from .drawcache import add_image, add_text
 
 VALUE_TEXT = {None: "-", 1: "yes", 0: "no"}
 VALUE_COLOUR = {None: "0.55", 1: "#1a7f37", 0: "#c62828"}
@@ -121,11 +121,15 @@ class _Window:
         """Show the session as it now is: the picture(s) only when they changed, then the panel."""
         pictures_changed = self._show_pictures()
         self._show_panel()
+        self._paint(pictures_changed)
+
+    def _paint(self, pictures_changed: bool) -> None:
         self._status.set_text(status_text(self.session, self._shown))
         if pictures_changed or not self.figure.canvas.supports_blit:
             self.figure.canvas.draw_idle()
-        else:
-            self._repaint_panel()
+        else:  # only the panel changed: repaint just it, instead of re-rendering the picture(s)
+            self.figure.draw_artist(self._panel)
+            self.figure.canvas.blit(self._panel.bbox)
 
     def _show_pictures(self) -> bool:
         raise NotImplementedError
@@ -133,19 +137,9 @@ class _Window:
     def _show_panel(self) -> None:
         raise NotImplementedError
 
-    def _repaint_panel(self) -> None:
-        # Only the panel changed: repaint just it, instead of re-rendering the picture(s).
-        self.figure.draw_artist(self._panel)
-        self.figure.canvas.blit(self._panel.bbox)
-
     def _tick(self) -> None:
-        if self.session.finished:
-            return
-        self._status.set_text(status_text(self.session, self._shown))
-        if self.figure.canvas.supports_blit:
-            self._repaint_panel()
-        else:
-            self.figure.canvas.draw_idle()
+        if not self.session.finished:
+            self._paint(pictures_changed=False)
 
     def _end(self) -> None:
         self._status_timer.stop()
@@ -435,7 +429,7 @@ class _PictureArtists:
     def __init__(self, axes, problem_format: str, fontsize: float):
         self.axes = axes
         self.problem_format = problem_format
-        self.image = axes.imshow(np.zeros((1, 1, 3), np.uint8), interpolation="antialiased")
+        self.image = add_image(axes, np.zeros((1, 1, 4), np.uint8))
         self.placeholder = axes.add_patch(
             Rectangle((0, 0), 1, 1, transform=axes.transAxes, facecolor="0.9", edgecolor="0.6", hatch="//")
         )
@@ -464,11 +458,6 @@ class _PictureArtists:
             self.image.set_extent((-0.5, width - 0.5, height - 0.5, -0.5))
             self.axes.set_xlim(-0.5, width - 0.5)
             self.axes.set_ylim(height - 0.5, -0.5)
-            # Shrinking needs smoothing against moire; enlarging shows the pixels as they are, and
-            # nearest costs Agg half of a smoothing filter's time.
-            box = self.axes.get_window_extent()
-            enlarged = width <= box.width and height <= box.height
-            self.image.set_interpolation("nearest" if enlarged else "antialiased")
 
 
 def _tile_boxes(shape: tuple[int, int]) -> list[tuple[float, float, float, float]]:

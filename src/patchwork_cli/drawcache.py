@@ -1,10 +1,12 @@
-"""Text for the labelling windows, drawn from bitmaps rendered once.
+"""Text and images for the labelling windows, drawn from bitmaps made once.
 
-Agg renders every glyph of every text on every draw, and the labelling panel's dozen lines
-cost more to draw than the image beside them. Most lines repeat from image to image
+Agg renders every glyph of every text, and resamples every image, on every draw: the
+labelling panel's dozen lines cost more to draw than the image beside them, and the image
+more than a key's journal write. Most lines repeat from image to image
 ("3   bird          -      -"), so each distinct line is rendered once, at its sub-pixel
-offset, into a small bitmap that later draws only paste. Other renderers (PDF, SVG, a
-savefig to a vector format) draw the text as usual.
+offset, into a small bitmap that later draws only paste; and an image in full view is
+resized once (by Pillow) to its size on screen and pasted. Zoomed or panned images, and
+other renderers (PDF, SVG, a savefig to a vector format), draw as matplotlib does.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import math
 
 import numpy as np
 from matplotlib.backends.backend_agg import RendererAgg
+from matplotlib.image import AxesImage
 from matplotlib.text import Text
+from PIL import Image
 
 BITMAPS_KEPT = 4096  # distinct lines kept (a few hundred bytes to a few kB each)
 PAD = 4  # pixels around a line's box: hinting and antialiasing reach past it
@@ -36,6 +40,66 @@ def add_text(axes, x: float, y: float, text: str, **properties) -> CachedText:
         artist.set_transform(axes.transData)
     axes.add_artist(artist)
     return artist
+
+
+class PastedImage(AxesImage):
+    """An AxesImage of RGBA uint8 pixels that, in full view on an Agg canvas, pastes a copy
+    resized to its pixels on screen (nearest when enlarging, area-averaged when shrinking)."""
+
+    def __init__(self, axes, **properties):
+        super().__init__(axes, **properties)
+        self._resized: tuple[tuple, np.ndarray] | None = None  # (size and filter, rows bottom first)
+
+    def set_data(self, A):
+        super().set_data(A)
+        self._resized = None
+
+    def draw(self, renderer):
+        place = self._place_on_screen() if isinstance(renderer, RendererAgg) else None
+        if place is None or not self.get_visible():
+            return super().draw(renderer)
+        left, bottom, width, height = place
+        gc = renderer.new_gc()
+        self._set_gc_clip(gc)
+        gc.set_alpha(self._get_scalar_alpha())
+        renderer.draw_image(gc, left, bottom, self._resized_to(width, height))
+        gc.restore()
+        self.stale = False
+
+    def _place_on_screen(self) -> tuple[int, int, int, int] | None:
+        """(left, bottom, width, height) in canvas pixels of the whole image; None when the view
+        shows only part of it (a zoom or a pan)."""
+        left, right, bottom, top = self.get_extent()
+        if (tuple(self.axes.get_xlim()), tuple(self.axes.get_ylim())) != ((left, right), (bottom, top)):
+            return None
+        (x0, y0), (x1, y1) = np.round(self.axes.transData.transform([(left, bottom), (right, top)]))
+        return int(x0), int(y0), int(x1 - x0), int(y1 - y0)
+
+    def _resized_to(self, width: int, height: int) -> np.ndarray:
+        pixels = np.asarray(self.get_array())
+        enlarged = width >= pixels.shape[1]
+        key = (width, height, enlarged)
+        if self._resized is None or self._resized[0] != key:
+            width, height = max(width, 1), max(height, 1)
+            if enlarged:  # numpy's indexing is faster than a round trip through Pillow
+                rows = (np.arange(height - 1, -1, -1) * pixels.shape[0]) // height  # bottom first, for draw_image
+                columns = (np.arange(width) * pixels.shape[1]) // width
+                bottom_first = pixels[rows[:, None], columns]
+            else:
+                resized = np.asarray(Image.fromarray(pixels).resize((width, height), Image.Resampling.BOX))
+                bottom_first = np.ascontiguousarray(resized[::-1])
+            self._resized = (key, bottom_first)
+        return self._resized[1]
+
+
+def add_image(axes, pixels: np.ndarray) -> PastedImage:
+    """axes.imshow(pixels) with a PastedImage (pixels: RGBA uint8), clipped to the axes."""
+    image = PastedImage(axes)
+    image.set_data(pixels)
+    image.set_clip_path(axes.patch)
+    axes.set_aspect("equal")
+    axes.add_image(image)
+    return image
 
 
 class _BitmapRenderer:
