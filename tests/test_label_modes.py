@@ -183,10 +183,13 @@ def test_undo_of_a_multilabel_cycle_and_the_status_line(multilabel, clock, figur
     clock.now += 56
     press(window, "right")
     clock.now += 4
-    press(window, "enter")  # the status line counts images, not edits, and moves with the clock
+    press(window, "enter")
+    assert "0 labelled  0.0/min  0 s on this image" in panel_text(window)  # the line moves with the clock
+    window._tick()  # the window's timer, once a second: the line counts images, not edits
     assert "2 labelled  2.0/min  4 s on this image" in panel_text(window)
     press(window, "u", "u")
     assert [record[1] for record in journal(multilabel)[-2:]] == [{"bird": None}, {"cat": 1}]
+    window._tick()
     assert "1 labelled" in panel_text(window) and window.session.position == 0
     assert multilabel.labels().loc[0, "cat"] == 1
 
@@ -296,18 +299,31 @@ def test_label_grid_chooses_the_rows_where_the_class_is_unlabelled(project_dir, 
 
 
 def test_cached_text_draws_the_same_pixels_as_text(figures):
-    def render(make_text):
+    def window(make_text):
         figure = figures()
         axes = figure.add_axes((0.5, 0.4, 0.5, 0.6))  # away from the origin: the axes clip its texts
         axes.set_axis_off()
+        lines = []
         for line in range(6):
             place = offset_copy(axes.transAxes, figure, y=-(line + 1) * 18.3, units="points")
             style = {"family": "monospace", "fontsize": 11 + line % 2, "weight": ("normal", "bold")[line % 2]}
-            make_text(axes, 0.013 * line, 1, f"{line}   cat{line}    yes   0.{line}5", transform=place, **style)
+            text = f"{line}   cat{line}    yes   0.{line}5"
+            lines.append(make_text(axes, 0.013 * line, 1, text, transform=place, **style))
+        return figure, lines
+
+    def pixels(figure):
         figure.canvas.draw()
         return np.asarray(figure.canvas.buffer_rgba()).copy()
 
-    assert np.array_equal(render(add_text), render(lambda axes, *args, **kw: axes.text(*args, **kw)))
+    cached, cached_lines = window(add_text)
+    plain, plain_lines = window(lambda axes, *args, **kw: axes.text(*args, **kw))
+    assert np.array_equal(pixels(cached), pixels(plain))
+    assert np.array_equal(pixels(cached), pixels(plain))  # drawn again unchanged: pasted again
+    for lines in (cached_lines, plain_lines):  # a changed line is laid out and rendered anew
+        lines[2].set_text("2   dog2    no    0.99")
+        lines[3].set_color("#c62828")
+        lines[4].set_visible(False)
+    assert np.array_equal(pixels(cached), pixels(plain))
 
 
 def test_pasted_images_look_as_matplotlib_draws_them_and_zoom_as_usual(figures):
