@@ -144,7 +144,8 @@ def drive_single(project_dir: str, truth: list[int], next_key: str | None) -> di
     keys = _Keys(figure)
     transitions = []
     for position, label in enumerate(truth[:-1]):  # the last image has no next one to time
-        session._future(position + 1).result()  # a person is slower than the decoder
+        # a person is slower than the decoder (_future: the way both the window before [11] and this one offer)
+        session._future(position + 1).result()
         for key in [CLASS_KEYS[label]] + ([next_key] if next_key else []):
             elapsed = keys.press(key)
         assert keys.last_drew and session.position == position + 1, "the key did not draw the next image"

@@ -5,7 +5,7 @@ labelling panel's dozen lines cost more to draw than the image beside them, and 
 more than a key's journal write. Most lines repeat from image to image
 ("3   bird          -      -"), so each distinct line is rendered once, at its sub-pixel
 offset, into a small bitmap that later draws only paste; and an image in full view is
-resized once (by Pillow) to its size on screen and pasted. Zoomed or panned images, and
+resized once to its size on screen and pasted. Zoomed or panned images, and
 other renderers (PDF, SVG, a savefig to a vector format), draw as matplotlib does.
 """
 
