@@ -12,11 +12,14 @@ import select
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import write_images
+from PIL import Image
 
 PATCHWORK = Path(sys.executable).parent / "patchwork"
 REQUIRED = os.environ.get("PATCHWORK_REQUIRE_XVFB") == "1"
@@ -105,3 +108,124 @@ def test_keys_typed_into_the_real_window_reach_labels_csv(display, tmp_path, cli
         ["False", "", "", ""],
     ]
     assert (project / "labels.journal").read_text() == ""  # quitting folded it into labels.csv
+
+
+def write_photos(directory: Path) -> list[str]:
+    """Real photographs (scikit-image's), three of them of Chelsea the cat; returns their names in order."""
+    from skimage import data
+
+    directory.mkdir()
+    cat = data.chelsea()
+    photos = {
+        "coffee.jpg": data.coffee(),
+        "astronaut.jpg": data.astronaut(),
+        "rocket.jpg": data.rocket(),
+        "camera.png": data.camera(),
+        "cat_a.jpg": cat,
+        "coins.png": data.coins(),
+        "colorwheel.png": data.colorwheel(),
+        "cat_b.jpg": cat[:, ::-1],
+        "moon.png": data.moon(),
+        "clock.png": data.clock(),
+        "cat_c.jpg": cat[40:, 60:400],
+        "immunohistochemistry.jpg": data.immunohistochemistry(),
+    }
+    for name, pixels in photos.items():
+        Image.fromarray(pixels).save(directory / name, quality=92)
+    return list(photos)
+
+
+def start_label(project: Path, display: str, *args: str, paths: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "DISPLAY": display, "MPLBACKEND": "TkAgg"}
+    session = subprocess.Popen(
+        [PATCHWORK, "label", *args, "--paths", "-"],
+        cwd=project,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    session.stdin.write("".join(f"../photos/{name}\n" for name in paths))
+    session.stdin.close()
+    return session
+
+
+def focused_window(display: str) -> str:
+    window = xdotool("search", "--sync", "--onlyvisible", "--name", "patchwork label", display=display).split()[0]
+    xdotool("windowfocus", "--sync", window, display=display)
+    return window
+
+
+def screenshot(window: str, display: str) -> Image.Image:
+    """The window as the X server shows it."""
+    from PIL import ImageGrab
+
+    time.sleep(1.5)  # the keys' redraws reach the screen
+    geometry = dict(
+        line.strip().split("=") for line in xdotool("getwindowgeometry", "--shell", window, display=display).split()
+    )
+    left, top, width, height = (int(geometry[key]) for key in ("X", "Y", "WIDTH", "HEIGHT"))
+    return ImageGrab.grab(bbox=(left, top, left + width, top + height), xdisplay=display)
+
+
+def keep_screenshot(picture: Image.Image, name: str) -> None:
+    """PATCHWORK_SCREENSHOTS=DIR keeps the test's screenshots (docs/ holds the README's)."""
+    directory = os.environ.get("PATCHWORK_SCREENSHOTS")
+    if directory:
+        picture.save(Path(directory) / name)
+
+
+def finish(session: subprocess.Popen) -> str:
+    try:
+        session.wait(timeout=60)
+    finally:
+        if session.poll() is None:
+            session.kill()
+    stderr = session.stderr.read()
+    assert session.returncode == 0, stderr
+    return stderr
+
+
+def test_one_key_undo_and_a_grid_page_in_the_real_window(display, tmp_path, cli):
+    names = write_photos(tmp_path / "photos")
+    cli("init", "pets", "--images", "photos", "--task", "multiclass", "--classes", "cat,coffee,other")
+    project = tmp_path / "pets"
+
+    # one key per image: coffee; astronaut as a cat (a slip), undone, then other; q
+    session = start_label(project, display, paths=names[:3])
+    window = focused_window(display)
+    xdotool("key", "--delay", "150", "2", "1", "u", display=display)
+    single = screenshot(window, display)
+    xdotool("key", "--delay", "150", "3", "q", display=display)
+    assert finish(session) == "4 label edit(s) on 3 image(s); labels.csv is up to date\n"
+    keep_screenshot(single, "label_window.png")
+
+    # a grid page of nine for cat: the three cats marked by their keys, the clock excluded, space, q
+    session = start_label(project, display, "--grid", "3x3", "--class", "cat", paths=names[3:])
+    window = focused_window(display)
+    xdotool("key", "--delay", "150", "2", "5", "8", "x", "7", display=display)
+    grid = screenshot(window, display)
+    xdotool("key", "--delay", "150", "space", "q", display=display)
+    assert finish(session) == "9 label edit(s) on 9 image(s); labels.csv is up to date\n"
+    keep_screenshot(grid, "label_grid.png")
+
+    table = pd.read_csv(project / "labels.csv", keep_default_na=False, dtype=str).set_index("filepath")
+    cells = {name: table.loc[f"../photos/{name}", ["exclude", "cat", "coffee", "other"]].tolist() for name in names}
+    assert cells == {
+        "coffee.jpg": ["False", "0", "1", "0"],
+        "astronaut.jpg": ["False", "0", "0", "1"],
+        "rocket.jpg": ["False", "", "", ""],
+        "camera.png": ["False", "0", "", ""],
+        "cat_a.jpg": ["False", "1", "0", "0"],
+        "coins.png": ["False", "0", "", ""],
+        "colorwheel.png": ["False", "0", "", ""],
+        "cat_b.jpg": ["False", "1", "0", "0"],
+        "moon.png": ["False", "0", "", ""],
+        "clock.png": ["True", "", "", ""],
+        "cat_c.jpg": ["False", "1", "0", "0"],
+        "immunohistochemistry.jpg": ["False", "0", "", ""],
+    }
+    # the windows painted their pictures: no blank screenshot
+    for picture in (single, grid):
+        assert picture.size[0] >= 1000 and len(np.unique(np.asarray(picture.convert("L")))) > 50

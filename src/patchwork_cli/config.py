@@ -72,6 +72,13 @@ class SamplingConfig:
 
 
 @dataclass(frozen=True)
+class LabellingConfig:
+    # Multilabel projects: `n` (every unlabelled class: no) also shows the next image, so an
+    # image with one class present costs two keys. Multiclass projects always move on after a class key.
+    advance_after_n: bool = False
+
+
+@dataclass(frozen=True)
 class StorageConfig:
     # A path (relative to the project directory) or a URL: file:///shared/x.zarr, s3://bucket/x.zarr.
     features: str = "features.zarr"
@@ -96,6 +103,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    labelling: LabellingConfig = field(default_factory=LabellingConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     dask: DaskConfig = field(default_factory=DaskConfig)
 

@@ -1,15 +1,20 @@
 """A labelling session: the queue of images a person works through, the labels each one
-holds, and every change written to the journal the moment it is made.
+holds, every change written to the journal the moment it is made, and the undo stack.
 
 No drawing here (viewer.py draws a session), so the editing rules are testable on their own.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import math
+import os
+import sys
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -23,6 +28,7 @@ from .images import ImageError, load_display_image
 CLASS_KEYS = "1234567890"
 # Images decoded ahead of the one on screen (and the one before it kept), so stepping is instant.
 PREFETCH_AHEAD = 3
+GRID_SIDES = range(1, 6)  # rows and columns of a grid page
 
 
 @dataclasses.dataclass
@@ -38,11 +44,31 @@ class QueuedImage:
 
 
 @dataclasses.dataclass(frozen=True)
+class Edit:
+    """One step of the undo stack: the queue positions one key changed and, for each, the
+    fields its record set, with the values they held before."""
+
+    earlier: dict[int, dict[str, object]]  # position -> field -> value before the edit
+
+
+@dataclasses.dataclass(frozen=True)
+class Pace:
+    """How the sitting goes, for the window's status line."""
+
+    labelled: int  # images with an edit of this session (undone edits do not count)
+    per_minute: float  # labelled images per minute since the session started
+    on_image: float  # seconds since the current image (or page) came on screen
+
+
+@dataclasses.dataclass(frozen=True)
 class Picture:
     """What to show for an image: its pixels, or why there are none."""
 
-    pixels: np.ndarray | None
+    pixels: np.ndarray | None  # RGB
     problem: str | None = None
+    # The pixels with an opaque alpha channel, made by the prefetch thread: matplotlib's Agg
+    # draws RGBA at half the cost of RGB, which it would convert on every draw.
+    rgba: np.ndarray | None = None
 
 
 def rows_for_paths(project, table: pd.DataFrame, lines: Iterable[tuple[int, str]], source: str, cwd=None) -> list[int]:
@@ -75,6 +101,7 @@ class LabelSession:
 
     Each journal record carries the seconds since the image came on screen or since the
     previous edit of it, whichever is later, so a file's records add up to the time spent on it.
+    Every edit goes on an undo stack; undo appends records that put the earlier values back.
     """
 
     def __init__(
@@ -84,6 +111,7 @@ class LabelSession:
         table: pd.DataFrame | None = None,
         clock: Callable[[], float] = time.monotonic,
         loader: Callable[[str], np.ndarray] = load_display_image,
+        advance_after_n: bool | None = None,
     ):
         if not len(rows):
             raise PatchworkError("no images to label")
@@ -105,10 +133,17 @@ class LabelSession:
         ]
         self.position = 0
         self.edits = 0
+        # None: as patchwork.yaml's labelling.advance_after_n says (a --advance-after-n flag overrides it)
+        self.advance_after_n = project.config.labelling.advance_after_n if advance_after_n is None else advance_after_n
+        self.undo_stack: list[Edit] = []
+        self._edited = collections.Counter()  # position -> edits of it on the undo stack
         self._clock = clock
-        self._since = clock()
+        self._started = self._shown_at = self._since = clock()
         self._loader = loader
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="patchwork-prefetch")
+        self.prefetch_ahead = PREFETCH_AHEAD  # images decoded ahead of the current one
+        self._pool = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="patchwork-prefetch", initializer=_background_priority
+        )
         self._loading: dict[int, Future] = {}
         self.finished = False
         self._prefetch()
@@ -127,24 +162,50 @@ class LabelSession:
         target = min(max(self.position + offset, 0), len(self.images) - 1)
         if target == self.position:
             return False
-        self.position = target
-        self._since = self._clock()
-        self._prefetch()
+        self.go_to(target)
         return True
+
+    def go_to(self, position: int) -> None:
+        """Show the image at `position`: its seconds start now, and the ones after it are decoded ahead."""
+        self.position = position
+        self._shown_at = self._since = self._clock()
+        self._prefetch()
+
+    @property
+    def one_key(self) -> bool:
+        """A class key labels the image whole and moves on (multiclass: one class per image)."""
+        return self.project.multiclass
 
     # --- editing: each method writes one journal record (or none when nothing changes) ---
 
+    def class_key(self, index: int) -> bool:
+        """The key of class `index`: in one-key mode (multiclass) the image is that class;
+        otherwise the class cycles. True when the image is done and the next should show."""
+        if not 0 <= index < len(self.classes):
+            return False
+        if self.one_key:
+            self.choose_class(index)
+            return True
+        self.cycle_class(index)
+        return False
+
+    def choose_class(self, index: int) -> None:
+        """The image is class `index` (the others become 0); no record when it already says so."""
+        name = self.classes[index]
+        if self.current.values != {c: int(c == name) for c in self.classes}:
+            self._record({name: 1})
+
     def cycle_class(self, index: int) -> None:
         """Class `index`: unlabelled -> 1 -> 0 -> unlabelled."""
-        if not 0 <= index < len(self.classes):
-            return
         name = self.classes[index]
         following = {None: 1, 1: 0, 0: None}[self.current.values[name]]
         self._record({name: following})
 
-    def rest_negative(self) -> None:
-        """Every class still unlabelled on this image becomes 0."""
+    def rest_negative(self) -> bool:
+        """Every class still unlabelled on this image becomes 0. True when the next image
+        should show (labelling.advance_after_n)."""
         self._record({c: 0 for c, value in self.current.values.items() if value is None})
+        return self.advance_after_n
 
     def toggle_exclude(self) -> None:
         self._record({"exclude": not self.current.exclude})
@@ -152,30 +213,70 @@ class LabelSession:
     def toggle_validation(self) -> None:
         self._record({"validation": not self.current.validation})
 
+    def record_page(self, fields_by_position: Mapping[int, dict]) -> None:
+        """One record per image of a page (grid mode), in one append; the seconds since the
+        page came on screen are shared equally between them. Undo reverts the page whole."""
+        self._edit(dict(fields_by_position))
+
+    def undo(self) -> bool:
+        """Revert the most recent edit not yet undone, by new records that put the earlier values
+        back, and show its image (the first, for a page). False when there is nothing to undo."""
+        if not self.undo_stack:
+            return False
+        edit = self.undo_stack.pop()
+        self._edited.subtract(edit.earlier.keys())
+        self._write(edit.earlier, exact=True)
+        self.go_to(min(edit.earlier))
+        return True
+
     def _record(self, fields: dict) -> None:
-        if not fields:
-            return
+        if fields:
+            self._edit({self.position: fields})
+
+    def _edit(self, fields_by_position: dict[int, dict]) -> None:
+        before = {position: self._state(self.images[position]) for position in fields_by_position}
+        recorded = self._write(fields_by_position)
+        earlier = {position: {key: before[position][key] for key in recorded[position]} for position in recorded}
+        self.undo_stack.append(Edit(earlier))
+        self._edited.update(earlier.keys())
+
+    def _write(self, fields_by_position: dict[int, dict], exact: bool = False) -> dict[int, dict]:
+        """Journal one record per position (seconds since the image came on screen or was
+        last edited, shared between them), then show what was recorded."""
         now = self._clock()
-        image = self.current
+        share = (now - self._since) / len(fields_by_position)
+        edits = [(self.images[p].filepath, fields, share) for p, fields in fields_by_position.items()]
         # Durable first, then shown: the window never displays a label the journal lacks. What
         # is shown is what was recorded (in a multiclass project a 1 also sets the others to 0).
-        recorded = self.project.label(image.filepath, seconds=now - self._since, **fields)
+        recorded = dict(zip(fields_by_position, self.project.record_edits(edits, exact=exact), strict=True))
         self._since = now
-        self.edits += 1
-        for key, value in recorded.items():
-            if key in image.values:
-                image.values[key] = value
-            else:
-                setattr(image, key, value)
+        self.edits += len(recorded)
+        for position, fields in recorded.items():
+            _show_fields(self.images[position], fields)
+        return recorded
+
+    @staticmethod
+    def _state(image: QueuedImage) -> dict[str, object]:
+        return {**image.values, "exclude": image.exclude, "validation": image.validation}
+
+    # --- pace ---
+
+    def pace(self) -> Pace:
+        now = self._clock()
+        labelled = sum(1 for count in self._edited.values() if count > 0)
+        minutes = (now - self._started) / 60
+        return Pace(labelled, labelled / minutes if minutes > 0 else 0.0, now - self._shown_at)
 
     # --- pictures ---
 
-    def picture(self) -> Picture:
-        """The current image's pixels (waits for the prefetch thread if it is not done yet)."""
-        return self._future(self.position).result()
+    def picture(self, position: int | None = None) -> Picture:
+        """The pixels of the image at `position` (default: the current one); waits for the
+        prefetch thread if it is not done yet."""
+        return self._future(self.position if position is None else position).result()
 
     def _prefetch(self) -> None:
-        wanted = range(max(self.position - 1, 0), min(self.position + PREFETCH_AHEAD, len(self.images) - 1) + 1)
+        last = min(self.position + self.prefetch_ahead, len(self.images) - 1)
+        wanted = range(max(self.position - 1, 0), last + 1)
         for position in list(self._loading):
             if position not in wanted:
                 self._loading.pop(position).cancel()
@@ -190,7 +291,8 @@ class LabelSession:
 
     def _load(self, path: str) -> Picture:
         try:
-            return Picture(self._loader(path))
+            pixels = self._loader(path)
+            return Picture(pixels, rgba=np.dstack((pixels, np.full(pixels.shape[:2], 255, np.uint8))))
         except ImageError as error:
             return Picture(None, str(error))
 
@@ -203,3 +305,105 @@ class LabelSession:
         self.finished = True
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.project.compact()
+
+
+def parse_grid(text: str) -> tuple[int, int]:
+    """(rows, columns) of a --grid value such as '3x3'."""
+    rows, x, columns = text.lower().partition("x")
+    if x and rows.isdigit() and columns.isdigit() and int(rows) in GRID_SIDES and int(columns) in GRID_SIDES:
+        return int(rows), int(columns)
+    sides = f"{GRID_SIDES.start} to {GRID_SIDES.stop - 1}"
+    raise PatchworkError(f"--grid: expected RxC, rows and columns from {sides} (e.g. 3x3), got {text!r}")
+
+
+class GridPages:
+    """Grid mode: the session's images a page of rows x columns at a time, for one class.
+
+    Each tile is toggled "contains the class" or not, or excluded; accepting the page writes
+    one record per tile (toggled: class = 1, else 0; excluded: exclude only, the class as it
+    was) and shows the next page. A page's tiles start from the labels its images hold, so a
+    page of known positives accepted as it comes keeps them. In a multiclass project the class
+    = 1 sets the others to 0, as everywhere; = 0 says only what the image is not.
+    """
+
+    def __init__(self, session: LabelSession, shape: tuple[int, int], class_name: str):
+        self.session = session
+        self.shape = shape
+        self.class_name = class_name
+        self.page_size = shape[0] * shape[1]
+        self.toggled: list[bool] = []
+        self.excluded: list[bool] = []
+        # this page and the next decoded ahead, so that accepting shows the next page at once
+        session.prefetch_ahead = 2 * self.page_size - 1
+        session.go_to(session.position - session.position % self.page_size)
+        self._start_tiles()
+
+    @property
+    def positions(self) -> range:
+        """The queue positions on the page, tile by tile (the last page may be short)."""
+        return range(self.session.position, min(self.session.position + self.page_size, len(self.session)))
+
+    @property
+    def page(self) -> int:
+        return self.session.position // self.page_size
+
+    @property
+    def pages(self) -> int:
+        return -(-len(self.session) // self.page_size)
+
+    def toggle(self, tile: int) -> None:
+        """Tile `tile` (0-based, row-major) contains the class / does not; an excluded tile is let back in."""
+        if tile < len(self.positions):
+            self.toggled[tile] = not self.toggled[tile]
+            self.excluded[tile] = False
+
+    def toggle_exclude(self, tile: int) -> None:
+        if tile < len(self.positions):
+            self.excluded[tile] = not self.excluded[tile]
+
+    def accept(self) -> bool:
+        """Record the page and show the next one; False when it was the last page (it stays on screen)."""
+        self.session.record_page({p: self._tile_fields(t, p) for t, p in enumerate(self.positions)})
+        following = self.session.position + self.page_size
+        if following >= len(self.session):
+            self._start_tiles()
+            return False
+        self.session.go_to(following)
+        self._start_tiles()
+        return True
+
+    def undo(self) -> bool:
+        """Revert the last accepted page (or edit) and show its page, tiles as its labels now are."""
+        if not self.session.undo():
+            return False
+        self.session.go_to(self.session.position - self.session.position % self.page_size)
+        self._start_tiles()
+        return True
+
+    def _tile_fields(self, tile: int, position: int) -> dict:
+        image = self.session.images[position]
+        if self.excluded[tile]:
+            return {"exclude": True}
+        fields = {self.class_name: int(self.toggled[tile])}
+        return fields | {"exclude": False} if image.exclude else fields
+
+    def _start_tiles(self) -> None:
+        images = [self.session.images[p] for p in self.positions]
+        self.toggled = [image.values[self.class_name] == 1 for image in images]
+        self.excluded = [image.exclude for image in images]
+
+
+def _background_priority() -> None:
+    """Decoding ahead yields the CPU to the window drawing the image a key asked for (the
+    prefetch starts at that key). Linux keeps a niceness per thread; elsewhere nothing changes."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
+def _show_fields(image: QueuedImage, fields: Mapping[str, object]) -> None:
+    for key, value in fields.items():
+        if key in image.values:
+            image.values[key] = value
+        else:
+            setattr(image, key, value)

@@ -14,7 +14,7 @@ import dataclasses
 import datetime
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -157,9 +157,21 @@ class Project:
         `filepath` is the path as it appears in labels.csv. Returns the fields recorded: in a
         multiclass project a class set to 1 comes with the other classes set to 0.
         """
-        record = make_edit(filepath, fields, self.classes, seconds, self.multiclass)
-        self.store.edit([record])
-        return record["set"]
+        return self.record_edits([(filepath, fields, seconds)])[0]
+
+    def record_edits(
+        self, edits: Sequence[tuple[str, Mapping[str, object], float | None]], exact: bool = False
+    ) -> list[dict]:
+        """Record several (filepath, fields, seconds) edits in one durable append: all of them
+        land, or (a crash mid-write) only whole lines of them. Returns the fields each recorded.
+
+        `exact` records the fields as given, without a multiclass 1 setting the other classes
+        to 0: an undo puts back values the table held, which may be a 1 beside unlabelled classes.
+        """
+        exclusive = self.multiclass and not exact
+        records = [make_edit(path, fields, self.classes, seconds, exclusive) for path, fields, seconds in edits]
+        self.store.edit(records)
+        return [record["set"] for record in records]
 
     def edit_labels(self, edits: Iterable[tuple[str, Mapping[str, object]]]) -> int:
         """Record many edits (filepath as in labels.csv, fields) in one durable append."""

@@ -14,6 +14,7 @@ import shutil
 import time
 
 import pandas as pd
+import pytest
 from conftest import Cli, write_images
 
 from patchwork_cli.labels import Journal
@@ -224,26 +225,38 @@ def test_two_labellers_at_once_lose_nothing(tmp_path, forks):
     report("two labellers at once", rounds=rounds, **outcomes)
 
 
-# The labelling window on Agg, driven by synthetic key presses. After each key, what the window
-# shows of every image of the session is acknowledged, with the image the next key will edit.
+# The labelling windows on Agg, driven by synthetic key presses. After each key, what the window
+# shows of every image of the session is acknowledged, with the images the next key can edit:
+# those on screen (the image, or the grid's page) and those of the edit an undo would revert.
 VIEWER_DRIVER = """
 import json, os
 import matplotlib.pyplot as plt
 from matplotlib.backend_bases import KeyEvent
-from patchwork_cli.labelling import LabelSession
+from patchwork_cli.labelling import GridPages, LabelSession
 from patchwork_cli.project import Project
-from patchwork_cli.viewer import LabelWindow
+from patchwork_cli.viewer import GridWindow, LabelWindow
 session = LabelSession(Project(ARGS["project"]), ARGS["rows"])
-window = LabelWindow(session, plt.figure())
+grid = GridPages(session, tuple(ARGS["grid"]), "b") if ARGS["grid"] else None
+window = GridWindow(grid, plt.figure()) if grid else LabelWindow(session, plt.figure())
 canvas = window.figure.canvas
 acks = os.open(ARGS["acks"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+def in_reach():
+    on_screen = grid.positions if grid else [session.position]
+    undone = session.undo_stack[-1].earlier if session.undo_stack else {}
+    return [session.images[p].filepath for p in [*on_screen, *undone]]
 for key in ARGS["keys"]:
     canvas.callbacks.process("key_press_event", KeyEvent("key_press_event", canvas, key))
     shown = {i.filepath: {**i.values, "exclude": i.exclude, "validation": i.validation} for i in session.images}
-    os.write(acks, (json.dumps([session.current.filepath, shown]) + "\\n").encode())
+    os.write(acks, (json.dumps([in_reach(), shown]) + "\\n").encode())
 """
-VIEWER_KILLS = 20  # each window draws every key on Agg: slower than a bare label call
-VIEWER_KEYS = ["1", "2", "3", "n", "x", "v", "right", "left", " ", "backspace", "h"]
+KEYS_PER_RUN = 40
+VIEWER_KILLS = 8  # per window mode; each window draws every key on Agg: slower than a bare label call
+VIEWER_MODES = {
+    # mode: (task, grid shape or None, keys to choose from)
+    "multilabel keys": ("multilabel", None, ["1", "2", "3", "n", "x", "v", "u", "right", "left", " ", "backspace"]),
+    "multiclass one key, undo": ("multiclass", None, ["1", "2", "3", "1", "2", "3", "u", "ctrl+z", "x", "left"]),
+    "grid pages, undo": ("multilabel", (2, 2), ["1", "2", "3", "4", "x", " ", " ", "u"]),
+}
 
 
 def stored_state(table, filepath: str) -> dict:
@@ -253,34 +266,43 @@ def stored_state(table, filepath: str) -> dict:
     }
 
 
-def test_killed_labelling_window_keeps_every_acknowledged_key(tmp_path):
+@pytest.mark.parametrize("mode", VIEWER_MODES)
+def test_killed_labelling_window_keeps_every_acknowledged_key(tmp_path, mode):
+    task, grid, choices = VIEWER_MODES[mode]
     write_images(tmp_path / "img", 12)
-    Cli(tmp_path)("init", "proj", "--images", "img", "--classes", "a,b,c")
+    Cli(tmp_path)("init", "proj", "--images", "img", "--classes", "a,b,c", "--task", task)
     directory = tmp_path / "proj"
-    first = Project(directory).labels()["filepath"].iloc[0]
+    first_screen = Project(directory).labels()["filepath"].tolist()[: grid[0] * grid[1] if grid else 1]
     forks = ForkServer(tmp_path, preload=("matplotlib.pyplot", "patchwork_cli.viewer"))
     rng = random.Random(7)
-    run = {"project": str(directory), "rows": list(range(12))}
+    run = {"project": str(directory), "rows": list(range(12)), "grid": grid}
 
     def keys():
-        return [rng.choice(VIEWER_KEYS) for _ in range(25)] + ["q"]
+        return [rng.choice(choices) for _ in range(KEYS_PER_RUN)] + ["q"]
 
-    duration = timed(forks, VIEWER_DRIVER, tmp_path, acks=str(tmp_path / "acks-full"), keys=keys(), **run)
+    def full_run(name: str, keys: list[str]) -> float:
+        return timed(forks, VIEWER_DRIVER, tmp_path, acks=str(tmp_path / f"acks-{name}"), keys=keys, **run)
+
+    # the kills land while keys are pressed: after the window is up (a run of q alone), before the end
+    opened = min(full_run("opened-0", ["q"]), full_run("opened-1", ["q"]))
+    duration = min(full_run("full-0", keys()), full_run("full-1", keys()))  # warm runs: a cold one is slower
     outcomes = collections.Counter()
     for iteration in range(VIEWER_KILLS):
         acks = tmp_path / f"acks-{iteration}"
-        kill_after = rng.uniform(0, duration)
+        kill_after = rng.uniform(opened, duration)
         exit_code, log = forks.run(VIEWER_DRIVER, tmp_path, kill_after=kill_after, acks=str(acks), keys=keys(), **run)
         assert "Traceback" not in log, log
         table = Project(directory).labels().set_index("filepath")  # the project opens cleanly
         acked = read_acks(acks)
-        next_image, shown = acked[-1] if acked else (first, {})
+        in_reach, shown = acked[-1] if acked else (first_screen, {})
+        ahead = 0
         for filepath, fields in shown.items():
-            if stored_state(table, filepath) != fields:  # only the image of the key in flight may be ahead
-                assert exit_code == -9 and filepath == next_image, (filepath, fields, stored_state(table, filepath))
-                outcomes["in-flight key landed too"] += 1
+            if stored_state(table, filepath) != fields:  # only the images of the key in flight may be ahead
+                assert exit_code == -9 and filepath in in_reach, (filepath, fields, stored_state(table, filepath))
+                ahead += 1
+        outcomes["in-flight key landed too" if ahead else "table as last shown"] += 1
         outcomes["killed" if exit_code == -9 else "finished first"] += 1
         outcomes["keys acknowledged"] += len(acked)
     forks.close()
     assert outcomes["killed"] >= VIEWER_KILLS // 4  # the kills really land mid-session
-    report("labelling window (Agg, synthetic keys), SIGKILL", iterations=VIEWER_KILLS, **outcomes)
+    report(f"labelling window, {mode} (Agg, synthetic keys), SIGKILL", iterations=VIEWER_KILLS, **outcomes)

@@ -30,18 +30,35 @@ def label(
         help="Apply label edits from a CSV with a filepath column and any of the class columns, "
         "exclude, validation, subset. Empty cells leave a value as it is.",
     ),
+    grid: str | None = typer.Option(
+        None,
+        "--grid",
+        metavar="RxC",
+        help="Pages of R x C images (R, C from 1 to 5) for the class of --class: keys 1..9 or clicks mark "
+        "the tiles that contain it, space accepts the page (default --from: unlabeled:CLASS).",
+    ),
+    class_name: str | None = typer.Option(None, "--class", help="The class of --grid."),
+    advance_after_n: bool | None = typer.Option(
+        None,
+        "--advance-after-n/--no-advance-after-n",
+        help="Multilabel projects: n (every unlabelled class: no) also shows the next image "
+        "(default: labelling.advance_after_n in patchwork.yaml).",
+    ),
     project: ProjectOption = None,
 ):
-    """Label images in a window (keys: 1..9,0 classes, n rest no, x exclude, v validation, arrows, ? help)."""
+    """Label images in a window (keys: 1..9,0 classes, n rest no, x exclude, v validation, u undo, arrows, ? help)."""
     opened = open_from(ctx, project)
     if import_file is not None:
         count = opened.import_labels(import_file)
         say(f"imported {count} label edit(s) from {import_file}")
         return
 
-    from ..labelling import LabelSession, rows_for_paths
+    from ..labelling import GridPages, LabelSession, rows_for_paths
     from ..sources import read_path_list
 
+    shape = _grid_shape(grid, class_name, opened.classes)
+    if shape is not None and not filters and paths is None:
+        filters = [f"unlabeled:{class_name}"]
     table = opened.labels()
     if paths is not None:
         if strategy or filters or n or seed is not None:
@@ -58,6 +75,27 @@ def label(
         return
     from .. import viewer
 
-    session = LabelSession(opened, rows, table)
-    viewer.run(session, title=f"patchwork label - {opened.directory.name}")
+    session = LabelSession(opened, rows, table, advance_after_n=advance_after_n)
+    pages = None if shape is None else GridPages(session, shape, class_name)
+    viewer.run(session, title=f"patchwork label - {opened.directory.name}", grid=pages)
     say(f"{session.edits} label edit(s) on {len(session)} image(s); labels.csv is up to date")
+
+
+def _grid_shape(grid: str | None, class_name: str | None, classes: list[str]) -> tuple[int, int] | None:
+    """The checked --grid (rows, columns) and --class, which go together; None without them."""
+    from ..errors import PatchworkError
+    from ..labelling import parse_grid
+    from ..sampling.filters import check_class
+
+    if grid is None and class_name is None:
+        return None
+    if grid is None:
+        raise PatchworkError("--class names the class of a grid page: add --grid RxC (e.g. --grid 3x3)")
+    if class_name is None:
+        raise PatchworkError("--grid needs --class: the class its tiles are marked for")
+    shape = parse_grid(grid)
+    try:
+        check_class(class_name, classes)
+    except PatchworkError as error:
+        raise PatchworkError(f"--class: {error}") from None
+    return shape
