@@ -86,8 +86,10 @@ class _Window:
         self._panel.add_patch(
             Rectangle((0, 0), 1, 1, transform=self._panel.transAxes, color=figure.get_facecolor())
         )
+        # bottom-aligned, so that its descenders stay on the panel's ground and are repainted with it
         self._status = add_text(
-            self._panel, 0, 0, "", transform=self._panel.transAxes, family="monospace", fontsize=10, color="0.3"
+            self._panel, 0, 0.002, "", transform=self._panel.transAxes, va="bottom",
+            family="monospace", fontsize=10, color="0.3",
         )
         canvas = figure.canvas
         # matplotlib's own keys (h = home, left = back, q = quit, ...) would fire along with
