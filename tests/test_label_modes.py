@@ -24,17 +24,6 @@ from patchwork_cli.viewer import GridWindow, LabelWindow  # noqa: E402
 UNLABELLED = {"cat": None, "dog": None, "bird": None}
 
 
-class Clock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture

@@ -26,24 +26,9 @@ from patchwork_cli.labelling import LabelSession, rows_for_paths  # noqa: E402
 from patchwork_cli.viewer import LabelWindow, equalise  # noqa: E402
 
 
-class Clock:
-    """A clock the test moves by hand, for the seconds each edit records."""
-
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def project(project_dir):
     return open_project(project_dir)
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture

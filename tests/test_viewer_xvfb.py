@@ -74,20 +74,9 @@ def test_keys_typed_into_the_real_window_reach_labels_csv(display, tmp_path, cli
     write_images(tmp_path / "images", 4)
     cli("init", "proj", "--images", "images", "--classes", "cat,dog,bird")
     project = tmp_path / "proj"
-    env = {**os.environ, "DISPLAY": display, "MPLBACKEND": "TkAgg"}
     # the paths arrive on a pipe, as from `patchwork sample | patchwork label --paths -`
-    session = subprocess.Popen(
-        [PATCHWORK, "label", "--paths", "-"],
-        cwd=project,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    session = start_label(project, display, paths=[f"../images/img_{i:04d}.png" for i in range(3)])
     try:
-        session.stdin.write("../images/img_0000.png\n../images/img_0001.png\n../images/img_0002.png\n")
-        session.stdin.close()
         window = xdotool("search", "--sync", "--onlyvisible", "--name", "patchwork label", display=display).split()[0]
         xdotool("windowfocus", "--sync", window, display=display)
         keys = ["1", "2", "2", "Right", "x", "space", "n", "h", "question", "Left", "BackSpace", "3", "q"]
@@ -136,6 +125,8 @@ def write_photos(directory: Path) -> list[str]:
 
 
 def start_label(project: Path, display: str, *args: str, paths: list[str]) -> subprocess.Popen:
+    """`patchwork label ARGS --paths -` in a TkAgg window on `display`, `paths` (as seen from the
+    project directory) written to its stdin."""
     env = {**os.environ, "DISPLAY": display, "MPLBACKEND": "TkAgg"}
     session = subprocess.Popen(
         [PATCHWORK, "label", *args, "--paths", "-"],
@@ -146,7 +137,7 @@ def start_label(project: Path, display: str, *args: str, paths: list[str]) -> su
         stderr=subprocess.PIPE,
         text=True,
     )
-    session.stdin.write("".join(f"../photos/{name}\n" for name in paths))
+    session.stdin.write("".join(f"{path}\n" for path in paths))
     session.stdin.close()
     return session
 
@@ -193,7 +184,7 @@ def test_one_key_undo_and_a_grid_page_in_the_real_window(display, tmp_path, cli)
     project = tmp_path / "pets"
 
     # one key per image: coffee; astronaut as a cat (a slip), undone, then other; q
-    session = start_label(project, display, paths=names[:3])
+    session = start_label(project, display, paths=[f"../photos/{name}" for name in names[:3]])
     window = focused_window(display)
     xdotool("key", "--delay", "150", "2", "1", "u", display=display)
     single = screenshot(window, display)
@@ -202,7 +193,7 @@ def test_one_key_undo_and_a_grid_page_in_the_real_window(display, tmp_path, cli)
     keep_screenshot(single, "label_window.png")
 
     # a grid page of nine for cat: the three cats marked by their keys, the clock excluded, space, q
-    session = start_label(project, display, "--grid", "3x3", "--class", "cat", paths=names[3:])
+    session = start_label(project, display, "--grid", "3x3", "--class", "cat", paths=[f"../photos/{n}" for n in names[3:]])
     window = focused_window(display)
     xdotool("key", "--delay", "150", "2", "5", "8", "x", "7", display=display)
     grid = screenshot(window, display)
