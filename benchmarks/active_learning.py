@@ -46,7 +46,7 @@ from patchwork_cli.project import open_project
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 MODEL_BASED = ("random", "margin", "cluster-margin", "badge", "maxent")
 SELF_STARTING = ("auto", "typiclust", "probcover")
-MULTILABEL_STRATEGIES = ("random", "badge", "auto")  # the comparison: the old default task
+MULTILABEL_STRATEGIES = ("random", "auto")  # the comparison: the old default task (auto: typiclust, then badge)
 SEED_LABELS = 20
 
 
@@ -227,7 +227,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--batch", type=int, default=20)
-    parser.add_argument("--strategies", help="only these (comma-separated; random is always run)")
+    parser.add_argument("--strategies", help="of each task's strategies only these (comma-separated; random always runs)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.getLogger("patchwork").setLevel(logging.ERROR)
@@ -238,8 +238,8 @@ def main() -> None:
             base, truth, validation = make_base(Path(tmp), dataset, cli)
             for task in args.tasks.split(","):
                 strategies = (*MODEL_BASED, *SELF_STARTING) if task == "multiclass" else MULTILABEL_STRATEGIES
-                if args.strategies:
-                    strategies = ("random", *(s for s in args.strategies.split(",") if s != "random"))
+                if args.strategies:  # of the task's strategies, only these (and random, the baseline)
+                    strategies = tuple(s for s in strategies if s == "random" or s in args.strategies.split(","))
                 summary = run_task(
                     base, task, strategies, args.seeds, args.rounds, args.batch, truth, set(validation),
                     Path(tmp) / dataset, cli,

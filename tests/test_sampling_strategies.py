@@ -47,18 +47,19 @@ def test_margin_strategy_follows_the_pools_task():
 
 def test_cluster_margin_takes_the_most_uncertain_of_each_cluster():
     rng = np.random.default_rng(0)
-    # Rows 0-9 near (0, 0) are the most uncertain, rows 10-19 near (100, 0) a little less,
-    # rows 20-59 near (0, 100) confident: the shortlist of 2 * 10 is the first two groups.
-    h = groups([(0, 0), (100, 0), (0, 100)], [10, 10, 40], 0.5, rng)
-    uncertainty = np.concatenate([np.linspace(0.99, 0.90, 10), np.linspace(0.89, 0.80, 10), np.full(40, 0.1)])
+    # Rows 0-2 near (0, 0) are the most uncertain, rows 3-5 near (100, 0) a little less, rows
+    # 6-45 near (0, 100) confident: the shortlist of 3 * 2 (CLUSTER_MARGIN_SHORTLIST) is the first two groups.
+    assert selection.CLUSTER_MARGIN_SHORTLIST == 3
+    h = groups([(0, 0), (100, 0), (0, 100)], [3, 3, 40], 0.5, rng)
+    uncertainty = np.concatenate([[0.99, 0.95, 0.90], [0.89, 0.85, 0.80], np.full(40, 0.1)])
     chosen, chosen_scores = selection.cluster_margin(uncertainty, h, 2, np.random.default_rng(1))
-    assert chosen.tolist() == [0, 10]  # top-k alone would take rows 0 and 1, both from the first group
+    assert chosen.tolist() == [0, 3]  # top-k alone would take rows 0 and 1, both from the first group
     np.testing.assert_allclose(chosen_scores, [0.99, 0.89])
     # Through choose: the margin of the pool's probabilities, clustered on its embeddings.
     p = np.stack([uncertainty / 2, 1 - uncertainty / 2], axis=1)  # multiclass margin = uncertainty
-    pool = Pool(count=60, p=p, h=h, task="multiclass")
+    pool = Pool(count=46, p=p, h=h, task="multiclass")
     chosen, _ = choose(parse_strategy("cluster-margin", ["a", "b"]), pool, 2, np.random.default_rng(1))
-    assert chosen.tolist() == [0, 10]
+    assert chosen.tolist() == [0, 3]
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
