@@ -37,6 +37,9 @@ class ExtractorConfig:
     pooling: Literal["avg", "max"] | None = None
     dtype: Literal["float16", "float32"] = "float16"
     batch_size: int = field(default=32, metadata={"minimum": 1})
+    # what runs the model and what it may compute: see extractors/runtimes.py
+    runtime: Literal["auto", "keras", "litert", "openvino"] = "auto"
+    precision: Literal["exact", "fast"] = "exact"
 
 
 @dataclass(frozen=True)
