@@ -166,7 +166,9 @@ def run_task(base, task, strategies, seeds, rounds, batch, truth, validation, wo
             shutil.copytree(task_base if name in SELF_STARTING else seeded, project)
             curves[name].append(loop(project, name, seed, rounds, batch, truth, validation, cli))
             shutil.rmtree(project)
-            print(f"   {task} seed {seed} {name:<15} " + " ".join(f"{a:.3f}" for a in curves[name][-1]), file=sys.stderr)
+            print(
+                f"   {task} seed {seed} {name:<15} " + " ".join(f"{a:.3f}" for a in curves[name][-1]), file=sys.stderr
+            )
         shutil.rmtree(seeded)
         shutil.rmtree(task_base)
     return summarise(curves, batch)
@@ -212,9 +214,24 @@ def print_summary(dataset: str, task: str, summary: dict, batch: int, seeds: int
     if "targets" in summary:
         t = summary["targets"]
         checks = [
-            ("auto's labels / random's to reach random's final", t["auto_labels_share"], "<= 0.60", t["auto_labels_share"] <= 0.6),
-            ("auto - random, worst round (points)", t["auto_worst_gap_points"], ">= -1", t["auto_worst_gap_points"] >= -1),
-            ("auto - random, first 20 labels (points)", t["auto_first_round_gain_points"], ">= 5", t["auto_first_round_gain_points"] >= 5),
+            (
+                "auto's labels / random's to reach random's final",
+                t["auto_labels_share"],
+                "<= 0.60",
+                t["auto_labels_share"] <= 0.6,
+            ),
+            (
+                "auto - random, worst round (points)",
+                t["auto_worst_gap_points"],
+                ">= -1",
+                t["auto_worst_gap_points"] >= -1,
+            ),
+            (
+                "auto - random, first 20 labels (points)",
+                t["auto_first_round_gain_points"],
+                ">= 5",
+                t["auto_first_round_gain_points"] >= 5,
+            ),
         ]
         for label, value, target, ok in checks:
             print(f"  {label:<52} {value:>7.2f}  {target:<8} {'PASS' if ok else 'FAIL'}")
@@ -227,7 +244,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--batch", type=int, default=20)
-    parser.add_argument("--strategies", help="of each task's strategies only these (comma-separated; random always runs)")
+    parser.add_argument(
+        "--strategies", help="of each task's strategies only these (comma-separated; random always runs)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.getLogger("patchwork").setLevel(logging.ERROR)
@@ -241,8 +260,16 @@ def main() -> None:
                 if args.strategies:  # of the task's strategies, only these (and random, the baseline)
                     strategies = tuple(s for s in strategies if s == "random" or s in args.strategies.split(","))
                 summary = run_task(
-                    base, task, strategies, args.seeds, args.rounds, args.batch, truth, set(validation),
-                    Path(tmp) / dataset, cli,
+                    base,
+                    task,
+                    strategies,
+                    args.seeds,
+                    args.rounds,
+                    args.batch,
+                    truth,
+                    set(validation),
+                    Path(tmp) / dataset,
+                    cli,
                 )
                 results[f"{dataset}/{task}"] = summary
                 print_summary(dataset, task, summary, args.batch, args.seeds)

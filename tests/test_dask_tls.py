@@ -16,7 +16,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from conftest import Cli, snapshot
@@ -106,7 +105,11 @@ def test_extract_over_tls_gets_the_single_process_features(tmp_path, certificate
 
 
 def test_dask_configuration_names_the_certificates_when_the_project_does_not(
-    tmp_path, certificates, tls_cluster, tiny_model, monkeypatch  # noqa: F811
+    tmp_path,
+    certificates,
+    tls_cluster,
+    tiny_model,  # noqa: F811
+    monkeypatch,
 ):
     import dask
 
@@ -122,7 +125,10 @@ def test_dask_configuration_names_the_certificates_when_the_project_does_not(
     finally:
         monkeypatch.undo()
         dask.config.refresh()
-    assert f"error: distributed.comm.tls.client.key (Dask configuration): {tmp_path / 'gone.key'} does not exist" in refused
+    assert (
+        f"error: distributed.comm.tls.client.key (Dask configuration): {tmp_path / 'gone.key'} does not exist"
+        in refused
+    )
 
 
 def test_the_scheduler_refuses_a_client_without_the_clusters_certificate(certificates, tls_cluster, caplog):
@@ -141,7 +147,10 @@ def test_the_scheduler_refuses_a_client_without_the_clusters_certificate(certifi
 
 
 def test_patchwork_with_a_strangers_certificate_is_refused_and_changes_nothing(
-    tmp_path, certificates, tls_cluster, tiny_model  # noqa: F811
+    tmp_path,
+    certificates,
+    tls_cluster,
+    tiny_model,  # noqa: F811
 ):
     project = _project_with_certificates(tmp_path, certificates, tiny_model, cert="stranger")
     before = snapshot(project)
@@ -156,15 +165,27 @@ def test_tls_settings_that_cannot_work_are_one_line_errors_that_change_nothing(t
     config_path = project / "patchwork.yaml"
     (project / "certs" / "garbled.pem").write_text("not a certificate\n")
     cases = [
-        ({"tls_key": "certs/missing.key"}, "tls://127.0.0.1:8786",
-         f"error: {config_path}: dask.tls_key: {project / 'certs' / 'missing.key'} does not exist"),
-        ({"tls_ca_file": "certs"}, "tls://127.0.0.1:8786",
-         f"error: {config_path}: dask.tls_ca_file: {project / 'certs'} is not a file"),
-        ({"tls_cert": "certs/garbled.pem"}, "tls://127.0.0.1:8786",
-         f"error: {config_path}: dask: could not load the CA file, certificate and key"),
-        ({}, "tcp://127.0.0.1:8786",
-         "error: --dask tcp://127.0.0.1:8786: patchwork.yaml names TLS certificates (dask:), so the scheduler is "
-         "reached over tls://HOST:PORT"),
+        (
+            {"tls_key": "certs/missing.key"},
+            "tls://127.0.0.1:8786",
+            f"error: {config_path}: dask.tls_key: {project / 'certs' / 'missing.key'} does not exist",
+        ),
+        (
+            {"tls_ca_file": "certs"},
+            "tls://127.0.0.1:8786",
+            f"error: {config_path}: dask.tls_ca_file: {project / 'certs'} is not a file",
+        ),
+        (
+            {"tls_cert": "certs/garbled.pem"},
+            "tls://127.0.0.1:8786",
+            f"error: {config_path}: dask: could not load the CA file, certificate and key",
+        ),
+        (
+            {},
+            "tcp://127.0.0.1:8786",
+            "error: --dask tcp://127.0.0.1:8786: patchwork.yaml names TLS certificates (dask:), so the scheduler is "
+            "reached over tls://HOST:PORT",
+        ),
     ]
     section = yaml.safe_load(config_path.read_text())["dask"]
     for change, address, message in cases:

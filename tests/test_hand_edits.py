@@ -208,7 +208,11 @@ def test_deleting_rows_is_reported_and_their_features_stay_unused(base, tmp_path
 def test_deleting_labelled_rows_trains_as_excluding_them(base, tmp_path):
     """A labelled row deleted by hand is out of training, exactly as if marked exclude."""
     deleted, _ = edited_copy(base, tmp_path / "a", lambda t: (t.drop(index=[3, 7]).reset_index(drop=True), {}))
-    excluded, _ = edited_copy(base, tmp_path / "b", lambda t: (t.assign(exclude=["True" if i in (3, 7) else v for i, v in enumerate(t["exclude"])]), {}))
+    excluded, _ = edited_copy(
+        base,
+        tmp_path / "b",
+        lambda t: (t.assign(exclude=["True" if i in (3, 7) else v for i, v in enumerate(t["exclude"])]), {}),
+    )
     Cli(deleted)("train")
     Cli(excluded)("train")
     a, b = predictions_by_filepath(deleted), predictions_by_filepath(excluded)

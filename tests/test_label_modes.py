@@ -16,14 +16,12 @@ from matplotlib.backend_bases import KeyEvent, MouseEvent  # noqa: E402
 from matplotlib.transforms import offset_copy  # noqa: E402
 
 from patchwork_cli import open_project  # noqa: E402
+from patchwork_cli.drawcache import add_image, add_text  # noqa: E402
 from patchwork_cli.errors import PatchworkError  # noqa: E402
 from patchwork_cli.labelling import GridPages, LabelSession, parse_grid  # noqa: E402
-from patchwork_cli.drawcache import add_image, add_text  # noqa: E402
 from patchwork_cli.viewer import GridWindow, LabelWindow  # noqa: E402
 
 UNLABELLED = {"cat": None, "dog": None, "bird": None}
-
-
 
 
 @pytest.fixture
@@ -265,8 +263,10 @@ def test_label_grid_refuses_bad_options_naming_them(project_dir, cli):
         (["--grid", "0x2", "--class", "dog"], shape + "'0x2'"),
         (["--grid", "3x3"], "error: --grid needs --class: the class its tiles are marked for"),
         (["--class", "dog"], "error: --class names the class of a grid page: add --grid RxC (e.g. --grid 3x3)"),
-        (["--grid", "3x3", "--class", "dgo"], "error: --class: unknown class 'dgo' (did you mean 'dog'?); "
-         "classes: cat, dog, bird"),
+        (
+            ["--grid", "3x3", "--class", "dgo"],
+            "error: --class: unknown class 'dgo' (did you mean 'dog'?); classes: cat, dog, bird",
+        ),
     ]:
         result = cli("--project", "proj", "label", *arguments, expect=1)
         assert result.stderr == message + "\n", arguments

@@ -63,9 +63,7 @@ def test_a_bad_task_in_patchwork_yaml_names_the_key(tmp_path, cli, multiclass_di
     path = multiclass_dir / "patchwork.yaml"
     path.write_text(path.read_text().replace("task: multiclass", "task: multi"))
     result = cli("--project", "proj", "status", expect=1)
-    assert result.stderr.strip() == (
-        f"error: {path}: task: expected one of 'multilabel', 'multiclass', got 'multi'"
-    )
+    assert result.stderr.strip() == (f"error: {path}: task: expected one of 'multilabel', 'multiclass', got 'multi'")
 
 
 def test_classes_from_folders_labels_every_image_by_its_folder(tmp_path, cli):
@@ -112,11 +110,7 @@ def test_classes_from_folders_refusals_write_nothing(tmp_path, cli, setup, extra
 
 
 def test_init_labels_table_with_two_ones_is_refused(tmp_path, cli, images):
-    (tmp_path / "old.csv").write_text(
-        "filepath,cat,dog\n"
-        f"images/{images[0].name},1,0\n"
-        f"images/{images[1].name},1,1\n"
-    )
+    (tmp_path / "old.csv").write_text(f"filepath,cat,dog\nimages/{images[0].name},1,0\nimages/{images[1].name},1,1\n")
     before = snapshot(tmp_path)
     result = cli("init", "proj", "--labels", "old.csv", "--task", "multiclass", expect=1)
     assert result.stderr.strip() == (
@@ -168,9 +162,7 @@ def test_conflicting_edits_are_refused_and_nothing_is_written(multiclass_dir):
 
 
 def test_import_with_two_ones_is_refused_naming_file_line_and_columns(tmp_path, cli, multiclass_dir):
-    (tmp_path / "answers.csv").write_text(
-        "filepath,cat,dog,bird\nimages/img_0000.png,1,,\nimages/img_0001.png,0,1,1\n"
-    )
+    (tmp_path / "answers.csv").write_text("filepath,cat,dog,bird\nimages/img_0000.png,1,,\nimages/img_0001.png,0,1,1\n")
     before = snapshot(multiclass_dir)
     result = cli("--project", "proj", "label", "--import", "answers.csv", expect=1)
     assert result.stderr.strip() == (

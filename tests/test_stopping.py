@@ -7,9 +7,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import Cli
 from test_train import make_project
 
-from conftest import Cli
 from patchwork_cli.evaluation import prediction_agreement
 
 
@@ -41,7 +41,8 @@ def test_evaluate_reports_agreement_and_status_hints_when_runs_stop_changing(tmp
     latest = json.loads(cli("evaluate", "--json").stdout)
     assert latest["agreement"]["kappa"] == 1.0 and latest["agreement"]["rows"] == 40  # 120 rows, 80 labelled
     assert "Cohen's kappa 1.000" in cli("evaluate").stdout
-    assert "the last 3 runs predict the unlabelled images alike (Cohen's kappa 1.000, 1.000 >= 0.99)" in cli(
-        "status"
-    ).stdout
+    assert (
+        "the last 3 runs predict the unlabelled images alike (Cohen's kappa 1.000, 1.000 >= 0.99)"
+        in cli("status").stdout
+    )
     assert "kappa vs previous" in cli("evaluate", "--runs").stdout

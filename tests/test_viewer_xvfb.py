@@ -193,7 +193,9 @@ def test_one_key_undo_and_a_grid_page_in_the_real_window(display, tmp_path, cli)
     keep_screenshot(single, "label_window.png")
 
     # a grid page of nine for cat: the three cats marked by their keys, the clock excluded, space, q
-    session = start_label(project, display, "--grid", "3x3", "--class", "cat", paths=[f"../photos/{n}" for n in names[3:]])
+    session = start_label(
+        project, display, "--grid", "3x3", "--class", "cat", paths=[f"../photos/{n}" for n in names[3:]]
+    )
     window = focused_window(display)
     xdotool("key", "--delay", "150", "2", "5", "8", "x", "7", display=display)
     grid = screenshot(window, display)

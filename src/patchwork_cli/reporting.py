@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from . import runs
-from .errors import PatchworkError
 from .config import MULTICLASS, MULTILABEL
+from .errors import PatchworkError
 from .evaluation import (
     compute_metrics,
     plot_class_histograms,
@@ -103,7 +103,9 @@ def stopping_hint(project_dir: Path) -> str | None:
     """A line for `status` when the last runs agreed with the ones before them at least STOP_KAPPA
     on the unlabelled images, as each recorded when it was trained (in its metrics.json)."""
     recent = runs.list_runs(project_dir)[-STOP_WINDOW:]
-    recorded = [runs.read_json(runs.models_dir(project_dir) / run_id / runs.METRICS_FILE).get("agreement") for run_id in recent]
+    recorded = [
+        runs.read_json(runs.models_dir(project_dir) / run_id / runs.METRICS_FILE).get("agreement") for run_id in recent
+    ]
     kappas = [(agreement or {}).get("kappa") for agreement in recorded]
     if len(kappas) < STOP_WINDOW or any(k is None or k < STOP_KAPPA for k in kappas):
         return None

@@ -138,9 +138,9 @@ def train(
     import keras
 
     from .evaluation import compute_metrics
-    from .reporting import agreement_with
     from .modeling.heads import averages_first, build_model, embedding_model
     from .modeling.losses import masked_loss
+    from .reporting import agreement_with
 
     seed = config.training.seed if config.training.seed is not None else int(np.random.default_rng().integers(2**31))
     keras.utils.set_random_seed(seed)

@@ -16,9 +16,9 @@ from matplotlib.backend_bases import key_press_handler
 from matplotlib.patches import Rectangle
 from matplotlib.transforms import offset_copy
 
+from .drawcache import add_image, add_text
 from .errors import PatchworkError
 from .labelling import CLASS_KEYS, GridPages, LabelSession, Picture
-from .drawcache import add_image, add_text
 
 VALUE_TEXT = {None: "-", 1: "yes", 0: "no"}
 VALUE_COLOUR = {None: "0.55", 1: "#1a7f37", 0: "#c62828"}
@@ -83,13 +83,18 @@ class _Window:
         self._panel = figure.add_axes((0.70, 0.02, 0.29, 0.96))
         self._panel.set_axis_off()
         # an opaque ground, so that repainting the panel alone covers what it showed before
-        self._panel.add_patch(
-            Rectangle((0, 0), 1, 1, transform=self._panel.transAxes, color=figure.get_facecolor())
-        )
+        self._panel.add_patch(Rectangle((0, 0), 1, 1, transform=self._panel.transAxes, color=figure.get_facecolor()))
         # bottom-aligned, so that its descenders stay on the panel's ground and are repainted with it
         self._status = add_text(
-            self._panel, 0, 0.002, "", transform=self._panel.transAxes, va="bottom",
-            family="monospace", fontsize=10, color="0.3",
+            self._panel,
+            0,
+            0.002,
+            "",
+            transform=self._panel.transAxes,
+            va="bottom",
+            family="monospace",
+            fontsize=10,
+            color="0.3",
         )
         canvas = figure.canvas
         # matplotlib's own keys (h = home, left = back, q = quit, ...) would fire along with
