@@ -55,11 +55,12 @@ def store(project: Path) -> zarr.Group:
 
 
 def test_features_are_the_models_output_for_each_image(tmp_path, tiny_model):
-    project = make_project(tmp_path, 40, tiny_model)
+    project = make_project(tmp_path, 40, tiny_model, runtime="keras")
     result = Cli(project)("extract", "--json")
     report = json.loads(result.stdout)
     assert report["processed"] == 40 and report["done"] == 40 and report["failed"] == 0
-    assert "extracted 40 image(s) with tiny.keras" in result.stderr
+    assert report["runtime"] == "keras" and report["precision"] == "exact" and report["note"] == ""
+    assert "extracted 40 image(s) with tiny.keras on keras (exact)" in result.stderr
     features = store(project)["features"]
     assert features.shape == (40, 16, 16, 64) and features.dtype == np.float16
     model = keras.models.load_model(tiny_model)
@@ -70,6 +71,7 @@ def test_features_are_the_models_output_for_each_image(tmp_path, tiny_model):
     assert (
         attrs["name"] == "tiny.keras" and attrs["output_shape"] == [16, 16, 64] and len(attrs["weights_sha256"]) == 64
     )
+    assert attrs["precision"] == "exact"
     assert "features    40 done, 0 failed, 0 pending  (tiny.keras)" in Cli(project)("status").stdout
 
 

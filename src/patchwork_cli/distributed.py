@@ -262,7 +262,7 @@ def _resolve(host: str) -> set[str]:
 
 
 def extract_on_cluster(
-    client, location: str, chunks: list[int], pending: int, paths: list[str], extractor, batch_size: int, progress
+    client, location: str, chunks: list[int], pending: int, paths: list[str], extractor, progress
 ) -> tuple[int, int]:
     """extraction.extract_chunk for every chunk of `chunks` (holding `pending` rows to extract, for
     the progress bar) as Dask tasks; (processed, failed). `paths` holds the image of each store
@@ -271,9 +271,7 @@ def extract_on_cluster(
     futures = []
     for index in chunks:
         start, stop = store.chunk_bounds(index)
-        futures.append(
-            client.submit(_extract_chunk_task, location, index, paths[start:stop], extractor, batch_size, pure=False)
-        )
+        futures.append(client.submit(_extract_chunk_task, location, index, paths[start:stop], extractor, pure=False))
     results = _gather(client, futures, pending, "extract", "img", lambda result: result[0], progress)
     return sum(r[0] for r in results), sum(r[1] for r in results)
 
@@ -340,19 +338,19 @@ def _load_once(kind: str, key, load: Callable):
         return _loaded[kind][1]
 
 
-def _extract_chunk_task(location: str, index: int, paths: list[str], spec, batch_size: int) -> tuple[int, int]:
+def _extract_chunk_task(location: str, index: int, paths: list[str], spec) -> tuple[int, int]:
     from .extraction import extract_chunk
 
     store = FeatureStore.open(location, writable=True)
-    extractor = _load_once("extractor", spec, spec.load)
-    identity = extractor.identity(store.identity["dtype"])
+    extractor, engine = _load_once("extractor", spec, spec.load)
+    identity = extractor.identity(store.identity["dtype"], engine.precision)
     if identity != store.identity:
         differing = ", ".join(key for key in identity if identity[key] != store.identity.get(key))
         raise PatchworkError(
             f"the extractor {spec.name!r} on this worker differs from the coordinator's ({differing}); "
             "every worker needs the same patchwork install and model files"
         )
-    return extract_chunk(store, index, paths, extractor, batch_size)
+    return extract_chunk(store, index, paths, extractor, engine)
 
 
 def _predict_chunk_task(

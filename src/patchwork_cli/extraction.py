@@ -6,8 +6,11 @@ go through the model in fixed-size, zero-padded batches, so a row's features do 
 depend on which other rows shared its batch, and a resumed or sharded run writes
 exactly what one uninterrupted run writes. Images are decoded on a thread pool ahead
 of the model so inference never waits for them. TensorFlow is imported only when a
-model is really needed (not for --from-npy). With a Dask cluster, each pending chunk
-becomes a task that runs `extract_chunk` on a worker (see distributed.py).
+model is really needed (not for --from-npy). The model runs on the runtime the config
+asks for (extractors/runtimes.py: LiteRT, OpenVINO or Keras), which releases the GIL,
+so the decoding threads go on while it computes. Before the disk fills, extraction
+stops (see diskspace.py). With a Dask cluster, each pending chunk becomes a task that
+runs `extract_chunk` on a worker (see distributed.py).
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import csv
+import errno
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +30,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_write
 from .checksums import file_sha256
+from .diskspace import DiskGuard, disk_full_message
 from .errors import PatchworkError
 from .features import DONE, FAILED, PENDING, FeatureStore
 from .images import ImageError, load_image
@@ -41,6 +46,9 @@ class ExtractReport:
     seconds: float
     counts: dict
     extractor: str
+    runtime: str = "keras"
+    precision: str = "exact"
+    note: str = ""  # what the runtime gave up to run here (runtimes.choose_runtime)
 
     def as_dict(self) -> dict:
         rate = self.processed / self.seconds if self.seconds > 0 else 0.0
@@ -50,6 +58,9 @@ class ExtractReport:
             "seconds": round(self.seconds, 3),
             "images_per_second": round(rate, 2),
             "extractor": self.extractor,
+            "runtime": self.runtime,
+            "precision": self.precision,
+            "note": self.note,
             **self.counts,
         }
 
@@ -82,12 +93,14 @@ def extract(
     of in this process; the store is prepared, and the report written, here either way.
     """
     from .extractors.loading import load_extractor  # TensorFlow starts here
+    from .extractors.runtimes import choose_runtime, open_extractor_engine
 
     settings = project.config.extractor
     table_filepaths = project.labels()["filepath"].tolist()
     name = model or settings.name
     extractor = load_extractor(name, tuple(project.config.imshape), settings.pooling, base=project.directory)
-    identity = extractor.identity(settings.dtype)
+    runtime, precision, note = choose_runtime(settings.runtime, settings.precision)
+    identity = extractor.identity(settings.dtype, precision)
     store, match = prepare_store(project, table_filepaths, extractor.output_shape, settings.dtype, identity, overwrite)
     paths = _paths_to_extract(project, store, match)
     if retry_failed:
@@ -97,27 +110,34 @@ def extract(
 
     started = time.perf_counter()
     if client is None:
+        engine = open_extractor_engine(extractor, settings.runtime, settings.precision, settings.batch_size)
         status = store.status()
-        processed, failed = _fill_chunks(
-            store,
-            {c: status[slice(*store.chunk_bounds(c))] for c in chunks},
-            lambda row: paths[row] if row < len(paths) else None,
-            lambda path: load_image(path, extractor.imshape, extractor.channels),
-            _fixed_batch_predictor(extractor.model, settings.batch_size),
-            settings.batch_size,
-            progress,
-        )
+        started = time.perf_counter()  # the rate is extraction's, not the engine's compilation's
+        try:
+            processed, failed = _fill_chunks(
+                store,
+                {c: status[slice(*store.chunk_bounds(c))] for c in chunks},
+                lambda row: paths[row] if row < len(paths) else None,
+                lambda path: load_image(path, extractor.imshape, extractor.channels),
+                engine,
+                progress,
+                DiskGuard.for_store(project.features_location, store, len(chunks)),
+            )
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
+            raise PatchworkError(disk_full_message(project.features_location)) from None
     else:
         from .distributed import extract_on_cluster
 
         spec = ExtractorSpec.of(project, name)
         pending = sum(int(to_do[slice(*store.chunk_bounds(c))].sum()) for c in chunks)
         processed, failed = extract_on_cluster(
-            client, project.features_location, chunks, pending, paths, spec, settings.batch_size, progress
+            client, project.features_location, chunks, pending, paths, spec, progress
         )
     seconds = time.perf_counter() - started
     write_failures_csv(project.directory, store, match, table_filepaths)
-    return ExtractReport(processed, failed, seconds, store.counts(match), identity["name"])
+    return ExtractReport(processed, failed, seconds, store.counts(match), identity["name"], runtime, precision, note)
 
 
 def _paths_to_extract(project: Project, store: FeatureStore, match: RowMatch) -> list[str | None]:
@@ -139,37 +159,44 @@ class ExtractorSpec:
     name: str  # efficientnet_lite0, keras:NAME or an absolute model path
     imshape: tuple[int, int]
     pooling: str | None
+    runtime: str
+    precision: str
+    batch_size: int
 
     @classmethod
     def of(cls, project: Project, name: str) -> ExtractorSpec:
         """The spec of an extractor that loaded here. A model file (relative to the project) is
         named by its absolute path: the same file on every worker, whatever its working directory."""
         model_file = project.directory / name
+        settings = project.config.extractor
         return cls(
             str(model_file) if model_file.is_file() else name,
             tuple(project.config.imshape),
-            project.config.extractor.pooling,
+            settings.pooling,
+            settings.runtime,
+            settings.precision,
+            settings.batch_size,
         )
 
     def load(self):
+        """(the Extractor, the Engine that runs it)."""
         from .extractors.loading import load_extractor
+        from .extractors.runtimes import open_extractor_engine
 
-        return load_extractor(self.name, self.imshape, self.pooling)
+        extractor = load_extractor(self.name, self.imshape, self.pooling)
+        return extractor, open_extractor_engine(extractor, self.runtime, self.precision, self.batch_size)
 
 
-def extract_chunk(
-    store: FeatureStore, index: int, paths: list[str | None], extractor, batch_size: int
-) -> tuple[int, int]:
-    """Decode, predict and write the pending rows of chunk `index` (`paths`: its rows' images,
-    in order, None for a row to leave alone): one Dask task. Returns the rows processed and failed."""
+def extract_chunk(store: FeatureStore, index: int, paths: list[str | None], extractor, engine) -> tuple[int, int]:
+    """Decode, run through `engine` and write the pending rows of chunk `index` (`paths`: its rows'
+    images, in order, None for a row to leave alone): one Dask task. Returns the rows processed and failed."""
     start, stop = store.chunk_bounds(index)
     return _fill_chunks(
         store,
         {index: store.status_array[start:stop]},
         lambda row: paths[row - start] if row - start < len(paths) else None,
         lambda path: load_image(path, extractor.imshape, extractor.channels),
-        _fixed_batch_predictor(extractor.model, batch_size),
-        batch_size,
+        engine,
         progress=False,
     )
 
@@ -306,27 +333,12 @@ def _to_do(store: FeatureStore, paths: list, holding: int = PENDING) -> np.ndarr
     return (store.status() == holding) & wanted
 
 
-def _fixed_batch_predictor(model, batch_size: int, dtype=np.float32) -> Callable[[np.ndarray], np.ndarray]:
-    """model.predict_on_batch on batches zero-padded to exactly `batch_size` rows of `dtype`
-    (the model's input type: float32 for an extractor, uint8 for an exported model).
-
-    One input shape means one compiled graph and, on the CPU, the same kernels for
-    every row, which is what makes features independent of batch companions.
-    """
-
-    def predict(pixels: np.ndarray) -> np.ndarray:
-        count = len(pixels)
-        padded = np.zeros((batch_size, *pixels.shape[1:]), dtype=dtype)
-        padded[:count] = pixels
-        return np.asarray(model.predict_on_batch(padded))[:count]
-
-    return predict
-
-
-def _fill_chunks(store, statuses: dict, path_of, load, predict, batch_size, progress) -> tuple[int, int]:
-    """Decode (`load` the image file `path_of(store row)`), predict and write every pending row
-    with an image of the chunks of `statuses` (chunk index -> its rows' status), one whole chunk
-    at a time; a row whose path is None is left alone. Decoding runs ahead across chunk borders."""
+def _fill_chunks(store, statuses: dict, path_of, load, engine, progress, guard=None) -> tuple[int, int]:
+    """Decode (`load` the image file `path_of(store row)`), run through `engine` and write every
+    pending row with an image of the chunks of `statuses` (chunk index -> its rows' status), one
+    whole chunk at a time; a row whose path is None is left alone. Decoding runs ahead across chunk
+    borders. `guard` (a DiskGuard) is told of each chunk written, and stops the work before the disk fills."""
+    batch_size = engine.batch_size
     todo = {c: _pending_rows(store, c, status, path_of) for c, status in statuses.items()}
     total = sum(len(rows) for rows in todo.values())
     rows = (row for chunk_rows in todo.values() for row in chunk_rows)
@@ -338,13 +350,15 @@ def _fill_chunks(store, statuses: dict, path_of, load, predict, batch_size, prog
         chunk_items: list = []
         for row, result in decoded:
             if chunk_items and row // store.chunk_rows != chunk_items[0][0] // store.chunk_rows:
-                failed += _write_chunk(store, statuses, chunk_items, predict, batch_size)
+                failed += _write_chunk(store, statuses, chunk_items, engine.predict, batch_size)
                 processed += len(chunk_items)
                 bar.update(len(chunk_items))
+                if guard is not None:
+                    guard.written(chunk_items[0][0] // store.chunk_rows, processed)
                 chunk_items = []
             chunk_items.append((row, result))
         if chunk_items:
-            failed += _write_chunk(store, statuses, chunk_items, predict, batch_size)
+            failed += _write_chunk(store, statuses, chunk_items, engine.predict, batch_size)
             processed += len(chunk_items)
             bar.update(len(chunk_items))
     return processed, failed

@@ -12,7 +12,7 @@ import sys
 
 
 @contextlib.contextmanager
-def _native_stderr_silenced():
+def native_stderr_silenced():
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
@@ -26,7 +26,7 @@ def _native_stderr_silenced():
 
 def start_tensorflow():
     """Import TensorFlow (once) without its start-up chatter; returns the module."""
-    with _native_stderr_silenced():
+    with native_stderr_silenced():
         import tensorflow
 
         tensorflow.config.list_physical_devices()

@@ -50,10 +50,13 @@ def extract(
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     say(
-        f"extracted {summary['processed']} image(s) with {summary['extractor']} in {summary['seconds']:.1f} s "
+        f"extracted {summary['processed']} image(s) with {summary['extractor']} on {summary['runtime']} "
+        f"({summary['precision'].split(':')[0]}) in {summary['seconds']:.1f} s "
         f"({summary['images_per_second']:.1f} img/s); store: {summary['done']} done, "
         f"{summary['failed']} failed, {summary['pending']} pending"
     )
+    if summary["note"]:
+        say(f"note: {summary['note']}")
     if summary["failed"]:
         say(f"warning: {summary['failed']} image(s) failed; reasons in features_failures.csv")
         if strict:

@@ -41,17 +41,19 @@ def check_batch(imshape: tuple[int, int], channels: int, dtype=np.float32) -> np
 
 def keras_to_tflite(model) -> bytes:
     """The TFLite flatbuffer of a Keras model (float32, the batch dimension left free)."""
-    from ..tensorflow_runtime import start_tensorflow
-
-    tf = start_tensorflow()
     with tempfile.TemporaryDirectory(prefix="patchwork-savedmodel-") as saved:
         model.export(saved, verbose=False)
-        return saved_model_to_tflite(tf, saved)
+        return saved_model_to_tflite(saved)
 
 
-def saved_model_to_tflite(tf, saved_model_dir: str | Path) -> bytes:
+def saved_model_to_tflite(saved_model_dir: str | Path) -> bytes:
+    """The TFLite flatbuffer of a SavedModel directory (its serving signature)."""
+    from ..tensorflow_runtime import native_stderr_silenced, start_tensorflow
+
+    tf = start_tensorflow()
     try:
-        return tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir)).convert()
+        with native_stderr_silenced():  # the converter logs a dozen lines of MLIR passes
+            return tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir)).convert()
     except Exception as error:  # the converter raises ConverterError and others for unsupported ops
         raise PatchworkError(
             f"the model cannot be converted to TFLite for an inference engine ({type(error).__name__}: "

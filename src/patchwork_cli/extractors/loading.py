@@ -41,8 +41,9 @@ class Extractor:
     def output_shape(self) -> tuple[int, ...]:
         return tuple(int(d) for d in self.model.output_shape[1:])
 
-    def identity(self, dtype: str) -> dict:
-        """What must match for features to belong together in one store."""
+    def identity(self, dtype: str, precision: str = "exact") -> dict:
+        """What must match for features to belong together in one store (`precision`: what the
+        runtime computed, runtimes.EXACT or FAST_OPENVINO)."""
         return {
             "name": self.name,
             "weights_sha256": self.weights_sha256,
@@ -51,6 +52,7 @@ class Extractor:
             "pooling": self.pooling,
             "output_shape": list(self.output_shape),
             "dtype": dtype,
+            "precision": precision,
         }
 
 

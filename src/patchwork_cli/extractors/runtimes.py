@@ -156,8 +156,11 @@ def _openvino_has_bfloat16() -> bool:
 def _litert(path: str, batch_size: int, note: str) -> Engine:
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=path, num_threads=cpu_threads())
-    source, = interpreter.get_input_details()
+    from ..tensorflow_runtime import native_stderr_silenced
+
+    with native_stderr_silenced():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+        interpreter = Interpreter(model_path=path, num_threads=cpu_threads())
+    (source,) = interpreter.get_input_details()
     target = interpreter.get_output_details()[0]["index"]
     interpreter.resize_tensor_input(source["index"], (batch_size, *source["shape"][1:]), strict=False)
     interpreter.allocate_tensors()
