@@ -1,11 +1,15 @@
-"""patchwork export: labels and predictions as CSV, the end-to-end model as .keras and SavedModel
-(reloaded in a fresh process), the model card, and the refusals (unknown run, non-empty directory)."""
+"""patchwork export: labels and predictions as CSV, the end-to-end model as .keras, SavedModel and
+.tflite (reloaded in a fresh process; the .tflite checked against the .keras when written), the model
+card, and the refusals (unknown run, non-empty directory, a .tflite that strays)."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +26,7 @@ from test_train import make_project as make_npy_project
 
 from patchwork_cli import PatchworkError, open_project
 from patchwork_cli.deployment import without_lambdas
+from patchwork_cli.extractors import conversion, runtimes
 
 IMSHAPE = (32, 32)
 CLASSES = ["a", "b"]
@@ -81,7 +86,15 @@ def exported(trained) -> Path:
 def test_export_writes_model_card_labels_and_predictions(trained, exported):
     run_id = (trained / "models" / "LATEST").read_text().strip()
     names = sorted(p.name for p in exported.iterdir())
-    assert names == ["labels.csv", "model.keras", "model_card.json", "model_card.md", "predictions.csv", "saved_model"]
+    assert names == [
+        "labels.csv",
+        "model.keras",
+        "model.tflite",
+        "model_card.json",
+        "model_card.md",
+        "predictions.csv",
+        "saved_model",
+    ]
 
     labels = pd.read_csv(exported / "labels.csv", keep_default_na=False)
     assert list(labels.columns) == ["filepath", "exclude", "validation", "subset", *CLASSES]
@@ -105,18 +118,33 @@ def test_export_writes_model_card_labels_and_predictions(trained, exported):
     markdown = (exported / "model_card.md").read_text()
     assert f"# patchwork run {run_id}" in markdown and "a, b" in markdown and "macro" in markdown
 
+    tflite = card["tflite"]
+    assert card["files"]["tflite"] == tflite["file"] == "model.tflite"
+    assert tflite["sha256"] == hashlib.sha256((exported / "model.tflite").read_bytes()).hexdigest()
+    assert tflite["checked_on"] == "litert" and tflite["max_abs_difference"] <= tflite["tolerance"] == 1e-4
+    assert f"`model.tflite` (LiteRT / TFLite, SHA-256 {tflite['sha256'][:12]}..." in markdown
 
-# Loads both exported forms in a fresh interpreter and prints their predictions for the images.
+
+# Loads the three exported forms in a fresh interpreter and prints their predictions for the images;
+# model.tflite on LiteRT's own interpreter, as a phone app would run it.
 RELOAD = """
 import json, sys
 import numpy as np, keras, tensorflow as tf
-from patchwork_cli.images import load_image
+from ai_edge_litert.interpreter import Interpreter
 directory, size, paths = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 pixels = np.stack([load_image(p, (size, size), 3) for p in paths])
 from_keras = keras.models.load_model(directory + "/model.keras").predict_on_batch(pixels)
 serving = tf.saved_model.load(directory + "/saved_model").signatures["serving_default"]
 from_saved = serving(pixels=tf.constant(pixels))["output_0"].numpy()
-print(json.dumps({"keras": np.asarray(from_keras).tolist(), "saved_model": from_saved.tolist()}))
+interpreter = Interpreter(model_path=directory + "/model.tflite")
+source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+interpreter.resize_tensor_input(source["index"], pixels.shape)
+interpreter.allocate_tensors()
+interpreter.set_tensor(source["index"], pixels)
+interpreter.invoke()
+from_tflite = interpreter.get_tensor(target["index"])
+print(json.dumps({"keras": np.asarray(from_keras).tolist(), "saved_model": from_saved.tolist(),
+                  "tflite": from_tflite.tolist()}))
 """
 
 
@@ -125,11 +153,14 @@ def assert_reloaded_models_reproduce(directory: Path, size: int, paths: list[str
         [sys.executable, "-c", RELOAD, str(directory), str(size), *paths], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr
-    outputs = json.loads(result.stdout)
-    for form in ("keras", "saved_model"):
-        difference = np.abs(np.array(outputs[form]) - expected).max()
+    outputs = {form: np.array(values) for form, values in json.loads(result.stdout).items()}
+    for form in ("keras", "saved_model", "tflite"):
+        difference = np.abs(outputs[form] - expected).max()
         print(f"{form}: max |exported - run| = {difference:.2e}")
         assert difference < 1e-3, form
+    difference = np.abs(outputs["tflite"] - outputs["keras"]).max()
+    print(f"max |model.tflite - model.keras| = {difference:.2e}")
+    assert difference <= 1e-4
 
 
 def test_exported_models_reproduce_the_run_in_a_fresh_process(trained, exported):
@@ -137,26 +168,97 @@ def test_exported_models_reproduce_the_run_in_a_fresh_process(trained, exported)
     assert_reloaded_models_reproduce(exported, IMSHAPE[0], paths, run_predictions(trained)[1:])  # 0 is broken.png
 
 
-def test_the_default_extractor_exports_without_custom_objects(tmp_path):
-    """EfficientNet-Lite0 (the bundled default) on 16 real digit images at 64x64."""
-    digits = sorted((Path(__file__).resolve().parents[1] / "examples" / "digits" / "images").glob("*.png"))[:16]
-    (tmp_path / "list.txt").write_text("\n".join(map(str, digits)))
-    Cli(tmp_path)("init", "proj", "--images", "list.txt", "--classes", ",".join(CLASSES))
-    project = tmp_path / "proj"
+DIGITS = sorted((Path(__file__).resolve().parents[1] / "examples" / "digits" / "images").glob("*.png"))[:16]
+
+
+@pytest.fixture(scope="module")
+def default_extractor_export(tmp_path_factory) -> Path:
+    """A project on EfficientNet-Lite0 (the bundled default) over 16 real digit images at 64x64, trained
+    and exported (the one conversion of Lite0 to TFLite for export in these tests)."""
+    root = tmp_path_factory.mktemp("lite0")
+    (root / "list.txt").write_text("\n".join(map(str, DIGITS)))
+    Cli(root)("init", "proj", "--images", "list.txt", "--classes", ",".join(CLASSES))
+    project = root / "proj"
     config = yaml.safe_load((project / "patchwork.yaml").read_text())
     config["imshape"] = [64, 64]
     config["training"].update(epochs=2, batches_per_epoch=5, batch_size=8)
     (project / "patchwork.yaml").write_text(yaml.safe_dump(config))
-    pd.DataFrame({"filepath": map(str, digits[:10]), "a": [0, 1] * 5, "b": [1, 1, 0] * 3 + [0]}).to_csv(
-        tmp_path / "edits.csv", index=False
+    pd.DataFrame({"filepath": map(str, DIGITS[:10]), "a": [0, 1] * 5, "b": [1, 1, 0] * 3 + [0]}).to_csv(
+        root / "edits.csv", index=False
     )
     Cli(project)("extract")
     Cli(project)("label", "--import", "../edits.csv")
     Cli(project)("train")
     Cli(project)("export", "--out", "../deploy", "--what", "model")
-    card = json.loads((tmp_path / "deploy" / "model_card.json").read_text())
+    return project
+
+
+def test_the_default_extractor_exports_without_custom_objects(default_extractor_export):
+    project = default_extractor_export
+    card = json.loads((project.parent / "deploy" / "model_card.json").read_text())
     assert card["extractor"]["name"] == "efficientnet_lite0" and card["input"]["shape"] == [64, 64, 3]
-    assert_reloaded_models_reproduce(tmp_path / "deploy", 64, list(map(str, digits)), run_predictions(project))
+    assert card["tflite"]["checked_on"] == "litert"
+    assert_reloaded_models_reproduce(project.parent / "deploy", 64, list(map(str, DIGITS)), run_predictions(project))
+
+
+def copy_of_project(trained: Path, destination: Path) -> Path:
+    """The trained project with its images and extractor copied under `destination` (no exports)."""
+    shutil.copytree(trained.parent, destination / "copy", ignore=shutil.ignore_patterns("deploy"))
+    return destination / "copy" / "proj"
+
+
+def test_a_tflite_that_strays_from_the_keras_model_fails_the_export(trained, exported, tmp_path, monkeypatch):
+    """A run trained with another seed, its conversion replaced by the first run's model.tflite: the
+    export is refused and an earlier export in the destination stays as it was."""
+    project = copy_of_project(trained, tmp_path)
+    Cli(project)("train", "--seed", "99")
+    first_runs_tflite = (exported / "model.tflite").read_bytes()
+    monkeypatch.setattr(conversion, "saved_model_to_tflite", lambda *args: first_runs_tflite)
+    out = tmp_path / "deploy"
+    shutil.copytree(exported, out)
+    before = snapshot(out)
+    result = Cli(project)("export", "--out", out, "--force", expect=1)
+    assert re.fullmatch(
+        r"error: model\.tflite on litert: its probabilities on the check batch differ from model\.keras's by up to "
+        r"\S+ \(at most 0\.0001 allowed\); nothing was exported \(a conversion bug: tell us\)\n",
+        result.stderr,
+    ), result.stderr
+    assert snapshot(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["copy", "deploy"]
+
+
+def test_without_an_inference_engine_the_tflite_is_written_unchecked(trained, tmp_path, monkeypatch):
+    monkeypatch.setattr(runtimes, "_installed", lambda runtime: False)
+    result = Cli(trained)("export", "--out", tmp_path / "deploy", "--what", "model")
+    note = "model.tflite not checked: no inference engine installed (pip install ai-edge-litert)"
+    assert f"warning: {note}\n" in result.stderr
+    card = json.loads((tmp_path / "deploy" / "model_card.json").read_text())
+    sha256 = hashlib.sha256((tmp_path / "deploy" / "model.tflite").read_bytes()).hexdigest()
+    assert card["tflite"] == {"file": "model.tflite", "sha256": sha256, "checked_on": None, "note": note}
+    assert note in (tmp_path / "deploy" / "model_card.md").read_text()
+
+
+def test_a_model_the_converter_refuses_is_exported_without_tflite(trained, tmp_path, monkeypatch):
+    def refuse(*args):
+        raise PatchworkError(
+            "the model cannot be converted to TFLite for an inference engine (ConverterError: op X is "
+            "neither a custom op nor a flex op); set extractor.runtime: keras"
+        )
+
+    monkeypatch.setattr(conversion, "saved_model_to_tflite", refuse)
+    result = Cli(trained)("export", "--out", tmp_path / "deploy", "--what", "model")
+    note = (
+        "model.tflite not written: the model cannot be converted to TFLite for an inference engine "
+        "(ConverterError: op X is neither a custom op nor a flex op)"
+    )
+    assert f"warning: {note}\n" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "deploy").iterdir()) == [
+        "model.keras",
+        "model_card.json",
+        "model_card.md",
+        "saved_model",
+    ]
+    card = json.loads((tmp_path / "deploy" / "model_card.json").read_text())
+    assert card["tflite"] == {"file": None, "note": note} and "tflite" not in card["files"]
 
 
 def test_unknown_run_is_refused_with_the_list_of_runs(trained):

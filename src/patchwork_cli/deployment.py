@@ -7,58 +7,78 @@ of standard layers only, so `keras.models.load_model` needs no custom objects, a
 `Model.export` turns it into a SavedModel for TF Serving. The rounding matters: the
 head was trained on (and the run's predictions computed from) float16 features by
 default, so without it the model's outputs would drift from the run's predictions.
+
+Beside model.keras and the SavedModel goes model.tflite, converted from that SavedModel:
+the file LiteRT runs (and OpenVINO reads), as EfficientNet-Lite is deployed on phones,
+and what `predict --model` runs when an engine is installed. It is checked against the
+Keras model on a fixed batch when written, so an export never carries one that strays.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from . import runs
 from .errors import PatchworkError
+from .features import normalised_identity
 from .project import Project
 from .tensorflow_runtime import start_tensorflow
 
 KERAS_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
+TFLITE_FILE = "model.tflite"
 INPUT_NAME = "pixels"
+# max |model.tflite - model.keras| of any probability on the check batch; measured: 6e-8 (LiteRT), 3e-6 (OpenVINO)
+TFLITE_TOLERANCE = 1e-4
 
 
 def end_to_end_model(project: Project, run_dir: Path):
     """The run's head behind the extractor that made its features, as one keras.Model on uint8 images."""
-    identity = runs.read_json(Path(run_dir) / runs.RUN_FILE)["features"]
-    if identity["name"].startswith("npy:"):
-        raise PatchworkError(
-            f"run {Path(run_dir).name} was trained on features imported from {identity['name'][4:]}: there is no "
-            "extractor to put in front of its head; export --what labels,predictions only"
-        )
-    start_tensorflow()
+    extractor, identity = run_extractor(project, run_dir)
     import keras
 
-    from .extractors.loading import DEFAULT, load_extractor
-
-    # The store records a user model by its file name only; its path is in the config.
-    spec = identity["name"] if identity["name"] == DEFAULT or identity["name"].startswith("keras:") else None
-    spec = spec or project.config.extractor.name
-    extractor = load_extractor(spec, tuple(identity["imshape"]), identity["pooling"], base=project.directory)
-    now = extractor.identity(identity["dtype"])
-    if now != identity:
-        differences = "; ".join(
-            f"{key}: {identity.get(key)!r} then, {now.get(key)!r} now" for key in identity if identity[key] != now[key]
-        )
-        raise PatchworkError(
-            f"run {Path(run_dir).name} was trained on features of another extractor than {spec!r} ({differences}); "
-            "restore the extractor the run was trained with to export it"
-        )
     head = keras.models.load_model(Path(run_dir) / runs.MODEL_FILE, compile=False)
-
     pixels = keras.Input((*extractor.imshape, extractor.channels), dtype="uint8", name=INPUT_NAME)
     # Rescaling by 1 is a standard, serialisable cast: to float32 here, to the store's dtype below.
     features = without_lambdas(extractor.model)(keras.layers.Rescaling(1.0, name="pixels_to_float")(pixels))
     if identity["dtype"] != "float32":
         features = keras.layers.Rescaling(1.0, dtype=identity["dtype"], name="feature_store_rounding")(features)
     return keras.Model(pixels, head(features), name="patchwork_" + Path(run_dir).name.replace("-", "_"))
+
+
+def run_extractor(project: Project, run_dir: Path):
+    """The extractor (extractors.loading.Extractor) whose features the run was trained on, and their
+    identity as run.json records it (its precision defaulted); refused when the project's extractor
+    is no longer that one. The precision is how the features were computed, not which extractor
+    computed them: a run trained on fast features has the same extractor as an exact one."""
+    identity = normalised_identity(runs.read_json(Path(run_dir) / runs.RUN_FILE)["features"])
+    if identity["name"].startswith("npy:"):
+        raise PatchworkError(
+            f"run {Path(run_dir).name} was trained on features imported from {identity['name'][4:]}: there is no "
+            "extractor to put in front of its head; export --what labels,predictions only"
+        )
+    start_tensorflow()
+    from .extractors.loading import DEFAULT, load_extractor
+
+    # The store records a user model by its file name only; its path is in the config.
+    spec = identity["name"] if identity["name"] == DEFAULT or identity["name"].startswith("keras:") else None
+    spec = spec or project.config.extractor.name
+    extractor = load_extractor(spec, tuple(identity["imshape"]), identity["pooling"], base=project.directory)
+    now = extractor.identity(identity["dtype"], identity["precision"])
+    if now != identity:
+        differences = "; ".join(
+            f"{key}: {identity.get(key)!r} then, {now.get(key)!r} now"
+            for key in sorted(identity.keys() | now.keys())
+            if identity.get(key) != now.get(key)
+        )
+        raise PatchworkError(
+            f"run {Path(run_dir).name} was trained on features of another extractor than {spec!r} ({differences}); "
+            "restore the extractor the run was trained with to use it"
+        )
+    return extractor, identity
 
 
 def without_lambdas(model):
@@ -116,6 +136,49 @@ def save_model(model, directory: Path) -> list[Path]:
     model.save(keras_path)
     model.export(str(saved_path), verbose=False)
     return [keras_path, saved_path]
+
+
+def save_tflite(model, directory: Path) -> tuple[list[Path], dict]:
+    """model.tflite, converted from the SavedModel that save_model wrote into `directory` and checked
+    against `model`; and what the model card records of it. A model the converter cannot take gets
+    no model.tflite (the record says why) rather than no export."""
+    from .extractors.conversion import saved_model_to_tflite
+
+    try:
+        flatbuffer = saved_model_to_tflite(Path(directory) / SAVED_MODEL_DIR)
+    except PatchworkError as error:
+        why = str(error).split("; set extractor.runtime")[0]  # that advice is for extractors, not for export
+        return [], {"file": None, "note": f"{TFLITE_FILE} not written: {why}"}
+    path = Path(directory) / TFLITE_FILE
+    path.write_bytes(flatbuffer)
+    return [path], {"file": TFLITE_FILE, "sha256": hashlib.sha256(flatbuffer).hexdigest(), **check_tflite(model, path)}
+
+
+def check_tflite(model, path: Path) -> dict:
+    """Run the TFLite file at `path` on the engine `auto` picks for exact outputs and refuse it when a
+    probability on the check batch strays from `model`'s by more than TFLITE_TOLERANCE; what was
+    checked, for the model card (the check is skipped, and said so, when no engine is installed)."""
+    from .extractors.conversion import check_batch
+    from .extractors.runtimes import EXACT, choose_runtime, open_tflite
+
+    runtime, _, _ = choose_runtime("auto", EXACT)
+    if runtime == "keras":
+        return {
+            "checked_on": None,
+            "note": f"{TFLITE_FILE} not checked: no inference engine installed (pip install ai-edge-litert)",
+        }
+    height, width, channels = (int(size) for size in model.input_shape[1:])
+    batch = check_batch((height, width), channels, np.uint8)
+    expected = np.asarray(model.predict_on_batch(batch), np.float64)
+    outputs = open_tflite(str(path), runtime, EXACT, len(batch)).predict(batch)
+    difference = float(np.abs(outputs.astype(np.float64) - expected).max())
+    if not difference <= TFLITE_TOLERANCE:  # NaN is refused too
+        raise PatchworkError(
+            f"{TFLITE_FILE} on {runtime}: its probabilities on the check batch differ from {KERAS_FILE}'s by up to "
+            f"{difference:.2g} (at most {TFLITE_TOLERANCE:g} allowed); nothing was exported (a conversion bug: "
+            "tell us)"
+        )
+    return {"checked_on": runtime, "max_abs_difference": float(f"{difference:.2g}"), "tolerance": TFLITE_TOLERANCE}
 
 
 def load_exported(directory: Path):

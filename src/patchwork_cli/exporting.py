@@ -40,11 +40,14 @@ def parse_parts(text: str) -> list[str]:
     return [part for part in PARTS if part in asked]
 
 
-def export(project: Project, out: Path, run_id: str | None, parts: list[str], force: bool) -> list[Path]:
-    """Write the asked `parts` into `out`; returns the paths written there.
+def export(
+    project: Project, out: Path, run_id: str | None, parts: list[str], force: bool
+) -> tuple[list[Path], list[str]]:
+    """Write the asked `parts` into `out`; returns the paths written there and warnings for the person
+    (a model.tflite not written, or not checked).
 
     Refused before anything is written: a non-empty `out` without `force`, an unknown
-    run, a run whose extractor cannot be rebuilt.
+    run, a run whose extractor cannot be rebuilt, a model.tflite that strays from model.keras.
     """
     out = Path(os.path.abspath(out))
     if out.exists() and not out.is_dir():
@@ -65,12 +68,15 @@ def export(project: Project, out: Path, run_id: str | None, parts: list[str], fo
     try:
         table = project.labels()
         filepaths = _paths_relative_to(table["filepath"], project.directory, out)
-        written = []
+        written, warnings = [], []
         if model is not None:
-            from .deployment import save_model
+            from .deployment import save_model, save_tflite
 
             written += save_model(model, staging)
-            written += write_model_card(staging, run_dir, [int(size) for size in model.input_shape[1:]])
+            tflite_paths, tflite = save_tflite(model, staging)
+            written += tflite_paths
+            warnings += [tflite["note"]] if "note" in tflite else []
+            written += write_model_card(staging, run_dir, [int(size) for size in model.input_shape[1:]], tflite)
         if "labels" in parts:
             written.append(staging / LABELS_NAME)
             write_label_table(table.assign(filepath=filepaths), written[-1], project.classes)
@@ -78,7 +84,7 @@ def export(project: Project, out: Path, run_id: str | None, parts: list[str], fo
             written.append(staging / PREDICTIONS_FILE)
             match = runs.run_match(run_dir, table["filepath"].tolist(), project.directory)
             write_predictions(written[-1], run_dir, match, filepaths)
-        return _move_into(staging, out, [path.name for path in written])
+        return _move_into(staging, out, [path.name for path in written]), warnings
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -113,15 +119,16 @@ def _move_into(staging: Path, out: Path, names: list[str]) -> list[Path]:
 # --- the model card ---------------------------------------------------------------------
 
 
-def write_model_card(directory: Path, run_dir: Path, input_shape: list[int]) -> list[Path]:
-    """model_card.json (for machines) and model_card.md (for people) describing the exported model."""
-    card = model_card(run_dir, input_shape)
+def write_model_card(directory: Path, run_dir: Path, input_shape: list[int], tflite: dict) -> list[Path]:
+    """model_card.json (for machines) and model_card.md (for people) describing the exported model
+    (`tflite`: deployment.save_tflite's record of model.tflite)."""
+    card = model_card(run_dir, input_shape, tflite)
     runs.write_json(directory / CARD_JSON, card)
     (directory / CARD_MARKDOWN).write_text(card_markdown(card), encoding="utf-8")
     return [directory / CARD_JSON, directory / CARD_MARKDOWN]
 
 
-def model_card(run_dir: Path, input_shape: list[int]) -> dict:
+def model_card(run_dir: Path, input_shape: list[int], tflite: dict) -> dict:
     run = runs.read_json(run_dir / runs.RUN_FILE)
     extractor = run["features"]
     task = run.get("task", MULTILABEL)  # runs from before the task key are multilabel
@@ -150,7 +157,9 @@ def model_card(run_dir: Path, input_shape: list[int]) -> dict:
         "files": {
             "keras": "model.keras",
             "saved_model": "saved_model (signature serving_default: input 'pixels', output 'output_0')",
+            **({"tflite": tflite["file"]} if tflite["file"] else {}),
         },
+        "tflite": tflite,
         "extractor": {key: extractor[key] for key in ("name", "weights_sha256", "pooling", "output_shape", "dtype")},
         "head": run["head"],
         "loss": run["output"],
@@ -187,7 +196,7 @@ def card_markdown(card: dict) -> str:
         f"{counts['labelled']['partial']} partially labelled, {counts['validation']} validation, "
         f"{counts['excluded']} excluded",
         "- **Files**: `model.keras` (`keras.models.load_model`), `saved_model/` "
-        "(`tf.saved_model.load`, TF Serving; signature `serving_default`)",
+        "(`tf.saved_model.load`, TF Serving; signature `serving_default`)" + _tflite_markdown(card["tflite"]),
         "",
         "## Metrics of the run (threshold 0.5)",
         "",
@@ -207,6 +216,17 @@ def card_markdown(card: dict) -> str:
             f"{validation['negative']} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _tflite_markdown(tflite: dict) -> str:
+    if not tflite["file"]:
+        return f" ({tflite['note']})"
+    checked = (
+        f"outputs within {tflite['max_abs_difference']:.1g} of model.keras' on {tflite['checked_on']}"
+        if tflite["checked_on"]
+        else tflite["note"]
+    )
+    return f", `{tflite['file']}` (LiteRT / TFLite, SHA-256 {tflite['sha256'][:12]}...; {checked})"
 
 
 def read_model_card(directory: Path) -> dict:

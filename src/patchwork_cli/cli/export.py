@@ -24,7 +24,9 @@ def export(
     from ..exporting import parse_parts
 
     parts = parse_parts(what)
-    written = run_export(open_from(ctx, project), out, run, parts, force)
+    written, warnings = run_export(open_from(ctx, project), out, run, parts, force)
     for path in written:
         typer.echo(str(path))
+    for warning in warnings:
+        say(f"warning: {warning}")
     say(f"exported {', '.join(parts)} to {out}")
