@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import io
 import json
 import os
 import re
@@ -24,9 +25,10 @@ from conftest import Cli, snapshot, write_images
 from test_end_to_end import probe
 from test_train import make_project as make_npy_project
 
-from patchwork_cli import PatchworkError, open_project
-from patchwork_cli.deployment import without_lambdas
+from patchwork_cli import PatchworkError, open_project, runs
+from patchwork_cli.deployment import end_to_end_model, without_lambdas
 from patchwork_cli.extractors import conversion, runtimes
+from patchwork_cli.images import load_image
 
 IMSHAPE = (32, 32)
 CLASSES = ["a", "b"]
@@ -131,6 +133,7 @@ RELOAD = """
 import json, sys
 import numpy as np, keras, tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
+from patchwork_cli.images import load_image
 directory, size, paths = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 pixels = np.stack([load_image(p, (size, size), 3) for p in paths])
 from_keras = keras.models.load_model(directory + "/model.keras").predict_on_batch(pixels)
@@ -199,6 +202,26 @@ def test_the_default_extractor_exports_without_custom_objects(default_extractor_
     assert card["extractor"]["name"] == "efficientnet_lite0" and card["input"]["shape"] == [64, 64, 3]
     assert card["tflite"]["checked_on"] == "litert"
     assert_reloaded_models_reproduce(project.parent / "deploy", 64, list(map(str, DIGITS)), run_predictions(project))
+
+
+def test_predict_with_the_default_extractor_gives_its_keras_models_numbers(default_extractor_export):
+    """predict --model runs model.tflite, predict from the run runs the extractor on LiteRT: both
+    within 1e-4 of the Keras models (the exported one, and the end-to-end one of the run)."""
+    project = default_extractor_export
+    pixels = np.stack([load_image(str(path), (64, 64), 3) for path in DIGITS])
+    from_keras = np.asarray(keras.models.load_model(project.parent / "deploy" / "model.keras").predict_on_batch(pixels))
+    end_to_end = end_to_end_model(open_project(project), runs.resolve_run(project, None))
+    np.testing.assert_allclose(end_to_end.predict_on_batch(pixels), from_keras, rtol=0, atol=1e-6)
+
+    listed = "\n".join(map(str, DIGITS))
+    exported = Cli(project.parent)("predict", "--model", "deploy", "--images", "-", input=listed)
+    from_run = Cli(project)("predict", "--images", "-", input=listed)
+    assert "(model.tflite on litert)" in exported.stderr
+    assert "(the extractor on litert, exact, the head on keras)" in from_run.stderr
+    for result in (exported, from_run):
+        predicted = pd.read_csv(io.StringIO(result.stdout))[CLASSES].to_numpy()
+        print(f"max |predict - keras| = {np.abs(predicted - from_keras).max():.2e}")
+        np.testing.assert_allclose(predicted, from_keras, rtol=0, atol=1e-4)
 
 
 def copy_of_project(trained: Path, destination: Path) -> Path:

@@ -1,16 +1,24 @@
-"""patchwork predict: CSV probabilities for image files from a project's run or an exported model,
-batched, with unreadable images as empty rows; the same numbers as the run's own predictions."""
+"""patchwork predict: CSV probabilities for image files from a project's run (its extractor on the
+inference engine, its head on Keras) or an exported model (its model.tflite on the engine, model.keras
+without one), batched, with unreadable images as empty rows; the numbers of the Keras models."""
 
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import Cli
-from test_export import CLASSES, build_trained_project, run_predictions
+from test_export import CLASSES, IMSHAPE, build_trained_project, copy_of_project, run_predictions
+
+from patchwork_cli import open_project, runs
+from patchwork_cli.deployment import end_to_end_model
+from patchwork_cli.extractors import runtimes
+from patchwork_cli.images import load_image
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +30,14 @@ def trained(tmp_path_factory) -> Path:
 
 def read_csv(text: str) -> pd.DataFrame:
     return pd.read_csv(io.StringIO(text))
+
+
+def images_of(project: Path) -> list[Path]:
+    return sorted((project.parent / "images").glob("img_*.png"))
+
+
+def keras_predictions(model, paths: list[Path]) -> np.ndarray:
+    return np.asarray(model.predict_on_batch(np.stack([load_image(str(p), IMSHAPE, 3) for p in paths])))
 
 
 def test_predict_on_a_directory_gives_the_runs_numbers(trained):
@@ -45,6 +61,71 @@ def test_an_exported_model_works_outside_any_project(trained, tmp_path):
     assert table["filepath"].tolist() == [*map(str, reversed(images)), "/no/such/image.png"]
     assert table.iloc[-1, 1:].isna().all() and "warning: /no/such/image.png: file not found" in result.stderr
     np.testing.assert_allclose(table[CLASSES].to_numpy()[:-1], run_predictions(trained)[1:][::-1], atol=1e-3)
+
+
+def test_a_run_predicts_as_its_end_to_end_keras_model(trained):
+    """The extractor on LiteRT, its features rounded to the store's float16, the head on Keras: the
+    probabilities of the one Keras model export writes, within 1e-4."""
+    result = Cli(trained.parent)("--project", "proj", "predict", "images")
+    assert "(the extractor on litert, exact, the head on keras)" in result.stderr
+    model = end_to_end_model(open_project(trained), runs.resolve_run(trained, None))
+    expected = keras_predictions(model, images_of(trained))
+    np.testing.assert_allclose(read_csv(result.stdout)[CLASSES].to_numpy()[1:], expected, rtol=0, atol=1e-4)
+
+
+def test_an_exported_model_runs_its_tflite(trained):
+    images = images_of(trained)
+    deploy = trained.parent / "deploy"
+    result = Cli(trained.parent)("predict", "--model", deploy, *images)
+    assert "(model.tflite on litert)" in result.stderr and "note:" not in result.stderr
+    expected = keras_predictions(keras.models.load_model(deploy / "model.keras"), images)
+    np.testing.assert_allclose(read_csv(result.stdout)[CLASSES].to_numpy(), expected, rtol=0, atol=1e-4)
+
+
+def test_without_an_inference_engine_keras_runs_both(trained, monkeypatch):
+    monkeypatch.setattr(runtimes, "_installed", lambda runtime: False)
+    images = images_of(trained)
+    exported = Cli(trained.parent)("predict", "--model", "deploy", *images)
+    assert "note: no inference engine installed (pip install ai-edge-litert): Keras runs model.keras" in (
+        exported.stderr
+    )
+    assert "(model.keras on keras)" in exported.stderr
+    from_run = Cli(trained.parent)("--project", "proj", "predict", *images)
+    assert "note: no inference engine installed (pip install ai-edge-litert): Keras runs the extractor" in (
+        from_run.stderr
+    )
+    assert "(the extractor on keras, exact, the head on keras)" in from_run.stderr
+    expected = keras_predictions(keras.models.load_model(trained.parent / "deploy" / "model.keras"), images)
+    for result in (exported, from_run):
+        np.testing.assert_allclose(read_csv(result.stdout)[CLASSES].to_numpy(), expected, rtol=0, atol=1e-5)
+
+
+def test_an_export_without_tflite_runs_on_keras(trained, tmp_path):
+    """A directory exported before model.tflite existed."""
+    deploy = tmp_path / "old"
+    shutil.copytree(trained.parent / "deploy", deploy, ignore=shutil.ignore_patterns("model.tflite"))
+    images = images_of(trained)
+    result = Cli(tmp_path)("predict", "--model", deploy, *images)
+    assert "note: no model.tflite (exported by an older patchwork): Keras runs model.keras" in result.stderr
+    expected = keras_predictions(keras.models.load_model(deploy / "model.keras"), images)
+    np.testing.assert_allclose(read_csv(result.stdout)[CLASSES].to_numpy(), expected, rtol=0, atol=1e-6)
+
+
+def test_a_run_of_another_extractor_is_refused(trained, tmp_path):
+    """The project's extractor.keras replaced by another model after the run was trained on its features."""
+    project = copy_of_project(trained, tmp_path)
+    inputs = keras.Input((*IMSHAPE, 3))
+    other = keras.Model(inputs, keras.layers.Conv2D(32, 3, strides=2, padding="same")(inputs))
+    other.save(project.parent / "extractor.keras")
+    run_id = (project / "models" / "LATEST").read_text().strip()
+    for command in (["predict", "../images"], ["export", "--out", "../deploy", "--what", "model"]):
+        result = Cli(project)(*command, expect=1)
+        assert result.stderr.startswith(
+            f"error: run {run_id} was trained on features of another extractor than '../extractor.keras' "
+            "(weights_sha256: '"
+        ), result.stderr
+        assert result.stderr.endswith("restore the extractor the run was trained with to use it\n")
+    assert not (tmp_path / "copy" / "deploy").exists()
 
 
 def test_batch_size_does_not_change_the_numbers(trained):

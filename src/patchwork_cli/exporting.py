@@ -222,7 +222,8 @@ def _tflite_markdown(tflite: dict) -> str:
     if not tflite["file"]:
         return f" ({tflite['note']})"
     checked = (
-        f"outputs within {tflite['max_abs_difference']:.1g} of model.keras' on {tflite['checked_on']}"
+        f"probabilities within {tflite['max_abs_difference']:.1g} of model.keras' on a check batch, on "
+        f"{tflite['checked_on']}"
         if tflite["checked_on"]
         else tflite["note"]
     )

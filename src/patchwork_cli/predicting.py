@@ -1,14 +1,19 @@
 """patchwork predict: class probabilities for image files, from a run or an exported model.
 
-Images are decoded on threads ahead of the model (as extract does) and go through it
-in fixed-size, zero-padded batches: one input shape means one traced graph, and an
-image's probabilities do not depend on the images that shared its batch. Results come
-back in input order, one at a time, so a caller can stream a million rows out.
+Both run on the fastest engine here (extractors/runtimes.py). A project's run puts its
+extractor on the project's extractor.runtime and precision -- as extract does, so the
+run's head sees the features it was trained on -- and its head on Keras behind it; an
+exported model runs its model.tflite on LiteRT (or OpenVINO), and model.keras on Keras
+when it has no model.tflite (exported by an older patchwork) or no engine is installed.
+Images are decoded on threads ahead of the model (as extract does) and go through it in
+fixed-size, zero-padded batches: an image's probabilities do not depend on the images
+that shared its batch. Results come back in input order, one at a time, so a caller can
+stream a million rows out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import runs
-from .extraction import _fixed_batch_predictor, _prefetch
+from .extraction import _prefetch
 from .images import ImageError, load_image
 from .sources import read_image_source, scan_directory
 
@@ -26,6 +31,18 @@ class Prediction:
     path: str
     probabilities: np.ndarray | None  # None when the image could not be read
     error: str | None = None
+
+
+@dataclass
+class Predictor:
+    """What predicts: uint8 images of `shape` (height, width, channels) in, `classes` probabilities out."""
+
+    classes: list[str]
+    shape: tuple[int, int, int]
+    batch_size: int
+    predict_batch: Callable[[np.ndarray], np.ndarray]  # up to batch_size images -> their probabilities
+    runs_on: str  # what runs where, for the person
+    note: str = ""  # what was given up to run here ("" when nothing was)
 
 
 def image_paths(arguments: list[str], listed: str | None) -> list[str]:
@@ -39,30 +56,69 @@ def image_paths(arguments: list[str], listed: str | None) -> list[str]:
     return paths
 
 
-def run_model(project, run_id: str | None):
-    """The end-to-end model of a project's run (LATEST by default) and the run's classes."""
-    from .deployment import end_to_end_model
+def run_predictor(project, run_id: str | None, batch_size: int) -> Predictor:
+    """A project's run (LATEST by default): its extractor on the project's runtime, then its head on
+    Keras, from the extractor's outputs rounded to the store's dtype as its training features were."""
+    from .deployment import run_extractor
+    from .extractors.runtimes import keras_engine, open_extractor_engine
 
     run_dir = runs.resolve_run(project.directory, run_id)
-    return end_to_end_model(project, run_dir), runs.read_json(run_dir / runs.RUN_FILE)["classes"]
+    extractor, identity = run_extractor(project, run_dir)  # TensorFlow starts here
+    import keras
+
+    settings = project.config.extractor
+    extract = open_extractor_engine(extractor, settings.runtime, settings.precision, batch_size)
+    head = keras_engine(keras.models.load_model(run_dir / runs.MODEL_FILE, compile=False), batch_size)
+    store_dtype = np.dtype(identity["dtype"])
+
+    def predict_batch(pixels: np.ndarray) -> np.ndarray:
+        return head.predict(extract.predict(pixels).astype(store_dtype))
+
+    return Predictor(
+        runs.read_json(run_dir / runs.RUN_FILE)["classes"],
+        (*extractor.imshape, extractor.channels),
+        batch_size,
+        predict_batch,
+        f"the extractor on {extract.description}, the head on keras",
+        extract.note,
+    )
 
 
-def exported_model(directory: Path):
-    """The model of an `export`ed directory and its classes (from the model card)."""
-    from .deployment import load_exported
+def exported_predictor(directory: Path, batch_size: int) -> Predictor:
+    """An `export`ed directory: its model.tflite on the engine `auto` picks for exact outputs, else
+    its model.keras on Keras (the model card gives the classes and the input shape)."""
+    from .deployment import KERAS_FILE, TFLITE_FILE, load_exported
     from .exporting import read_model_card
+    from .extractors.runtimes import EXACT, choose_runtime, keras_engine, open_tflite
 
-    classes = read_model_card(directory)["classes"]
-    return load_exported(directory), classes
+    card = read_model_card(directory)
+    recorded = card.get("tflite", {})  # what export said of model.tflite (cards before it say nothing)
+    tflite = Path(directory) / TFLITE_FILE
+    runtime, _, _ = choose_runtime("auto", EXACT)
+    if tflite.is_file() and runtime != "keras":
+        engine, runs_on = open_tflite(str(tflite), runtime, EXACT, batch_size), f"{TFLITE_FILE} on {runtime}"
+        note = ""
+        if "file" in recorded and not recorded["checked_on"]:
+            note = f"{TFLITE_FILE} was not checked against {KERAS_FILE} when exported (no inference engine there)"
+    else:
+        engine = keras_engine(load_exported(directory), batch_size, np.uint8)  # the exported model takes raw pixels
+        runs_on = f"{KERAS_FILE} on keras"
+        why = (
+            "no inference engine installed (pip install ai-edge-litert)"
+            if tflite.is_file()
+            else recorded.get("note", f"no {TFLITE_FILE} (exported by an older patchwork)")
+        )
+        note = f"{why}: Keras runs {KERAS_FILE}"
+    return Predictor(card["classes"], tuple(card["input"]["shape"]), batch_size, engine.predict, runs_on, note)
 
 
-def predict(model, paths: list[str], batch_size: int = 32, progress: bool | None = None) -> Iterator[Prediction]:
+def predict(predictor: Predictor, paths: list[str], progress: bool | None = None) -> Iterator[Prediction]:
     """A Prediction for each path, in order; unreadable images get probabilities None and the reason."""
-    height, width, channels = (int(size) for size in model.input_shape[1:])
+    height, width, channels = predictor.shape
+    batch_size = predictor.batch_size
     decoded = _prefetch(
         lambda i: load_image(paths[i], (height, width), channels), iter(range(len(paths))), 2 * batch_size
     )
-    predict_batch = _fixed_batch_predictor(model, batch_size, np.uint8)  # the exported model takes raw pixels
     pending: list[tuple[int, object]] = []  # in input order; decoded images and errors alike
     readable = 0
     with tqdm(total=len(paths), unit="img", desc="predict", disable=None if progress is None else not progress) as bar:
@@ -70,10 +126,10 @@ def predict(model, paths: list[str], batch_size: int = 32, progress: bool | None
             pending.append((row, result))
             readable += not isinstance(result, ImageError)
             if readable == batch_size:
-                yield from _flush(predict_batch, paths, pending)
+                yield from _flush(predictor.predict_batch, paths, pending)
                 bar.update(len(pending))
                 pending, readable = [], 0
-        yield from _flush(predict_batch, paths, pending)
+        yield from _flush(predictor.predict_batch, paths, pending)
         bar.update(len(pending))
 
 

@@ -30,7 +30,7 @@ def predict(
     Unreadable images get a row with empty cells and a warning on stderr.
     """
     from ..exporting import PROBABILITY_FORMAT
-    from ..predicting import exported_model, image_paths, run_model
+    from ..predicting import exported_predictor, image_paths, run_predictor
     from ..predicting import predict as run_predict
 
     if model is not None and run is not None:
@@ -38,12 +38,19 @@ def predict(
     paths = image_paths(images or [], listed)
     if not paths:
         raise typer.BadParameter("no images: give image files or directories, or --images FILE|-")
-    network, classes = exported_model(model) if model is not None else run_model(open_from(ctx, project), run)
+    predictor = (
+        exported_predictor(model, batch_size)
+        if model is not None
+        else run_predictor(open_from(ctx, project), run, batch_size)
+    )
+    if predictor.note:
+        say(f"note: {predictor.note}")
+    classes = predictor.classes
     writer = csv.writer(sys.stdout, lineterminator="\n")
     failed = 0
     try:
         writer.writerow(["filepath", *classes])
-        for result in run_predict(network, paths, batch_size):
+        for result in run_predict(predictor, paths):
             if result.probabilities is None:
                 failed += 1
                 say(f"warning: {result.path}: {result.error}")
@@ -55,4 +62,5 @@ def predict(
         # The reader went away (`| head`): stop quietly, with the shell's code for a closed pipe.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise typer.Exit(141) from None
-    say(f"predicted {len(paths) - failed} image(s)" + (f"; {failed} unreadable (empty rows)" if failed else ""))
+    unreadable = f"; {failed} unreadable (empty rows)" if failed else ""
+    say(f"predicted {len(paths) - failed} image(s){unreadable} ({predictor.runs_on})")
