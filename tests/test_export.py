@@ -260,6 +260,20 @@ def test_without_an_inference_engine_the_tflite_is_written_unchecked(trained, tm
     assert note in (tmp_path / "deploy" / "model_card.md").read_text()
 
 
+def test_with_openvino_alone_the_tflite_is_checked_and_run_on_it(trained, tmp_path, monkeypatch):
+    monkeypatch.setattr(runtimes, "_installed", lambda runtime: runtime == "openvino")
+    Cli(trained)("export", "--out", tmp_path / "deploy", "--what", "model")
+    card = json.loads((tmp_path / "deploy" / "model_card.json").read_text())
+    assert card["tflite"]["checked_on"] == "openvino" and card["tflite"]["max_abs_difference"] <= 1e-4
+    images = sorted((trained.parent / "images").glob("img_*.png"))
+    result = Cli(tmp_path)("predict", "--model", "deploy", *images)
+    assert "(model.tflite on openvino)" in result.stderr
+    model = keras.models.load_model(tmp_path / "deploy" / "model.keras")
+    expected = model.predict_on_batch(np.stack([load_image(str(path), IMSHAPE, 3) for path in images]))
+    predicted = pd.read_csv(io.StringIO(result.stdout))[CLASSES].to_numpy()
+    np.testing.assert_allclose(predicted, expected, rtol=0, atol=1e-4)
+
+
 def test_a_model_the_converter_refuses_is_exported_without_tflite(trained, tmp_path, monkeypatch):
     def refuse(*args):
         raise PatchworkError(
