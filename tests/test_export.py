@@ -27,7 +27,7 @@ from test_train import make_project as make_npy_project
 
 from patchwork_cli import PatchworkError, open_project, runs
 from patchwork_cli.deployment import end_to_end_model, without_lambdas
-from patchwork_cli.extractors import conversion, runtimes
+from patchwork_cli.extractors import conversion
 from patchwork_cli.images import load_image
 
 IMSHAPE = (32, 32)
@@ -250,7 +250,8 @@ def test_a_tflite_that_strays_from_the_keras_model_fails_the_export(trained, exp
 
 
 def test_without_an_inference_engine_the_tflite_is_written_unchecked(trained, tmp_path, monkeypatch):
-    monkeypatch.setattr(runtimes, "_installed", lambda runtime: False)
+    for package in ("ai_edge_litert", "openvino"):
+        monkeypatch.setitem(sys.modules, package, None)  # how Python marks a module as not importable
     result = Cli(trained)("export", "--out", tmp_path / "deploy", "--what", "model")
     note = "model.tflite not checked: no inference engine installed (pip install ai-edge-litert)"
     assert f"warning: {note}\n" in result.stderr
@@ -261,7 +262,7 @@ def test_without_an_inference_engine_the_tflite_is_written_unchecked(trained, tm
 
 
 def test_with_openvino_alone_the_tflite_is_checked_and_run_on_it(trained, tmp_path, monkeypatch):
-    monkeypatch.setattr(runtimes, "_installed", lambda runtime: runtime == "openvino")
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # how Python marks a module as not importable
     Cli(trained)("export", "--out", tmp_path / "deploy", "--what", "model")
     card = json.loads((tmp_path / "deploy" / "model_card.json").read_text())
     assert card["tflite"]["checked_on"] == "openvino" and card["tflite"]["max_abs_difference"] <= 1e-4
