@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -80,6 +81,21 @@ def test_an_exported_model_runs_its_tflite(trained):
     assert "(model.tflite on litert)" in result.stderr and "note:" not in result.stderr
     expected = keras_predictions(keras.models.load_model(deploy / "model.keras"), images)
     np.testing.assert_allclose(read_csv(result.stdout)[CLASSES].to_numpy(), expected, rtol=0, atol=1e-4)
+
+
+def test_predict_with_a_tflite_never_starts_tensorflow(trained):
+    """A fresh process: `predict --model DIR` on model.tflite runs LiteRT alone, without TensorFlow."""
+    images = [str(p) for p in images_of(trained)[:3]]
+    script = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from patchwork_cli.cli.app import app\n"
+        f"result = CliRunner().invoke(app, ['predict', '--model', {str(trained.parent / 'deploy')!r}, *{images!r}])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print(result.stdout.count(chr(10)), 'tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert child.stdout.split() == ["4", "False", "False"]
 
 
 def test_without_an_inference_engine_keras_runs_both(trained, monkeypatch):

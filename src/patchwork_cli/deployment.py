@@ -147,8 +147,7 @@ def save_tflite(model, directory: Path) -> tuple[list[Path], dict]:
     try:
         flatbuffer = saved_model_to_tflite(Path(directory) / SAVED_MODEL_DIR)
     except PatchworkError as error:
-        why = str(error).split("; set extractor.runtime")[0]  # that advice is for extractors, not for export
-        return [], {"file": None, "note": f"{TFLITE_FILE} not written: {why}"}
+        return [], {"file": None, "note": f"{TFLITE_FILE} not written: {error}"}
     path = Path(directory) / TFLITE_FILE
     path.write_bytes(flatbuffer)
     return [path], {"file": TFLITE_FILE, "sha256": hashlib.sha256(flatbuffer).hexdigest(), **check_tflite(model, path)}

@@ -1,5 +1,3 @@
-"""Pretrained feature extractors: networks that turn image pixels into feature maps."""
-
-from ..tensorflow_runtime import start_tensorflow
-
-start_tensorflow()
+"""Feature extractors: the networks that turn pixels into features (loading.py, efficientnet_lite0.py,
+which start TensorFlow), and what runs them (runtimes.py, conversion.py, which do not need it to run
+a converted model: LiteRT and OpenVINO run without TensorFlow)."""

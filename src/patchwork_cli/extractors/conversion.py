@@ -55,9 +55,9 @@ def saved_model_to_tflite(saved_model_dir: str | Path) -> bytes:
         with native_stderr_silenced():  # the converter logs a dozen lines of MLIR passes
             return tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir)).convert()
     except Exception as error:  # the converter raises ConverterError and others for unsupported ops
+        first_line = str(error).splitlines()[0] if str(error) else ""
         raise PatchworkError(
-            f"the model cannot be converted to TFLite for an inference engine ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}); set extractor.runtime: keras"
+            f"the model cannot be converted to TFLite ({type(error).__name__}: {first_line})"
         ) from None
 
 
@@ -82,7 +82,12 @@ def cached_extractor_model(extractor) -> tuple[Path, np.ndarray]:
         return model_path, np.load(reference_path)
     directory.mkdir(parents=True, exist_ok=True)
     reference = np.asarray(extractor.model.predict_on_batch(check_batch(extractor.imshape, extractor.channels)))
-    flatbuffer = keras_to_tflite(extractor.model)
+    try:
+        flatbuffer = keras_to_tflite(extractor.model)
+    except PatchworkError as error:
+        raise PatchworkError(
+            f"{extractor.name}: {error}, so no inference engine can run it; set extractor.runtime: keras"
+        ) from None
     # The record last: the three files exist together or the conversion runs again.
     with atomic_write(model_path, "wb", encoding=None) as handle:
         handle.write(flatbuffer)

