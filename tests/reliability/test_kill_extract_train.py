@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import collections
 import functools
+import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,6 +112,41 @@ def test_killed_extract_resumes_to_the_identical_store(tmp_path, tiny_model):
     np.testing.assert_array_equal(store["features"][:], expected)
     assert (store["status"][:] == DONE).all()
     report("extract, SIGKILL then resume", iterations=KILLS, rows=rows, **outcomes)
+
+
+def test_killed_engine_conversion_leaves_a_cache_the_next_extract_trusts(tmp_path, tiny_model, monkeypatch):
+    """The first extract with a new extractor converts it for LiteRT into the user's cache; SIGKILLed
+    while it converts and records, the cache holds a whole conversion or none that counts, and the
+    next extract converts again (or uses the whole one) and writes the same features."""
+    rows = 64
+    write_images(tmp_path / "images", rows)
+    reference = image_project(tmp_path, "reference", tiny_model)
+    Cli(reference)("extract")  # with the session's warm cache
+    expected = zarr.open_group(str(reference / "features.zarr"), mode="r")["features"][:]
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PATCHWORK_CACHE", str(cache))  # the children's cache: empty at first
+    killed = image_project(tmp_path, "killed", tiny_model)
+    rng = random.Random(12)
+    outcomes = collections.Counter()
+    for iteration in range(KILLS):
+        shutil.rmtree(cache, ignore_errors=True)
+        when = (cache / "engines").exists
+        code, stderr = run_cli("extract", cwd=killed, kill_when=when, delay=rng.uniform(0, 1.5))
+        assert code in (0, -9) and "Traceback" not in stderr, stderr
+        records = sorted(p.name for p in (cache / "engines").glob("*.json"))
+        if records:  # a record is written last: the model and the reference beside it are whole
+            stem = records[0].removesuffix(".json")
+            assert (cache / "engines" / f"{stem}.tflite").stat().st_size > 0
+            assert np.load(cache / "engines" / f"{stem}.reference.npy").shape[0] > 0
+        outcomes["killed" if code == -9 else "finished first"] += 1
+        outcomes[f"kill {iteration + 1}: conversion recorded"] = bool(records)
+        result = Cli(killed)("extract", "--json")
+        assert json.loads(result.stdout)["runtime"] == "litert"
+        store = zarr.open_group(str(killed / "features.zarr"), mode="r")
+        np.testing.assert_array_equal(store["features"][:], expected)
+        shutil.rmtree(killed / "features.zarr")
+    report("extract, SIGKILL in the engine conversion", iterations=KILLS, rows=rows, **outcomes)
 
 
 def features_by_filepath(project: Path) -> dict[str, np.ndarray]:
