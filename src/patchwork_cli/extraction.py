@@ -32,7 +32,7 @@ from .atomic import atomic_write
 from .checksums import file_sha256
 from .diskspace import DiskGuard, disk_full_message
 from .errors import PatchworkError
-from .features import DONE, FAILED, PENDING, FeatureStore
+from .features import DONE, FAILED, PENDING, FeatureStore, normalised_identity
 from .images import ImageError, load_image
 from .locking import project_lock
 from .project import FAILURES_NAME, Project
@@ -258,6 +258,7 @@ def prepare_store(
     any store. Images new to the store get rows at its end, wherever labels.csv has them.
     """
     location = project.features_location
+    identity = normalised_identity(identity)  # as the store reads its own back
     with project_lock(project.directory, exclusive=True):
         store = FeatureStore.open(location, writable=True)
         if store is not None and store.identity != identity:
