@@ -77,7 +77,9 @@ def run_dataset(base, truth, validation, work, args, cli) -> dict:
                 curve = al.loop(project, strategy, seed, args.rounds, args.batch, truth, validation, cli)
                 curves[head, strategy].append(curve)
                 shutil.rmtree(project)
-                print(f"   seed {seed} {head:<10} {strategy:<15} " + " ".join(f"{a:.3f}" for a in curve), file=sys.stderr)
+                print(
+                    f"   seed {seed} {head:<10} {strategy:<15} " + " ".join(f"{a:.3f}" for a in curve), file=sys.stderr
+                )
         shutil.rmtree(seeded)
     summary = {
         "curves": {
@@ -107,7 +109,9 @@ def print_summary(dataset: str, summary: dict, args) -> None:
         cells = "".join(f"{m:>8.3f} ±{s:.3f}" for m, s in zip(row["mean"], row["std"], strict=True))
         print(f"{name:<26}{cells}")
     seconds = summary["train_cpu_seconds"]
-    print(f"CPU seconds of a train at {al.SEED_LABELS} labels: " + ", ".join(f"{h} {s:.1f}" for h, s in seconds.items()))
+    print(
+        f"CPU seconds of a train at {al.SEED_LABELS} labels: " + ", ".join(f"{h} {s:.1f}" for h, s in seconds.items())
+    )
     gain = summary["gain_at_20_points"]
     verdict = "PASS" if gain["mean"] >= TARGET_POINTS else "FAIL"
     per_seed = ", ".join(f"{g:+.1f}" for g in gain["per_seed"])

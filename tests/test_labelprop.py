@@ -145,7 +145,10 @@ def make_project(root: Path, task: str = "multiclass", rows: int = 300, **model)
 @pytest.fixture(scope="module")
 def labelprop_run(tmp_path_factory) -> tuple[Path, dict, np.ndarray]:
     project, truth = make_project(tmp_path_factory.mktemp("labelprop"))
-    report = json.loads(Cli(project)("train", "--head", "labelprop", "--json").stdout)
+    result = Cli(project)("train", "--head", "labelprop", "--json")
+    report = json.loads(result.stdout)
+    assert f"propagated the labels of 30 rows in {report['epochs']} iterations (60 validation)" in result.stderr
+    assert report["head"] == "labelprop"
     return project, report, truth
 
 

@@ -47,6 +47,7 @@ class TrainReport:
     train_rows: int
     validation_rows: int
     metrics: dict
+    head: str = ""
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -150,6 +151,8 @@ def train(
 
     started = time.perf_counter()
     if parse_head_spec(config.model.head).kind == LABELPROP:
+        if client is not None:
+            log.warning("label propagation runs in this process: the Dask cluster is not used for it")
         fitted = _propagate(store, config, feature_rows[train_rows], labels[train_rows], predicted)
     else:
         fitted = _fit_head(project, store, config, feature_rows, labels, train_rows, val_rows, seed, client, predicted)
@@ -185,7 +188,15 @@ def train(
     except BaseException:
         runs.discard(staging)
         raise
-    return TrainReport(run_id, len(fitted.history["loss"]), round(seconds, 3), len(train_rows), len(val_rows), metrics)
+    return TrainReport(
+        run_id,
+        len(fitted.history["loss"]),
+        round(seconds, 3),
+        len(train_rows),
+        len(val_rows),
+        metrics,
+        config.model.head,
+    )
 
 
 @dataclass
@@ -259,7 +270,9 @@ def _fit_head(project, store, config, feature_rows, labels, train_rows, val_rows
     return _Fitted(history.history, write)
 
 
-def _propagate(store: FeatureStore, config: Config, seed_rows: np.ndarray, seed_labels: np.ndarray, predicted) -> _Fitted:
+def _propagate(
+    store: FeatureStore, config: Config, seed_rows: np.ndarray, seed_labels: np.ndarray, predicted
+) -> _Fitted:
     """Label propagation (labelprop.py) over the store's pooled features of every row that has
     them: the training rows are the seeds, the validation rows are only scored. No model, no
     TensorFlow; the run's embeddings are the unit-normalised pooled features its graph joined."""
@@ -283,8 +296,13 @@ def _propagate(store: FeatureStore, config: Config, seed_rows: np.ndarray, seed_
         alpha=settings.labelprop_alpha,
     )
     seconds = time.perf_counter() - started
-    log.info("label propagation over %d rows, k=%d: %d iterations in %.1f s", len(nodes), result.neighbours,
-             len(result.residuals), seconds)
+    log.info(
+        "label propagation over %d rows, k=%d: %d iterations in %.1f s",
+        len(nodes),
+        result.neighbours,
+        len(result.residuals),
+        seconds,
+    )
     # one history row per conjugate gradient iteration: its largest relative residual as the `loss`
     steps = max(1, len(result.residuals))
     history = {
