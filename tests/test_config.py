@@ -23,6 +23,20 @@ def test_template_parses_to_the_documented_defaults():
     assert config.training.stratify == "class"
 
 
+def test_the_template_documents_every_key():
+    """Each key of the config's dataclasses has its line (and comments) in project-template/patchwork.yaml."""
+    import dataclasses
+
+    data = yaml.safe_load(template_text())
+    defaults = Config(classes=["a"])
+    for section in dataclasses.fields(Config):
+        value = getattr(defaults, section.name)
+        if dataclasses.is_dataclass(value):
+            assert sorted(data[section.name]) == sorted(f.name for f in dataclasses.fields(value)), section.name
+        else:
+            assert section.name in data
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

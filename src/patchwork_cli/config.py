@@ -51,6 +51,11 @@ class ModelConfig:
     output: Literal["sigmoid", "focal"] = "sigmoid"
     label_smoothing: float = field(default=0.0, metadata={"minimum": 0.0})
     focal_gamma: float = field(default=2.0, metadata={"minimum": 0.0})
+    # head: labelprop (labelprop.py): neighbours per image in the graph, conjugate gradient
+    # iterations, and how far labels spread (alpha in (I - alpha W) Z = Y)
+    labelprop_k: int = field(default=10, metadata={"minimum": 1})
+    labelprop_iterations: int = field(default=20, metadata={"minimum": 1})
+    labelprop_alpha: float = field(default=0.99, metadata={"minimum": 0.0, "below": 1.0})
 
 
 @dataclass(frozen=True)

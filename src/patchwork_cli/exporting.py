@@ -58,6 +58,12 @@ def export(
     run_dir = runs.resolve_run(project.directory, run_id) if needs_run else None
     model = None
     if "model" in parts:
+        runs.require_model(
+            run_dir,
+            "export",
+            "export --what labels,predictions writes its predictions; to export a model, train one "
+            "(patchwork train --head pool:avg)",
+        )
         from .deployment import end_to_end_model
 
         model = end_to_end_model(project, run_dir)

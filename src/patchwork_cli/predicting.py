@@ -63,6 +63,12 @@ def run_predictor(project, run_id: str | None, batch_size: int) -> Predictor:
     from .extractors.runtimes import keras_engine, open_extractor_engine
 
     run_dir = runs.resolve_run(project.directory, run_id)
+    runs.require_model(
+        run_dir,
+        "predict with",
+        "it predicts the project's own images only (patchwork export --what predictions); to predict others, "
+        "train a model (patchwork train --head pool:avg)",
+    )
     extractor, identity = run_extractor(project, run_dir)  # TensorFlow starts here
     import keras
 

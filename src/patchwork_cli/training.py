@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,7 @@ class TrainReport:
     train_rows: int
     validation_rows: int
     metrics: dict
+    head: str = ""
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -119,7 +121,11 @@ def train(
 
     `head` and `seed` override model.head and training.seed. With `client` (a
     dask.distributed.Client) the prediction over all rows runs on its cluster.
+    Two ways to fit, one way to write and publish the run: a Keras head (`_fit_head`), or
+    label propagation over the features' nearest-neighbour graph (`_propagate`, no TensorFlow).
     """
+    from .modeling.spec import LABELPROP, parse_head_spec
+
     config = _with_options(project.config, head, seed)
     table = project.labels()
     store = FeatureStore.open(project.features_location)
@@ -133,20 +139,87 @@ def train(
     train_rows, val_rows = np.flatnonzero(usable & ~validation), np.flatnonzero(usable & validation)
     _check_labels(table, labels, has_features, train_rows, config.classes)
     feature_rows = match.store_rows_of_table()
+    seed = config.training.seed if config.training.seed is not None else int(np.random.default_rng().integers(2**31))
+    # The run's rows are the feature store's (predictions are written chunk for chunk beside
+    # the features), and its filepaths are recorded; readers match them to labels.csv. While
+    # the store follows labels.csv, so does the run, all its rows (images without features: NaN).
+    # Every row with features is predicted, the rows no labels.csv row takes too: a chunk's
+    # batch is then the same whatever was deleted from labels.csv, and so are its predictions.
+    run_filepaths = table["filepath"].tolist() if match.in_order else store.filepaths()
+    predicted = np.zeros(len(run_filepaths), bool)
+    predicted[: match.store_rows] = store.status()[: match.store_rows] == DONE
 
+    started = time.perf_counter()
+    if parse_head_spec(config.model.head).kind == LABELPROP:
+        if client is not None:
+            log.warning("label propagation runs in this process: the Dask cluster is not used for it")
+        fitted = _propagate(store, config, feature_rows[train_rows], labels[train_rows], predicted)
+    else:
+        fitted = _fit_head(project, store, config, feature_rows, labels, train_rows, val_rows, seed, client, predicted)
+
+    run_id = runs.new_run_id()
+    staging = runs.staging_dir(project.directory, run_id)
+    try:
+        probabilities = fitted.write(staging)
+        runs.record_run_rows(staging, run_filepaths)
+        probabilities = match.gather(probabilities)
+        from .evaluation import compute_metrics
+        from .reporting import agreement_with
+
+        exclude = table["exclude"].to_numpy(bool)
+        metrics = compute_metrics(probabilities, labels, validation, exclude, config.classes, task=config.task)
+        previous = runs.latest_run(project.directory)
+        metrics["agreement"] = agreement_with(project, previous, config.classes, probabilities, table, config.task)
+        seconds = time.perf_counter() - started
+        _write_run_files(
+            staging,
+            fitted.history,
+            metrics,
+            table,
+            config,
+            store,
+            seed,
+            run_id,
+            len(train_rows),
+            len(val_rows),
+            seconds,
+        )
+        runs.publish(project.directory, staging, run_id)
+    except BaseException:
+        runs.discard(staging)
+        raise
+    return TrainReport(
+        run_id,
+        len(fitted.history["loss"]),
+        round(seconds, 3),
+        len(train_rows),
+        len(val_rows),
+        metrics,
+        config.model.head,
+    )
+
+
+@dataclass
+class _Fitted:
+    """What a fit hands to the run: its history (a `loss` per epoch, and any other columns), and
+    `write(staging)`, which writes its model (if any), predictions and embeddings into the run's
+    staging directory and returns the probabilities of the run's rows (in the store's order)."""
+
+    history: dict
+    write: Callable[[Path], np.ndarray]
+
+
+def _fit_head(project, store, config, feature_rows, labels, train_rows, val_rows, seed, client, predicted) -> _Fitted:
+    """Fit the Keras head on the training rows (validation rows for early stopping)."""
     tf = start_tensorflow()  # only now that the inputs are known to be good
     import keras
 
-    from .evaluation import compute_metrics
     from .modeling.heads import averages_first, build_model, embedding_model
     from .modeling.losses import masked_loss
-    from .reporting import agreement_with
 
-    seed = config.training.seed if config.training.seed is not None else int(np.random.default_rng().integers(2**31))
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
-    started = time.perf_counter()
     model = build_model(store.row_shape, len(config.classes), config.model, config.task)
     # One tf.function call per epoch, not per batch: the heads are so small that Python's per-step
     # overhead was four fifths of fitting them (the same batches in the same order, the same weights).
@@ -182,55 +255,77 @@ def train(
     )
     del x_train
 
-    run_id = runs.new_run_id()
-    staging = runs.staging_dir(project.directory, run_id)
-    try:
+    def write(staging: Path) -> np.ndarray:
         model.save(staging / runs.MODEL_FILE)  # before predicting: Dask workers load it from here
         # A head that averages the maps first predicts from the store's pooled copy: a twenty-
         # fifth of the bytes to read for 7x7 maps, the same predictions (to float rounding).
         from_average = store.has_maps and averages_first(model)
         head = embedding_model(model, from_average)
-        # The run's rows are the feature store's (predictions are written chunk for chunk beside
-        # the features), and its filepaths are recorded; readers match them to labels.csv. While
-        # the store follows labels.csv, so does the run, all its rows (images without features: NaN).
-        # Every row with features is predicted, the rows no labels.csv row takes too: a chunk's
-        # batch is then the same whatever was deleted from labels.csv, and so are its predictions.
-        run_filepaths = table["filepath"].tolist() if match.in_order else store.filepaths()
-        run_rows = len(run_filepaths)
-        predicted = np.zeros(run_rows, bool)
-        predicted[: match.store_rows] = store.status()[: match.store_rows] == DONE
         if client is None:
-            probabilities = _predict_all(head, store, run_rows, predicted, staging, from_average)
-        else:
-            probabilities = _predict_all_on_cluster(
-                client, project.features_location, head, store, run_rows, predicted, staging, from_average
-            )
-        runs.record_run_rows(staging, run_filepaths)
-        probabilities = match.gather(probabilities)
-        exclude = table["exclude"].to_numpy(bool)
-        metrics = compute_metrics(probabilities, labels, validation, exclude, config.classes, task=config.task)
-        previous = runs.latest_run(project.directory)
-        metrics["agreement"] = agreement_with(project, previous, config.classes, probabilities, table, config.task)
-        seconds = time.perf_counter() - started
-        _write_run_files(
-            staging,
-            model,
-            history.history,
-            metrics,
-            table,
-            config,
-            store,
-            seed,
-            run_id,
-            len(train_rows),
-            len(val_rows),
-            seconds,
+            return _predict_all(head, store, len(predicted), predicted, staging, from_average)
+        return _predict_all_on_cluster(
+            client, project.features_location, head, store, len(predicted), predicted, staging, from_average
         )
-        runs.publish(project.directory, staging, run_id)
-    except BaseException:
-        runs.discard(staging)
-        raise
-    return TrainReport(run_id, len(history.history["loss"]), round(seconds, 3), len(train_rows), len(val_rows), metrics)
+
+    return _Fitted(history.history, write)
+
+
+def _propagate(
+    store: FeatureStore, config: Config, seed_rows: np.ndarray, seed_labels: np.ndarray, predicted
+) -> _Fitted:
+    """Label propagation (labelprop.py) over the store's pooled features of every row that has
+    them: the training rows are the seeds, the validation rows are only scored. No model, no
+    TensorFlow; the run's embeddings are the unit-normalised pooled features its graph joined."""
+    from .labelprop import normalise_rows, propagate
+
+    if store.needs_pooled():
+        raise PatchworkError("the feature store has no pooled copy yet: run 'patchwork extract' once to build it")
+    nodes = np.flatnonzero(predicted[: store.rows])  # store rows with features
+    position = np.full(store.rows, -1, np.int64)
+    position[nodes] = np.arange(len(nodes))
+    features = np.asarray(store.pooled.get_orthogonal_selection((nodes,)), dtype=np.float32)
+    settings = config.model
+    started = time.perf_counter()
+    result = propagate(
+        features,
+        position[seed_rows],
+        seed_labels,
+        config.task,
+        k=settings.labelprop_k,
+        iterations=settings.labelprop_iterations,
+        alpha=settings.labelprop_alpha,
+    )
+    seconds = time.perf_counter() - started
+    log.info(
+        "label propagation over %d rows, k=%d: %d iterations in %.1f s",
+        len(nodes),
+        result.neighbours,
+        len(result.residuals),
+        seconds,
+    )
+    # one history row per conjugate gradient iteration: its largest relative residual as the `loss`
+    steps = max(1, len(result.residuals))
+    history = {
+        "loss": result.residuals or [0.0],
+        "seconds": [seconds / steps] * steps,
+    }
+
+    def write(staging: Path) -> np.ndarray:
+        probabilities, embeddings = _run_arrays(
+            staging, len(predicted), store.chunk_rows, features.shape[1], len(config.classes)
+        )
+        full = np.full((len(predicted), len(config.classes)), np.nan, np.float32)
+        full[nodes] = result.probabilities
+        probabilities[:] = full
+        for start in range(0, len(predicted), store.chunk_rows):  # chunk by chunk: one (N, d) copy at most
+            stop = min(start + store.chunk_rows, len(predicted))
+            block = np.full((stop - start, features.shape[1]), np.nan, np.float32)
+            inside = (nodes >= start) & (nodes < stop)
+            block[nodes[inside] - start] = normalise_rows(features[inside])
+            embeddings[start:stop] = block
+        return full
+
+    return _Fitted(history, write)
 
 
 def epoch_timer():
@@ -336,7 +431,7 @@ def _predict_all(
     """Probabilities (rows, C) and embeddings for the store's first `rows` rows, a few whole
     feature chunks at a time, into the run's zarr arrays; NaN where `has_features` is False.
     `from_average`: the model takes the store's pooled copy. Returns the probabilities."""
-    probabilities, embeddings = _run_arrays(directory, model, rows, store.chunk_rows)
+    probabilities, embeddings = _run_arrays(directory, rows, store.chunk_rows, *_output_widths(model))
     source = store.pooled if from_average else store.features
     row_bytes = int(np.prod(source.shape[1:])) * 4
     per_block = store.chunk_rows * max(1, PREDICT_BLOCK_BYTES // (row_bytes * store.chunk_rows))
@@ -353,16 +448,23 @@ def _predict_all_on_cluster(
     """_predict_all with each chunk a Dask task; the workers load the head from the run's model.keras."""
     from .distributed import predict_on_cluster
 
-    probabilities, _ = _run_arrays(directory, model, rows, store.chunk_rows)
+    probabilities, _ = _run_arrays(directory, rows, store.chunk_rows, *_output_widths(model))
     chunks = _prediction_chunks(store, rows)
     predict_on_cluster(client, location, directory / runs.MODEL_FILE, chunks, has_features, directory, from_average)
     return probabilities[:]
 
 
-def _run_arrays(directory: Path, model, rows: int, chunk: int) -> tuple[zarr.Array, zarr.Array]:
+def _output_widths(model) -> tuple[int, int]:
+    """The widths of an embedding model's two outputs: its embedding, and the classes."""
+    embedding_width, classes = (int(o.shape[-1]) for o in model.outputs)
+    return embedding_width, classes
+
+
+def _run_arrays(
+    directory: Path, rows: int, chunk: int, embedding_width: int, classes: int
+) -> tuple[zarr.Array, zarr.Array]:
     """The run's predictions (rows, C) and embeddings (rows, width) arrays, all NaN, chunked like
     the feature store, so that each chunk of rows is one file of each: tasks never share one."""
-    embedding_width, classes = (int(o.shape[-1]) for o in model.outputs)
 
     def nan_array(name: str, width: int) -> zarr.Array:
         return zarr.create_array(
@@ -397,7 +499,7 @@ def predict_chunk(
 
 
 def _write_run_files(
-    directory, model, history, metrics, table, config, store, seed, run_id, train_rows, val_rows, seconds
+    directory, history, metrics, table, config, store, seed, run_id, train_rows, val_rows, seconds
 ) -> None:
     pd.DataFrame(history).rename_axis("epoch").to_csv(directory / runs.HISTORY_FILE)
     runs.write_json(directory / runs.METRICS_FILE, metrics)

@@ -43,9 +43,13 @@ def train(
     accuracy = report.metrics["validation"].get("multiclass", {}).get("accuracy")
     if accuracy is not None:
         headline += f", accuracy {accuracy:.3f}"
+    if report.head.strip() == "labelprop":  # no fit: epochs are conjugate gradient iterations
+        done = f"propagated the labels of {report.train_rows} rows in {report.epochs} iterations"
+    else:
+        done = f"{report.epochs} epochs on {report.train_rows} labelled rows"
     say(
-        f"trained run {report.run_id}: {report.epochs} epochs on {report.train_rows} labelled rows "
-        f"({report.validation_rows} validation) in {report.seconds:.1f} s; {headline}"
+        f"trained run {report.run_id}: {done} ({report.validation_rows} validation) "
+        f"in {report.seconds:.1f} s; {headline}"
     )
     if as_json:
         typer.echo(json.dumps({"skipped": False, **report.as_dict()}, indent=2))

@@ -6,8 +6,10 @@
     conv:128,p,d,r,128     the original patchwork grammar: an integer is a convolution with that
                            many filters, p a 2x2 max pool, d a spatial dropout, r a residual block;
                            the result is average-pooled into a vector
+    labelprop              no network: the labels propagated over a k-nearest-neighbour graph of
+                           the pooled features (labelprop.py; model.labelprop_* in the config)
 
-Every head ends in a vector (the "embedding") that a dense layer maps to the class logits.
+Every network head ends in a vector (the "embedding") that a dense layer maps to the class logits.
 Errors are one line and point at the offending token.
 """
 
@@ -17,10 +19,10 @@ from dataclasses import dataclass
 
 from ..errors import PatchworkError
 
-POOL, FLATTEN, MLP, CONV = "pool", "flatten", "mlp", "conv"
+POOL, FLATTEN, MLP, CONV, LABELPROP = "pool", "flatten", "mlp", "conv", "labelprop"
 POOLINGS = ("avg", "max")
 MAX_POOL, SPATIAL_DROPOUT, RESIDUAL = "p", "d", "r"
-EXPECTED_HEADS = "pool:avg, pool:max, flatten, mlp:W,..., conv:..."
+EXPECTED_HEADS = "pool:avg, pool:max, flatten, mlp:W,..., conv:..., labelprop"
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class HeadSpec:
     """A parsed head. Only the fields of its `kind` are set."""
 
     text: str  # as the user wrote it, for messages
-    kind: str  # POOL, FLATTEN, MLP or CONV
+    kind: str  # POOL, FLATTEN, MLP, CONV or LABELPROP
     pooling: str | None = None  # POOL: "avg" or "max"
     widths: tuple[int, ...] = ()  # MLP: dense layer widths
     steps: tuple[int | str, ...] = ()  # CONV: filter counts and MAX_POOL / SPATIAL_DROPOUT / RESIDUAL
@@ -50,6 +52,10 @@ def parse_head_spec(text: str) -> HeadSpec:
         if colon:
             raise PatchworkError(f"head {text!r}: flatten takes no arguments")
         return HeadSpec(text, FLATTEN)
+    if kind == LABELPROP:
+        if colon:
+            raise PatchworkError(f"head {text!r}: labelprop takes no arguments (its settings are model.labelprop_*)")
+        return HeadSpec(text, LABELPROP)
     if kind == MLP:
         return HeadSpec(text, MLP, widths=_parse_tokens(text, arguments, _positive_integer, "a layer width"))
     if kind == CONV:
