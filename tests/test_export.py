@@ -278,14 +278,13 @@ def test_with_openvino_alone_the_tflite_is_checked_and_run_on_it(trained, tmp_pa
 def test_a_model_the_converter_refuses_is_exported_without_tflite(trained, tmp_path, monkeypatch):
     def refuse(*args):
         raise PatchworkError(
-            "the model cannot be converted to TFLite for an inference engine (ConverterError: op X is "
-            "neither a custom op nor a flex op); set extractor.runtime: keras"
+            "the model cannot be converted to TFLite (ConverterError: op X is neither a custom op nor a flex op)"
         )
 
     monkeypatch.setattr(conversion, "saved_model_to_tflite", refuse)
     result = Cli(trained)("export", "--out", tmp_path / "deploy", "--what", "model")
     note = (
-        "model.tflite not written: the model cannot be converted to TFLite for an inference engine "
+        "model.tflite not written: the model cannot be converted to TFLite "
         "(ConverterError: op X is neither a custom op nor a flex op)"
     )
     assert f"warning: {note}\n" in result.stderr
