@@ -158,12 +158,14 @@ def _litert(path: str, batch_size: int, note: str) -> Engine:
 
     from ..tensorflow_runtime import native_stderr_silenced
 
-    with native_stderr_silenced():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+    # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." as it applies the
+    # delegate, which happens again when the tensors are resized and allocated
+    with native_stderr_silenced():
         interpreter = Interpreter(model_path=path, num_threads=cpu_threads())
-    (source,) = interpreter.get_input_details()
-    target = interpreter.get_output_details()[0]["index"]
-    interpreter.resize_tensor_input(source["index"], (batch_size, *source["shape"][1:]), strict=False)
-    interpreter.allocate_tensors()
+        (source,) = interpreter.get_input_details()
+        target = interpreter.get_output_details()[0]["index"]
+        interpreter.resize_tensor_input(source["index"], (batch_size, *source["shape"][1:]), strict=False)
+        interpreter.allocate_tensors()
 
     def run(batch: np.ndarray) -> np.ndarray:
         interpreter.set_tensor(source["index"], batch)
