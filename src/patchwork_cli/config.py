@@ -74,6 +74,19 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
+class PretrainConfig:
+    # `patchwork pretrain` (pretraining.py): SimCLR on the project's own images, no labels.
+    epochs: int = field(default=10, metadata={"minimum": 1})
+    # images per step; each brings two views, and the other 2 * (batch_size - 1) views are its negatives
+    batch_size: int = field(default=64, metadata={"minimum": 2})
+    # side of the square views trained on; the extractor's stride is 32, so at least 32
+    image_size: int = field(default=96, metadata={"minimum": 32})
+    # of the NT-Xent loss: lower sharpens it on the hardest negatives
+    temperature: float = field(default=0.2, metadata={"above": 0.0})
+    learning_rate: float = field(default=3e-4, metadata={"above": 0.0})
+
+
+@dataclass(frozen=True)
 class SamplingConfig:
     strategy: str = "auto"
     n: int = field(default=50, metadata={"minimum": 1})
@@ -110,6 +123,7 @@ class Config:
     extractor: ExtractorConfig = field(default_factory=ExtractorConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     labelling: LabellingConfig = field(default_factory=LabellingConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -283,6 +297,9 @@ def _build(cls, data: dict, prefix: str, source: str):
         minimum = spec.metadata.get("minimum")
         if minimum is not None and value is not None and value < minimum:
             raise PatchworkError(f"{source}: {key}: must be at least {minimum}, got {value!r}")
+        above = spec.metadata.get("above")
+        if above is not None and value is not None and value <= above:
+            raise PatchworkError(f"{source}: {key}: must be above {above:g}, got {value!r}")
         below = spec.metadata.get("below")
         if below is not None and value is not None and value >= below:
             raise PatchworkError(f"{source}: {key}: must be below {below:g}, got {value!r}")

@@ -93,7 +93,10 @@ def fingerprint(table: pd.DataFrame, config: Config, store: FeatureStore | None)
     digest.update(table["exclude"].to_numpy(bool).tobytes() + table["validation"].to_numpy(bool).tobytes())
     # where the features are stored and how to reach the cluster are not what a run depends on:
     # the features' identity and status are
-    settings = {key: value for key, value in dataclasses.asdict(config).items() if key not in ("storage", "dask")}
+    # (nor pretrain's settings: a pretrained extractor reaches a run through the features' identity)
+    settings = {
+        key: value for key, value in dataclasses.asdict(config).items() if key not in ("storage", "dask", "pretrain")
+    }
     digest.update(json.dumps(settings, sort_keys=True).encode())
     if store is not None:
         digest.update(json.dumps(store.identity, sort_keys=True).encode())
