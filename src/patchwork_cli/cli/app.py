@@ -9,7 +9,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import PatchworkError
-from . import classes, evaluate, export, extract, init, label, predict, sample, status, train
+from . import classes, evaluate, export, extract, init, label, predict, pretrain, sample, status, train
 from .common import ProjectOption
 
 
@@ -73,6 +73,7 @@ app.command("init")(init.init)
 app.command("add")(init.add)
 app.command("extract")(extract.extract)
 app.command("train")(train.train)
+app.command("pretrain")(pretrain.pretrain)
 app.command("evaluate")(evaluate.evaluate)
 app.command("export")(export.export)
 app.command("predict")(predict.predict)

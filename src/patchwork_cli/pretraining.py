@@ -1,0 +1,524 @@
+"""patchwork pretrain: adapt the extractor to the project's own images, without labels (SimCLR).
+
+SimCLR (Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual
+Representations"), as the original patchwork's feature package trains it: each image gives two
+randomly augmented views; the backbone and a projection head (pooled 1280 -> 512 -> 128) map
+them to vectors, and the NT-Xent loss pulls an image's two views together and pushes the other
+2 (B - 1) views of the batch away. SimCLR rather than a successor (BYOL, SimSiam, DINO) because
+it has no momentum encoder or predictor to tune, behaves predictably starting from a pretrained
+backbone, and is what the original patchwork's users know; its weakness, needing many negatives,
+matters less when fine-tuning than when training from scratch.
+
+Starts from the configured extractor (default the bundled EfficientNet-Lite0, or a
+size-agnostic .keras model such as an earlier pretrain's). The result, extractor.keras, is a
+Keras model of the same kind: pixels 0..255 of any size in, feature maps out, preprocessing
+inside, so `patchwork extract --model PATH --overwrite` takes it.
+
+models/pretrain-<id>/ holds one pretrain: settings.json (what a resume must match),
+checkpoint.npz (after each epoch: the weights of backbone and projection head, the optimizer's
+variables and the epoch, replaced atomically), loss.csv and loss.png, and finally extractor.keras
+(written under a temporary name, then os.replace-d). A pretrain started again with the same
+settings continues the newest directory without an extractor.keras from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import io
+import json
+import logging
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from . import runs
+from .atomic import atomic_write, atomic_write_text, fsync_directory
+from .config import PretrainConfig
+from .errors import PatchworkError
+from .images import ImageError, load_image
+from .project import Project
+
+log = logging.getLogger("patchwork")
+
+PREFIX = "pretrain-"
+SETTINGS_FILE = "settings.json"
+CHECKPOINT_FILE = "checkpoint.npz"
+LOSS_FILE = "loss.csv"
+PLOT_FILE = "loss.png"
+EXTRACTOR_FILE = "extractor.keras"
+LOCK_FILE = ".lock"
+LOSS_COLUMNS = ("epoch", "loss", "seconds", "knn_accuracy")
+PROJECTION = (512, 128)  # the projection head after the pooled 1280 features, as in SimCLR
+KNN_K = 5
+# Augmentation strengths: SimCLR's colour jitter at s = 0.5 (its CIFAR setting), applied with
+# probability 0.8; random grey 0.2; blur 0.5 with sigma in [0.1, 2] px at 96 px (scaled with size).
+CROP_SCALE = (0.2, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
+JITTER = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1}
+JITTER_P, GREY_P, BLUR_P = 0.8, 0.2, 0.5
+BLUR_SIGMA = (0.1, 2.0)
+
+
+@dataclass
+class PretrainReport:
+    directory: Path
+    extractor_path: Path
+    epochs: int
+    resumed_from: int
+    images: int
+    seconds: float
+    grey: bool
+    last_loss: float
+    knn_accuracy: float | None
+
+
+def settings_of(project: Project, options: PretrainConfig) -> dict:
+    """What a resumed pretrain must share with the one it continues."""
+    return {"extractor": project.config.extractor.name, **asdict(options)}
+
+
+# --- directories ----------------------------------------------------------------------------
+
+
+def pretrain_dirs(project_dir: Path) -> list[Path]:
+    """The pretrain directories, oldest first (their ids sort by time)."""
+    models = runs.models_dir(project_dir)
+    if not models.is_dir():
+        return []
+    return sorted(p for p in models.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
+
+
+def resumable_dir(project_dir: Path, settings: dict) -> Path | None:
+    """The newest unfinished pretrain directory, if it was started with `settings`."""
+    unfinished = [p for p in pretrain_dirs(project_dir) if not (p / EXTRACTOR_FILE).exists()]
+    if not unfinished:
+        return None
+    newest = unfinished[-1]
+    try:
+        recorded = json.loads((newest / SETTINGS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return newest if recorded == settings else None
+
+
+@contextlib.contextmanager
+def _exclusive(directory: Path):
+    """One process per pretrain directory: a second one is refused rather than interleaved."""
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PatchworkError(f"{directory}: another pretrain is running in it") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+# --- the images -----------------------------------------------------------------------------
+
+
+def load_images(project: Project, size: int, channels: int, progress: bool | None) -> tuple[np.ndarray, np.ndarray]:
+    """Every not-excluded image decoded at size x size (uint8, N x size x size x channels), and the
+    labels.csv row of each; undecodable images are skipped with a warning.
+
+    Decoded once and kept in memory (N * size^2 * 3 bytes: 140 MB for 5,000 images at 96), since
+    every epoch crops them anew; augmenting from the cache costs far less than decoding again.
+    """
+    from tqdm import tqdm
+
+    table = project.labels()
+    rows = np.flatnonzero(~table["exclude"].to_numpy(bool))
+    filepaths = table["filepath"].tolist()
+    pixels, kept, failed = [], [], []
+    for row in tqdm(rows, desc="decode", unit="img", disable=None if progress is None else not progress):
+        try:
+            pixels.append(load_image(project.absolute_path(filepaths[row]), (size, size), channels))
+            kept.append(row)
+        except ImageError as error:
+            failed.append((filepaths[row], str(error)))
+    if failed:
+        log.warning(f"{len(failed)} image(s) could not be read and are left out, first: {failed[0][0]}: {failed[0][1]}")
+    if len(kept) < 2:
+        raise PatchworkError(f"pretrain needs at least 2 readable images, the project has {len(kept)}")
+    return np.stack(pixels), np.array(kept)
+
+
+def is_grey(images: np.ndarray) -> bool:
+    """True when the images have one channel, or three equal ones (a grey scan saved as RGB)."""
+    if images.shape[-1] == 1:
+        return True
+    return bool((images[..., 0] == images[..., 1]).all() and (images[..., 1] == images[..., 2]).all())
+
+
+def validation_classes(project: Project, rows: np.ndarray) -> np.ndarray:
+    """For the kNN accuracy: per loaded image, the index of its one class when it is a validation
+    image labelled with exactly one class (a 1), else -1."""
+    table = project.labels()
+    labels = table[project.classes].to_numpy(np.float64)[rows]
+    validation = table["validation"].to_numpy(bool)[rows]
+    ones = labels == 1
+    single = validation & (ones.sum(axis=1) == 1)
+    return np.where(single, ones.argmax(axis=1), -1)
+
+
+def knn_accuracy(features: np.ndarray, classes: np.ndarray, k: int = KNN_K) -> float:
+    """Leave-one-out k-nearest-neighbour accuracy (cosine similarity, majority vote, ties to the
+    most similar): how well the features alone separate the classes, without training anything."""
+    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    k = min(k, len(features) - 1)
+    neighbours = np.argsort(-similarity, axis=1)[:, :k]
+    correct = 0
+    for i, row in enumerate(neighbours):
+        votes = np.bincount(classes[row], minlength=classes.max() + 1).astype(float)
+        votes[classes[row[0]]] += 0.5  # breaks a tie in favour of the nearest neighbour's class
+        correct += int(votes.argmax() == classes[i])
+    return correct / len(features)
+
+
+# --- augmentations (TensorFlow ops, whole batches at once) ----------------------------------
+
+
+def augment(tf, images, size: int, grey: bool, seed):
+    """One random view of each image of `images` (B, h, w, c float 0..255) at size x size: random
+    resized crop, horizontal flip, colour jitter (only brightness and contrast for grey images:
+    saturation and hue would make colour that is not in the data), random grey, Gaussian blur.
+    `seed` is a (2,) int tensor; the same seed, the same views."""
+    seeds = tf.random.experimental.stateless_split(seed, 12)
+    batch = tf.shape(images)[0]
+    channels = images.shape[-1]
+
+    def uniform(i, shape, low=0.0, high=1.0):
+        return tf.random.stateless_uniform(shape, seeds[i], low, high)
+
+    # random resized crop: a box of scale s of the area and aspect ratio r, anywhere inside
+    scale = uniform(0, [batch], *CROP_SCALE)
+    ratio = tf.exp(uniform(1, [batch], np.log(CROP_RATIO[0]), np.log(CROP_RATIO[1])))
+    height = tf.minimum(tf.sqrt(scale / ratio), 1.0)
+    width = tf.minimum(tf.sqrt(scale * ratio), 1.0)
+    top = uniform(2, [batch]) * (1.0 - height)
+    left = uniform(3, [batch]) * (1.0 - width)
+    boxes = tf.stack([top, left, top + height, left + width], axis=1)
+    x = tf.image.crop_and_resize(images, boxes, tf.range(batch), (size, size))
+    # horizontal flip
+    flip = uniform(4, [batch, 1, 1, 1]) < 0.5
+    x = tf.where(flip, tf.reverse(x, axis=[2]), x)
+    # colour jitter, each image its own factors, with probability JITTER_P
+    jitter = uniform(5, [batch, 1, 1, 1]) < JITTER_P
+    factors = uniform(6, [4, batch, 1, 1, 1], -1.0, 1.0)
+    y = x + factors[0] * JITTER["brightness"] * 255.0
+    mean = tf.reduce_mean(y, axis=[1, 2, 3], keepdims=True)
+    y = (y - mean) * (1.0 + factors[1] * JITTER["contrast"]) + mean
+    if not grey:
+        y = tf.clip_by_value(y, 0.0, 255.0)
+        luma = tf.image.rgb_to_grayscale(y)
+        y = luma + (y - luma) * (1.0 + factors[2] * JITTER["saturation"])
+        hsv = tf.image.rgb_to_hsv(tf.clip_by_value(y, 0.0, 255.0) / 255.0)
+        hue = tf.math.floormod(hsv[..., :1] + factors[3] * JITTER["hue"], 1.0)
+        y = tf.image.hsv_to_rgb(tf.concat([hue, hsv[..., 1:]], axis=-1)) * 255.0
+        # random grey
+        to_grey = uniform(7, [batch, 1, 1, 1]) < GREY_P
+        y = tf.where(to_grey, tf.repeat(tf.image.rgb_to_grayscale(y), 3, axis=-1), y)
+    x = tf.clip_by_value(tf.where(jitter, y, x), 0.0, 255.0)
+    # Gaussian blur: a separable convolution, each image its own sigma. The batch is folded into
+    # the channels so one depthwise convolution blurs every image with its own kernel.
+    blur = uniform(8, [batch]) < BLUR_P
+    sigma = uniform(9, [batch], *BLUR_SIGMA) * (size / 96.0)
+    sigma = tf.where(blur, sigma, 1e-3)  # a tiny sigma: the kernel is a unit impulse, no blur
+    radius = max(1, int(round(2.0 * BLUR_SIGMA[1] * size / 96.0)))
+    offsets = tf.range(-radius, radius + 1, dtype=tf.float32)
+    kernel = tf.exp(-0.5 * tf.square(offsets[None, :] / sigma[:, None]))  # (B, 2r+1)
+    kernel = kernel / tf.reduce_sum(kernel, axis=1, keepdims=True)
+    kernel = tf.repeat(kernel, channels, axis=0)  # (B*c, 2r+1), in the folded channel order
+    folded = tf.reshape(tf.transpose(x, [1, 2, 0, 3]), [1, size, size, -1])  # (1, H, W, B*c)
+    vertical = tf.transpose(kernel)[:, None, :, None]  # (2r+1, 1, B*c, 1)
+    horizontal = tf.transpose(kernel)[None, :, :, None]  # (1, 2r+1, B*c, 1)
+    padded = tf.pad(folded, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
+    blurred = tf.nn.depthwise_conv2d(padded, vertical, [1, 1, 1, 1], "VALID")
+    blurred = tf.nn.depthwise_conv2d(blurred, horizontal, [1, 1, 1, 1], "VALID")
+    x = tf.transpose(tf.reshape(blurred, [size, size, batch, channels]), [2, 0, 1, 3])
+    return x
+
+
+def nt_xent(tf, z1, z2, temperature: float):
+    """SimCLR's loss: for each of the 2B views, the cross-entropy of picking its partner view
+    among the other 2B - 1 by cosine similarity / temperature."""
+    z = tf.math.l2_normalize(tf.concat([z1, z2], axis=0), axis=1)
+    n = tf.shape(z1)[0]
+    logits = tf.matmul(z, z, transpose_b=True) / temperature
+    logits = logits - tf.eye(2 * n) * 1e9  # a view is not its own partner
+    partners = tf.concat([tf.range(n, 2 * n), tf.range(0, n)], axis=0)
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=partners, logits=logits)
+    return tf.reduce_mean(losses)
+
+
+# --- the models -----------------------------------------------------------------------------
+
+
+def starting_backbone(project: Project):
+    """The configured extractor as a size-agnostic Keras model (pixels 0..255 -> feature maps)."""
+    import keras
+
+    from .extractors.loading import DEFAULT
+
+    name = project.config.extractor.name
+    if name == DEFAULT:
+        from .extractors.efficientnet_lite0 import build_efficientnet_lite0
+
+        return build_efficientnet_lite0(False, (None, None, 3))
+    path = project.directory / name
+    if path.suffix != ".keras" or not path.is_file():
+        raise PatchworkError(
+            f"extractor.name: pretrain starts from {DEFAULT} or a .keras model file, not {name!r}; "
+            f"set extractor.name: {DEFAULT} to adapt the bundled one"
+        )
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as error:
+        raise PatchworkError(f"{path}: not a Keras model Keras can load ({type(error).__name__}: {error})") from None
+    shape = model.input_shape
+    if not (isinstance(shape, tuple) and len(shape) == 4 and shape[1:3] == (None, None) and shape[3] in (1, 3)):
+        raise PatchworkError(
+            f"{path}: pretrain needs a model taking images of any size, input (None, None, 1 or 3); got {shape}"
+        )
+    return model
+
+
+def projection_head(keras, width: int):
+    inputs = keras.Input((width,))
+    x = keras.layers.Dense(PROJECTION[0], use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    outputs = keras.layers.Dense(PROJECTION[1])(x)
+    return keras.Model(inputs, outputs, name="projection")
+
+
+def _pool(keras, tensor):
+    return keras.ops.mean(tensor, axis=(1, 2)) if len(tensor.shape) == 4 else tensor
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+
+
+def save_checkpoint(directory: Path, epoch: int, variables: list, optimizer_variables: list) -> None:
+    arrays = {f"w{i}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
+    arrays.update({f"o{i}": np.asarray(v.numpy()) for i, v in enumerate(optimizer_variables)})
+    arrays["epoch"] = np.array(epoch)
+    with atomic_write(directory / CHECKPOINT_FILE, "wb", encoding=None) as handle:
+        np.savez(handle, **arrays)
+
+
+def load_checkpoint(directory: Path, variables: list, optimizer_variables: list) -> int:
+    """Restore the checkpoint into the variables; returns the epoch it was taken after (0: none)."""
+    path = directory / CHECKPOINT_FILE
+    if not path.is_file():
+        return 0
+    with np.load(path) as stored:
+        if sum(k.startswith("w") for k in stored) != len(variables) or sum(
+            k.startswith("o") for k in stored
+        ) != len(optimizer_variables):
+            raise PatchworkError(f"{path}: does not fit this model; start afresh with --no-resume")
+        for i, v in enumerate(variables):
+            v.assign(stored[f"w{i}"])
+        for i, v in enumerate(optimizer_variables):
+            v.assign(stored[f"o{i}"])
+        return int(stored["epoch"])
+
+
+def read_losses(directory: Path) -> list[dict]:
+    path = directory / LOSS_FILE
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_losses(directory: Path, rows: list[dict]) -> None:
+    with atomic_write(directory / LOSS_FILE, newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=LOSS_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    _plot(directory, rows)
+
+
+def _plot(directory: Path, rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    trained = [r for r in rows if r["loss"] != ""]
+    figure = Figure(figsize=(6, 3.5))
+    axis = figure.add_subplot()
+    axis.plot([int(r["epoch"]) for r in trained], [float(r["loss"]) for r in trained], "o-", label="NT-Xent loss")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("loss")
+    knn = [r for r in rows if r["knn_accuracy"] != ""]
+    if knn:
+        other = axis.twinx()
+        other.plot([int(r["epoch"]) for r in knn], [float(r["knn_accuracy"]) for r in knn], "s--", color="C1")
+        other.set_ylabel(f"validation {KNN_K}-NN accuracy", color="C1")
+    axis.set_title("patchwork pretrain")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    with atomic_write(directory / PLOT_FILE, "wb", encoding=None) as handle:
+        handle.write(buffer.getvalue())
+
+
+def publish_extractor(directory: Path, backbone) -> Path:
+    """Save the backbone as extractor.keras: under a temporary name first (Keras wants the
+    suffix), then renamed over, so a reader never sees half a model."""
+    final = directory / EXTRACTOR_FILE
+    temporary = directory / f".{EXTRACTOR_FILE}.{os.getpid()}.tmp.keras"
+    try:
+        with warnings.catch_warnings():
+            # Keras' TF backend converts each variable with np.array(copy=False), which numpy 2
+            # answers with a DeprecationWarning per variable (keras-team/keras#21288): noise only.
+            warnings.filterwarnings("ignore", "__array__ implementation doesn't accept a copy", DeprecationWarning)
+            backbone.save(temporary)
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+    fsync_directory(directory)
+    return final
+
+
+# --- the pretrain ---------------------------------------------------------------------------
+
+
+def pretrain(
+    project: Project, overrides: dict | None = None, resume: bool = True, progress: bool | None = None, seed: int = 0
+) -> PretrainReport:
+    """Pretrain (or resume pretraining) the configured extractor on the project's images."""
+    options = replace(project.config.pretrain, **{k: v for k, v in (overrides or {}).items() if v is not None})
+    _check(options)
+    settings = settings_of(project, options)
+    directory = resumable_dir(project.directory, settings) if resume else None
+    if directory is None:
+        directory = runs.models_dir(project.directory) / f"{PREFIX}{runs.new_run_id()}"
+        directory.mkdir(parents=True)
+        atomic_write_text(directory / SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
+    with _exclusive(directory):
+        return _run(project, directory, options, progress, seed)
+
+
+def _check(options: PretrainConfig) -> None:
+    # the flags bypass patchwork.yaml's validation: the same bounds, named by flag
+    for flag, value, ok in (
+        ("--epochs", options.epochs, options.epochs >= 1),
+        ("--batch-size", options.batch_size, options.batch_size >= 2),
+        ("--image-size", options.image_size, options.image_size >= 32),
+        ("--temperature", options.temperature, options.temperature > 0),
+    ):
+        if not ok:
+            raise PatchworkError(f"{flag}: out of range, got {value!r} (see pretrain: in patchwork.yaml)")
+
+
+def _run(project: Project, directory: Path, options: PretrainConfig, progress, seed) -> PretrainReport:
+    from tqdm import tqdm
+
+    from .tensorflow_runtime import start_tensorflow
+
+    tf = start_tensorflow()
+    import keras
+
+    backbone = starting_backbone(project)
+    channels = int(backbone.input_shape[3])
+    images, rows = load_images(project, options.image_size, channels, progress)
+    grey = is_grey(images)
+    if grey and channels == 3:
+        log.info("grey images: colour jitter is brightness and contrast only")
+    classes = validation_classes(project, rows)
+    scored = classes >= 0
+    if scored.sum() <= KNN_K:
+        scored[:] = False  # too few validation labels to score on
+    batch_size = min(options.batch_size, len(images))
+    steps = len(images) // batch_size
+
+    width = int(backbone.output_shape[-1])
+    head = projection_head(keras, width)
+    optimizer = keras.optimizers.Adam(options.learning_rate)
+    trainable = backbone.trainable_variables + head.trainable_variables
+    optimizer.build(trainable)
+    state = backbone.weights + head.weights  # non-trainable too: batch-norm statistics move with training
+    start_epoch = load_checkpoint(directory, state, optimizer.variables)
+    losses = [r for r in read_losses(directory) if int(r["epoch"]) <= start_epoch]
+    if start_epoch:
+        log.info(f"resuming {directory.name} after epoch {start_epoch} of {options.epochs}")
+
+    @tf.function(reduce_retracing=True)
+    def step(batch, step_seed):
+        views = tf.cast(batch, tf.float32)
+        seeds = tf.random.experimental.stateless_split(step_seed, 2)
+        first = augment(tf, views, options.image_size, grey, seeds[0])
+        second = augment(tf, views, options.image_size, grey, seeds[1])
+        with tf.GradientTape() as tape:
+            features = _pool(keras, backbone(tf.concat([first, second], axis=0), training=True))
+            projected = head(features, training=True)
+            n = tf.shape(batch)[0]
+            loss = nt_xent(tf, projected[:n], projected[n:], options.temperature)
+        optimizer.apply_gradients(zip(tape.gradient(loss, trainable), trainable))
+        return loss
+
+    @tf.function(reduce_retracing=True)
+    def embed(batch):
+        return _pool(keras, backbone(tf.cast(batch, tf.float32), training=False))
+
+    def score() -> str:
+        if not scored.any():
+            return ""
+        chosen = images[scored]
+        features = np.concatenate([embed(chosen[i : i + 64]).numpy() for i in range(0, len(chosen), 64)])
+        return f"{knn_accuracy(features, classes[scored]):.4f}"
+
+    if not losses and scored.any():
+        losses.append({"epoch": 0, "loss": "", "seconds": "", "knn_accuracy": score()})  # where it started
+        write_losses(directory, losses)
+    started = time.perf_counter()
+    for epoch in range(start_epoch + 1, options.epochs + 1):
+        epoch_started = time.perf_counter()
+        order = np.random.default_rng([seed, epoch]).permutation(len(images))
+        total = 0.0
+        with tqdm(
+            total=steps, desc=f"pretrain {epoch}/{options.epochs}", unit="step", disable=None if progress is None else not progress
+        ) as bar:
+            for s in range(steps):
+                batch = images[order[s * batch_size : (s + 1) * batch_size]]
+                loss = float(step(tf.constant(batch), tf.constant([seed, epoch * 100_003 + s], tf.int64)))
+                total += loss
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}")
+        seconds = time.perf_counter() - epoch_started
+        losses.append({"epoch": epoch, "loss": f"{total / steps:.5f}", "seconds": f"{seconds:.2f}", "knn_accuracy": score()})
+        write_losses(directory, losses)  # before the checkpoint: a resume drops rows past the checkpoint
+        save_checkpoint(directory, epoch, state, optimizer.variables)
+        knn = losses[-1]["knn_accuracy"]
+        log.info(
+            f"epoch {epoch}/{options.epochs}: loss {total / steps:.4f} in {seconds:.1f} s"
+            + (f", validation {KNN_K}-NN accuracy {knn}" if knn else "")
+        )
+    extractor = publish_extractor(directory, backbone)
+    last = losses[-1]
+    return PretrainReport(
+        directory,
+        extractor,
+        options.epochs,
+        start_epoch,
+        len(images),
+        round(time.perf_counter() - started, 3),
+        grey,
+        float(last["loss"]) if last["loss"] != "" else float("nan"),
+        float(last["knn_accuracy"]) if last["knn_accuracy"] != "" else None,
+    )
