@@ -37,8 +37,16 @@ def digits_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def digits_project(tmp_path, cli, digits_dir) -> Path:
     """A multiclass project over the digits; the first half are validation images with their class."""
-    cli("init", "proj", "--images", digits_dir, "--classes", ",".join(f"n{k}" for k in range(10)),
-        "--task", "multiclass")
+    cli(
+        "init",
+        "proj",
+        "--images",
+        digits_dir,
+        "--classes",
+        ",".join(f"n{k}" for k in range(10)),
+        "--task",
+        "multiclass",
+    )
     project_dir = tmp_path / "proj"
     project = open_project(project_dir)
     for filepath in project.labels()["filepath"].tolist()[: COUNT // 2]:
@@ -85,10 +93,16 @@ def test_pretrain_writes_an_extractor_that_extract_takes(cli, digits_project, di
 
 
 def test_a_finished_pretrain_is_not_resumed(cli, digits_project):
-    first = Path(cli("--project", digits_project, "pretrain", "--epochs", "1", "--image-size", "32",
-                     "--batch-size", "16").stdout.strip())
-    second = Path(cli("--project", digits_project, "pretrain", "--epochs", "1", "--image-size", "32",
-                      "--batch-size", "16").stdout.strip())
+    first = Path(
+        cli(
+            "--project", digits_project, "pretrain", "--epochs", "1", "--image-size", "32", "--batch-size", "16"
+        ).stdout.strip()
+    )
+    second = Path(
+        cli(
+            "--project", digits_project, "pretrain", "--epochs", "1", "--image-size", "32", "--batch-size", "16"
+        ).stdout.strip()
+    )
     assert first != second and first.is_file() and second.is_file()
 
 
@@ -97,7 +111,9 @@ def test_a_killed_pretrain_resumes_from_its_checkpoint(cli, digits_project):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     process = subprocess.Popen(
         [sys.executable, "-m", "patchwork_cli", "--project", str(digits_project), "pretrain", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
     )
     models = Path(digits_project) / "models"
     deadline = time.monotonic() + 300
@@ -125,8 +141,20 @@ def test_a_killed_pretrain_resumes_from_its_checkpoint(cli, digits_project):
 def test_no_resume_starts_afresh(cli, digits_project):
     models = Path(digits_project) / "models"
     (models / "pretrain-20000101-000000-abcd").mkdir(parents=True)  # an unfinished one, other settings
-    out = Path(cli("--project", digits_project, "pretrain", "--no-resume", "--epochs", "1", "--image-size", "32",
-                   "--batch-size", "16").stdout.strip())
+    out = Path(
+        cli(
+            "--project",
+            digits_project,
+            "pretrain",
+            "--no-resume",
+            "--epochs",
+            "1",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "16",
+        ).stdout.strip()
+    )
     assert out.parent.name != "pretrain-20000101-000000-abcd"
 
 

@@ -322,9 +322,9 @@ def load_checkpoint(directory: Path, variables: list, optimizer_variables: list)
     if not path.is_file():
         return 0
     with np.load(path) as stored:
-        if sum(k.startswith("w") for k in stored) != len(variables) or sum(
-            k.startswith("o") for k in stored
-        ) != len(optimizer_variables):
+        if sum(k.startswith("w") for k in stored) != len(variables) or sum(k.startswith("o") for k in stored) != len(
+            optimizer_variables
+        ):
             raise PatchworkError(f"{path}: does not fit this model; start afresh with --no-resume")
         for i, v in enumerate(variables):
             v.assign(stored[f"w{i}"])
@@ -469,7 +469,7 @@ def _run(project: Project, directory: Path, options: PretrainConfig, progress, s
             projected = head(features, training=True)
             n = tf.shape(batch)[0]
             loss = nt_xent(tf, projected[:n], projected[n:], options.temperature)
-        optimizer.apply_gradients(zip(tape.gradient(loss, trainable), trainable))
+        optimizer.apply_gradients(zip(tape.gradient(loss, trainable), trainable, strict=True))
         return loss
 
     @tf.function(reduce_retracing=True)
@@ -492,7 +492,10 @@ def _run(project: Project, directory: Path, options: PretrainConfig, progress, s
         order = np.random.default_rng([seed, epoch]).permutation(len(images))
         total = 0.0
         with tqdm(
-            total=steps, desc=f"pretrain {epoch}/{options.epochs}", unit="step", disable=None if progress is None else not progress
+            total=steps,
+            desc=f"pretrain {epoch}/{options.epochs}",
+            unit="step",
+            disable=None if progress is None else not progress,
         ) as bar:
             for s in range(steps):
                 batch = images[order[s * batch_size : (s + 1) * batch_size]]
@@ -501,7 +504,9 @@ def _run(project: Project, directory: Path, options: PretrainConfig, progress, s
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}")
         seconds = time.perf_counter() - epoch_started
-        losses.append({"epoch": epoch, "loss": f"{total / steps:.5f}", "seconds": f"{seconds:.2f}", "knn_accuracy": score()})
+        losses.append(
+            {"epoch": epoch, "loss": f"{total / steps:.5f}", "seconds": f"{seconds:.2f}", "knn_accuracy": score()}
+        )
         write_losses(directory, losses)  # before the checkpoint: a resume drops rows past the checkpoint
         save_checkpoint(directory, epoch, state, optimizer.variables)
         knn = losses[-1]["knn_accuracy"]
