@@ -79,9 +79,8 @@ class Cli:
         return result.stdout
 
 
-def make_base(work: Path, dataset: str, cli: Cli) -> tuple[Path, dict[str, int], list[str]]:
-    """The extracted, validation-labelled multiclass project of `dataset`; the truth by file name."""
-    images, target, validation_count = load(dataset)
+def write_dataset(work: Path, dataset: str, images, target) -> tuple[Path, dict[str, int]]:
+    """The images as 32x32 PNG files in work/dataset/images, and the truth by file name."""
     directory = work / dataset / "images"
     directory.mkdir(parents=True)
     truth = {}
@@ -89,6 +88,13 @@ def make_base(work: Path, dataset: str, cli: Cli) -> tuple[Path, dict[str, int],
         name = f"{dataset}_{i:05d}.png"
         Image.fromarray(pixels).resize((32, 32), Image.BILINEAR).save(directory / name)
         truth[name] = int(target[i])
+    return directory, truth
+
+
+def make_base(work: Path, dataset: str, cli: Cli) -> tuple[Path, dict[str, int], list[str]]:
+    """The extracted, validation-labelled multiclass project of `dataset`; the truth by file name."""
+    images, target, validation_count = load(dataset)
+    directory, truth = write_dataset(work, dataset, images, target)
     base = work / dataset / "base"
     cli("init", base, "--images", directory, "--classes", ",".join(NAMES), "--task", "multiclass")
     config = yaml.safe_load((base / "patchwork.yaml").read_text())

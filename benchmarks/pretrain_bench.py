@@ -33,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import active_learning as al  # noqa: E402  datasets, the CLI runner and the oracle of issue [10]
@@ -54,13 +53,7 @@ def make_project(work: Path, dataset: str, images_limit: int | None, imshape: in
     if images_limit:
         images, target = images[:images_limit], target[:images_limit]
         validation_count = max(10, images_limit // 3)
-    directory = work / dataset / "images"
-    directory.mkdir(parents=True)
-    truth = {}
-    for i, pixels in enumerate(images):
-        name = f"{dataset}_{i:05d}.png"
-        Image.fromarray(pixels).resize((32, 32), Image.BILINEAR).save(directory / name)
-        truth[name] = int(target[i])
+    directory, truth = al.write_dataset(work, dataset, images, target)
     project = work / dataset / "project"
     cli("init", project, "--images", directory, "--classes", ",".join(al.NAMES), "--task", "multiclass")
     config = yaml.safe_load((project / "patchwork.yaml").read_text())

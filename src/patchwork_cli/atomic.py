@@ -7,6 +7,8 @@ the new complete file, never a partial one.
 import contextlib
 import os
 import tempfile
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -57,3 +59,21 @@ def _mode_for(path: Path) -> int:
 def atomic_write_text(path: Path, text: str) -> None:
     with atomic_write(path) as handle:
         handle.write(text)
+
+
+def atomic_keras_save(save: Callable[[Path], None], path: Path) -> None:
+    """`save(temporary path)` (a Keras model.save or save_weights), then the file moved over
+    `path` in one rename. The temporary file lives in a directory beside `path` under `path`'s
+    own name, because Keras insists on the suffix (.keras, .weights.h5)."""
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp_dir:
+        temporary = Path(tmp_dir) / path.name
+        with warnings.catch_warnings():
+            # Keras' TF backend converts each variable with np.array(copy=False), which numpy 2
+            # answers with a DeprecationWarning per variable (keras-team/keras#21288): noise only.
+            warnings.filterwarnings("ignore", "__array__ implementation doesn't accept a copy", DeprecationWarning)
+            save(temporary)
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, path)
+    fsync_directory(path.parent)

@@ -31,14 +31,13 @@ import json
 import logging
 import os
 import time
-import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from . import runs
-from .atomic import atomic_write, atomic_write_text, fsync_directory
+from .atomic import atomic_keras_save, atomic_write, atomic_write_text
 from .config import PretrainConfig
 from .errors import PatchworkError
 from .images import ImageError, load_image
@@ -375,24 +374,9 @@ def _plot(directory: Path, rows: list[dict]) -> None:
 
 
 def publish_extractor(directory: Path, backbone) -> Path:
-    """Save the backbone as extractor.keras: under a temporary name first (Keras wants the
-    suffix), then renamed over, so a reader never sees half a model."""
-    final = directory / EXTRACTOR_FILE
-    temporary = directory / f".{EXTRACTOR_FILE}.{os.getpid()}.tmp.keras"
-    try:
-        with warnings.catch_warnings():
-            # Keras' TF backend converts each variable with np.array(copy=False), which numpy 2
-            # answers with a DeprecationWarning per variable (keras-team/keras#21288): noise only.
-            warnings.filterwarnings("ignore", "__array__ implementation doesn't accept a copy", DeprecationWarning)
-            backbone.save(temporary)
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, final)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-    fsync_directory(directory)
-    return final
+    """Save the backbone as extractor.keras, atomically: a reader never sees half a model."""
+    atomic_keras_save(backbone.save, directory / EXTRACTOR_FILE)
+    return directory / EXTRACTOR_FILE
 
 
 # --- the pretrain ---------------------------------------------------------------------------

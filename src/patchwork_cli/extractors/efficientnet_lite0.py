@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-import warnings
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_text, fsync_directory
+from ..atomic import atomic_keras_save, atomic_write_text
 from ..checksums import file_sha256
 from ..errors import PatchworkError
 from ..tensorflow_runtime import start_tensorflow
@@ -197,19 +195,7 @@ def _convert_checkpoint(source: Path, weights_path: Path) -> None:
     """Write the checkpoint as a Keras weights file, atomically (temp file beside it + os.replace)."""
     model = _build_classifier((224, 224, 3))
     _assign_checkpoint(model, load_legacy_state_dict(source))
-    # Saved under a temporary directory beside the target (Keras insists on the .weights.h5
-    # suffix, so a plain temp file name won't do), then moved over it in one rename.
-    with tempfile.TemporaryDirectory(prefix=".converting-", dir=weights_path.parent) as tmp_dir:
-        tmp_path = Path(tmp_dir) / weights_path.name
-        with warnings.catch_warnings():
-            # Keras' TF backend converts each variable with np.array(copy=False), which numpy 2
-            # answers with a DeprecationWarning per variable (keras-team/keras#21288): noise only.
-            warnings.filterwarnings("ignore", "__array__ implementation doesn't accept a copy", DeprecationWarning)
-            model.save_weights(tmp_path)
-        with open(tmp_path, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(tmp_path, weights_path)
-    fsync_directory(weights_path.parent)
+    atomic_keras_save(model.save_weights, weights_path)
 
 
 # --- the cache -----------------------------------------------------------------------------
