@@ -96,14 +96,13 @@ def resolve_run(project_dir: Path, run_id: str | None) -> Path:
     return models_dir(project_dir) / run_id
 
 
-LABELPROP_HEAD = "labelprop"  # modeling.spec.LABELPROP: a run of propagated labels, without a model
-
-
 def require_model(run_dir: Path, wanted: str, hint: str) -> None:
     """Refuse a run without a model.keras -- a label-propagation run -- for what needs one, in one
     line: `wanted` is what the model was wanted for ('export'), `hint` what to do instead."""
+    from .modeling.spec import is_labelprop
+
     run_dir = Path(run_dir)
-    if str(read_json(run_dir / RUN_FILE).get("head", "")).strip() == LABELPROP_HEAD:
+    if is_labelprop(str(read_json(run_dir / RUN_FILE).get("head", ""))):
         raise PatchworkError(f"run {run_dir.name} is a label-propagation run: it has no model to {wanted}; {hint}")
 
 

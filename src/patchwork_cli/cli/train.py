@@ -25,6 +25,7 @@ def train(
 ):
     """Train a head on the extracted features and the labels; it becomes models/LATEST."""
     from .. import runs
+    from ..modeling.spec import is_labelprop
     from ..training import is_unchanged
     from ..training import train as run_train
 
@@ -43,7 +44,7 @@ def train(
     accuracy = report.metrics["validation"].get("multiclass", {}).get("accuracy")
     if accuracy is not None:
         headline += f", accuracy {accuracy:.3f}"
-    if report.head.strip() == "labelprop":  # no fit: epochs are conjugate gradient iterations
+    if is_labelprop(report.head):  # no fit: epochs are conjugate gradient iterations
         done = f"propagated the labels of {report.train_rows} rows in {report.epochs} iterations"
     else:
         done = f"{report.epochs} epochs on {report.train_rows} labelled rows"

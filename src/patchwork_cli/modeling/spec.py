@@ -40,6 +40,12 @@ class HeadSpec:
         return self.kind in (POOL, CONV)
 
 
+def is_labelprop(head: str) -> bool:
+    """Whether the head `head` (model.head, or run.json's `head`) propagates labels instead of
+    training a model: such a run has no model.keras."""
+    return head.strip() == LABELPROP
+
+
 def parse_head_spec(text: str) -> HeadSpec:
     """Parse a head such as 'pool:avg' or 'conv:128,p,d,r,128'; PatchworkError if it is malformed."""
     text = text.strip()
