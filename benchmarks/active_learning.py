@@ -39,9 +39,9 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from patchwork_cli import runs
 from patchwork_cli.cli.app import app
-from patchwork_cli.project import open_project
+from patchwork_cli.store import runs
+from patchwork_cli.store.project import open_project
 
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 MODEL_BASED = ("random", "margin", "cluster-margin", "badge", "maxent")

@@ -40,8 +40,8 @@ import zarr
 sys.path.insert(0, str(Path(__file__).parent))
 from extract_bench import write_images  # noqa: E402  (the same images as the extract benchmark)
 
-from patchwork_cli.distributed import ClusterSpec, connect  # noqa: E402
-from patchwork_cli.project import init_project  # noqa: E402
+from patchwork_cli.distributed.cluster import ClusterSpec, connect  # noqa: E402
+from patchwork_cli.store.project import init_project  # noqa: E402
 
 CLI = Path(sys.executable).parent / "patchwork"
 WORKERS = 2

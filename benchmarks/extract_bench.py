@@ -50,7 +50,7 @@ from PIL import Image
 from report import as_json, print_table
 from skimage import data
 
-from patchwork_cli.project import init_project
+from patchwork_cli.store.project import init_project
 
 CLI = Path(sys.executable).parent / "patchwork"
 SOURCES = "chelsea coffee astronaut rocket camera immunohistochemistry hubble_deep_field retina coins moon cell"
@@ -130,7 +130,7 @@ def store_bytes_per_image(project: Path, images: int) -> dict:
 def measure_speed(tmp: Path, count: int) -> dict:
     from patchwork_cli.extractors.loading import load_extractor
     from patchwork_cli.extractors.runtimes import open_extractor_engine
-    from patchwork_cli.images import load_image
+    from patchwork_cli.util.images import load_image
 
     paths = write_images(tmp / "images", count, np.random.default_rng(0))
     logging.getLogger("patchwork").setLevel(logging.ERROR)
@@ -249,7 +249,7 @@ def main() -> None:
     parser.add_argument("--accuracy-images", type=int, default=1797, help="0 skips the accuracy of fast features")
     parser.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
     args = parser.parse_args()
-    from patchwork_cli.tensorflow_runtime import start_tensorflow
+    from patchwork_cli.util.tensorflow_runtime import start_tensorflow
 
     start_tensorflow()
     with tempfile.TemporaryDirectory(prefix="patchwork-extract-bench-") as tmp:

@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 from report import as_json, print_table
 
-from patchwork_cli.features import FeatureStore
-from patchwork_cli.labels import write_label_table
-from patchwork_cli.project import FEATURES_NAME, Project, init_project
+from patchwork_cli.store.features import FeatureStore
+from patchwork_cli.store.labels import write_label_table
+from patchwork_cli.store.project import FEATURES_NAME, Project, init_project
 
 CLI = Path(sys.executable).parent / "patchwork"
 PENDING = 10_000

@@ -37,7 +37,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import active_learning as al  # noqa: E402  datasets, the CLI runner and the oracle of issue [10]
 
-from patchwork_cli.project import open_project  # noqa: E402
+from patchwork_cli.store.project import open_project  # noqa: E402
 
 LABEL_COUNTS = (20, 100)
 TARGET_POINTS = 5.0

@@ -41,8 +41,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from patchwork_cli.features import DONE, FeatureStore
-from patchwork_cli.project import FEATURES_NAME, init_project, open_project
+from patchwork_cli.store.features import DONE, FeatureStore
+from patchwork_cli.store.project import FEATURES_NAME, init_project, open_project
 
 CLI = Path(sys.executable).parent / "patchwork"
 CLASSES = ["a", "b", "c"]
@@ -81,12 +81,12 @@ def make_project(directory: Path, rows: int, row_shape: tuple, labelled: int, ep
 
 def prediction_pass_seconds(directory: Path, rows: int) -> dict:
     """train's prediction pass over `rows` rows of 7x7x1280 maps, from the maps and from their pooled copy."""
-    from patchwork_cli.tensorflow_runtime import start_tensorflow
+    from patchwork_cli.util.tensorflow_runtime import start_tensorflow
 
     start_tensorflow()
-    from patchwork_cli.config import ModelConfig
     from patchwork_cli.modeling.heads import build_model, embedding_model
-    from patchwork_cli.training import _predict_all
+    from patchwork_cli.store.config import ModelConfig
+    from patchwork_cli.training.train import _predict_all
 
     filepaths = [f"img/{i:07d}.jpg" for i in range(rows)]
     store = FeatureStore.create(directory / FEATURES_NAME, filepaths, (7, 7, 1280), "float16", {"name": "random"})
@@ -135,14 +135,14 @@ def patchwork_epoch_seconds(directory: Path) -> float:
 
 def keras_epoch_seconds(directory: Path) -> float:
     """The same model and data through plain model.fit on in-memory arrays."""
-    from patchwork_cli.tensorflow_runtime import start_tensorflow
+    from patchwork_cli.util.tensorflow_runtime import start_tensorflow
 
     start_tensorflow()
     import keras
 
     from patchwork_cli.modeling.heads import build_model
     from patchwork_cli.modeling.losses import masked_loss
-    from patchwork_cli.training import epoch_timer
+    from patchwork_cli.training.train import epoch_timer
 
     project = open_project(directory)
     table = project.labels()

@@ -15,7 +15,7 @@ from patchwork_cli.errors import PatchworkError
 
 
 def labels_of(project_dir: Path) -> pd.DataFrame:
-    from patchwork_cli.project import open_project
+    from patchwork_cli.store.project import open_project
 
     return open_project(project_dir).labels()
 
@@ -148,7 +148,7 @@ def test_add_appends_new_images_and_skips_known_ones(tmp_path, cli, project_dir)
 
 
 def test_add_keeps_pending_journal_edits(tmp_path, cli, project_dir):
-    from patchwork_cli.project import open_project
+    from patchwork_cli.store.project import open_project
 
     open_project(project_dir).label("../images/img_0003.png", dog=1)
     write_images(tmp_path / "more", 1, prefix="late")
@@ -264,7 +264,7 @@ def test_status_counts(tmp_path, cli, project_dir):
 
 def test_classes_add_and_rename_keep_every_label(tmp_path, cli, project_dir):
     cli("--project", "proj", "label", "--import", write_import(tmp_path, "cat,dog\n", ["images/img_0000.png,1,0"]))
-    from patchwork_cli.project import open_project
+    from patchwork_cli.store.project import open_project
 
     open_project(project_dir).label("../images/img_0001.png", cat=0)  # pending in the journal
     cli("--project", "proj", "classes", "rename", "cat", "kitten")

@@ -3,9 +3,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from patchwork_cli.config import Config, load_config, parse_config, replace_classes
 from patchwork_cli.errors import PatchworkError
-from patchwork_cli.project import template_text
+from patchwork_cli.store.config import Config, load_config, parse_config, replace_classes
+from patchwork_cli.store.project import template_text
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -22,7 +22,7 @@ from test_extract import make_project as make_image_project
 from test_extract import store, tiny_model  # noqa: F401  (tiny_model is a fixture)
 from test_train import make_project as make_feature_project
 
-from patchwork_cli.features import DONE, PENDING
+from patchwork_cli.store.features import DONE, PENDING
 
 distributed = pytest.importorskip("distributed")
 ROWS = 2000  # 8 chunks of 256 rows of the tiny model's 16x16x64 feature maps

@@ -22,10 +22,10 @@ from conftest import Cli, snapshot
 from test_dask import _assert_same_store
 from test_extract import make_project, store, tiny_model  # noqa: F401  (tiny_model is a fixture)
 
-from patchwork_cli.config import Config, DaskConfig
-from patchwork_cli.distributed import ClusterSpec, connect, is_plain_tcp_beyond_this_host, is_this_host
-from patchwork_cli.project import open_project
-from patchwork_cli.training import fingerprint
+from patchwork_cli.distributed.cluster import ClusterSpec, connect, is_plain_tcp_beyond_this_host, is_this_host
+from patchwork_cli.store.config import Config, DaskConfig
+from patchwork_cli.store.project import open_project
+from patchwork_cli.training.train import fingerprint
 
 distributed = pytest.importorskip("distributed")
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -15,11 +15,7 @@ from PIL import Image
 from patchwork_cli.errors import PatchworkError
 from patchwork_cli.extractors import efficientnet_lite0
 from patchwork_cli.extractors.efficientnet_lite0 import build_efficientnet_lite0, weights_checksum
-from patchwork_cli.extractors.torch_pickle import (
-    LEGACY_MAGIC_NUMBER,
-    LEGACY_PROTOCOL_VERSION,
-    load_legacy_state_dict,
-)
+from patchwork_cli.extractors.torch_pickle import LEGACY_MAGIC_NUMBER, LEGACY_PROTOCOL_VERSION, load_legacy_state_dict
 
 # ImageNet class indices (the standard 1000-class order).
 CAT_CLASSES = {281, 282, 285}  # tabby, tiger cat, Egyptian cat

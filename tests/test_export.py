@@ -25,10 +25,11 @@ from conftest import Cli, snapshot, write_images
 from test_end_to_end import probe
 from test_train import make_project as make_npy_project
 
-from patchwork_cli import PatchworkError, open_project, runs
-from patchwork_cli.deployment import end_to_end_model, without_lambdas
+from patchwork_cli import PatchworkError, open_project
+from patchwork_cli.deploy.model import end_to_end_model, without_lambdas
 from patchwork_cli.extractors import conversion
-from patchwork_cli.images import load_image
+from patchwork_cli.store import runs
+from patchwork_cli.util.images import load_image
 
 IMSHAPE = (32, 32)
 CLASSES = ["a", "b"]
@@ -133,7 +134,7 @@ RELOAD = """
 import json, sys
 import numpy as np, keras, tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
-from patchwork_cli.images import load_image
+from patchwork_cli.util.images import load_image
 directory, size, paths = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 pixels = np.stack([load_image(p, (size, size), 3) for p in paths])
 from_keras = keras.models.load_model(directory + "/model.keras").predict_on_batch(pixels)

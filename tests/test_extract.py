@@ -18,8 +18,8 @@ import yaml
 import zarr
 from conftest import Cli, write_images
 
-from patchwork_cli.features import DONE, FAILED
-from patchwork_cli.images import load_image
+from patchwork_cli.store.features import DONE, FAILED
+from patchwork_cli.util.images import load_image
 
 IMSHAPE = (32, 32)
 

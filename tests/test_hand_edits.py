@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from patchwork_cli import runs
-from patchwork_cli.project import open_project
 from patchwork_cli.sampling.scores import max_entropy
+from patchwork_cli.store import runs
+from patchwork_cli.store.project import open_project
 
 IMAGES = 90
 LABELLED = 50  # the first 50 rows; the last 15 of them are validation rows
@@ -253,7 +253,7 @@ def test_evaluate_and_the_labelling_window_use_each_images_own_prediction(base, 
     shuffled = json.loads(Cli(project)("evaluate", "--json").stdout)
     assert shuffled == untouched and shuffled["validation"]["macro"]["roc_auc"] is not None
 
-    from patchwork_cli.labelling import latest_probabilities
+    from patchwork_cli.labelling.session import latest_probabilities
 
     opened = open_project(project)
     table = opened.labels()

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image, JpegImagePlugin
 
-from patchwork_cli import images
-from patchwork_cli.images import ImageError, load_image
+from patchwork_cli.util import images
+from patchwork_cli.util.images import ImageError, load_image
 
 RED = (220, 20, 40)
 BLUE = (30, 60, 210)

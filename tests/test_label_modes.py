@@ -16,10 +16,10 @@ from matplotlib.backend_bases import KeyEvent, MouseEvent  # noqa: E402
 from matplotlib.transforms import offset_copy  # noqa: E402
 
 from patchwork_cli import open_project  # noqa: E402
-from patchwork_cli.drawcache import add_image, add_text  # noqa: E402
 from patchwork_cli.errors import PatchworkError  # noqa: E402
-from patchwork_cli.labelling import GridPages, LabelSession, parse_grid  # noqa: E402
-from patchwork_cli.viewer import GridWindow, LabelWindow  # noqa: E402
+from patchwork_cli.labelling.drawcache import add_image, add_text  # noqa: E402
+from patchwork_cli.labelling.session import GridPages, LabelSession, parse_grid  # noqa: E402
+from patchwork_cli.labelling.window import GridWindow, LabelWindow  # noqa: E402
 
 UNLABELLED = {"cat": None, "dog": None, "bird": None}
 

@@ -16,7 +16,7 @@ import yaml
 import zarr
 from conftest import Cli, snapshot
 
-from patchwork_cli.labelprop import knn_graph, normalise_rows, probabilities_from, propagate
+from patchwork_cli.modeling.labelprop import knn_graph, normalise_rows, probabilities_from, propagate
 
 # --- the algorithm, by hand ------------------------------------------------------------
 
@@ -218,7 +218,8 @@ def test_a_multilabel_labelprop_run(tmp_path):
 def test_labelprop_needs_no_tensorflow(tmp_path):
     project, _ = make_project(tmp_path, head="labelprop")
     code = (
-        "import sys; from patchwork_cli.project import open_project; from patchwork_cli.training import train;"
+        "import sys; from patchwork_cli.store.project import open_project; "
+        "from patchwork_cli.training.train import train; "
         f"train(open_project({str(project)!r})); "
         "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
     )

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from patchwork_cli import labels
 from patchwork_cli.errors import PatchworkError
-from patchwork_cli.labels import (
+from patchwork_cli.store import labels
+from patchwork_cli.store.labels import (
     Journal,
     LabelStore,
     apply_edits,
@@ -22,7 +22,7 @@ from patchwork_cli.labels import (
     read_label_table,
     write_label_table,
 )
-from patchwork_cli.project import init_project, open_project
+from patchwork_cli.store.project import init_project, open_project
 
 CLASSES = ["cat", "dog"]
 

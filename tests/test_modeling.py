@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from patchwork_cli.config import ModelConfig
 from patchwork_cli.errors import PatchworkError
 from patchwork_cli.modeling.heads import build_model, embedding_model
 from patchwork_cli.modeling.losses import UNLABELLED, masked_loss
 from patchwork_cli.modeling.spec import HeadSpec, parse_head_spec
+from patchwork_cli.store.config import ModelConfig
 
 MAP_SHAPE, VECTOR_SHAPE = (7, 7, 32), (64,)
 CLASSES = 3

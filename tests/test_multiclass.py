@@ -18,8 +18,8 @@ from PIL import Image
 
 from patchwork_cli import PatchworkError, open_project
 from patchwork_cli.cli.init import Task
-from patchwork_cli.config import TASKS
-from patchwork_cli.labels import Journal
+from patchwork_cli.store.config import TASKS
+from patchwork_cli.store.labels import Journal
 
 # Keras' own saving trips a NumPy 2 deprecation; nothing of ours.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
@@ -345,7 +345,7 @@ def test_exported_multiclass_model_outputs_softmax(tmp_path):
 
 
 def test_multiclass_metrics_by_hand():
-    from patchwork_cli.evaluation import compute_metrics
+    from patchwork_cli.evaluation.metrics import compute_metrics
 
     nan = np.nan
     labels = np.array(
@@ -378,7 +378,7 @@ def test_multiclass_metrics_by_hand():
 
 
 def test_the_labelling_session_shows_the_exclusive_edit(multiclass_dir):
-    from patchwork_cli.labelling import LabelSession
+    from patchwork_cli.labelling.session import LabelSession
 
     project = open_project(multiclass_dir)
     session = LabelSession(project, [0, 1], loader=lambda path: np.zeros((4, 4, 3), np.uint8))

@@ -13,8 +13,8 @@ import yaml
 import zarr
 from conftest import Cli, write_images
 
-from patchwork_cli import runs
-from patchwork_cli.features import POOLED_NAME, FeatureStore
+from patchwork_cli.store import runs
+from patchwork_cli.store.features import POOLED_NAME, FeatureStore
 
 IMSHAPE = (32, 32)
 

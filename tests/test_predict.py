@@ -17,9 +17,10 @@ import pytest
 from conftest import Cli
 from test_export import CLASSES, IMSHAPE, build_trained_project, copy_of_project, run_predictions
 
-from patchwork_cli import open_project, runs
-from patchwork_cli.deployment import end_to_end_model
-from patchwork_cli.images import load_image
+from patchwork_cli import open_project
+from patchwork_cli.deploy.model import end_to_end_model
+from patchwork_cli.store import runs
+from patchwork_cli.util.images import load_image
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from patchwork_cli.project import open_project
+from patchwork_cli.store.project import open_project
 
 FAST = ("--epochs", "2", "--image-size", "32", "--batch-size", "8")
 COUNT = 48
@@ -184,8 +184,8 @@ def test_bad_flags_are_refused_naming_the_flag(cli, project_dir):
 
 
 def test_augmentations_keep_pixels_in_range_and_grey_grey():
-    from patchwork_cli.pretraining import augment, is_grey, knn_accuracy
-    from patchwork_cli.tensorflow_runtime import start_tensorflow
+    from patchwork_cli.pretraining.pretrain import augment, is_grey, knn_accuracy
+    from patchwork_cli.util.tensorflow_runtime import start_tensorflow
 
     tf = start_tensorflow()
     rng = np.random.default_rng(0)

@@ -20,7 +20,7 @@ from PIL import Image
 
 from patchwork_cli.extractors import runtimes
 from patchwork_cli.extractors.loading import load_extractor
-from patchwork_cli.images import load_image
+from patchwork_cli.util.images import load_image
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins")
 

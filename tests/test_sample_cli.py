@@ -13,7 +13,7 @@ from test_end_to_end import probe
 from test_sampling import P, write_run
 
 from patchwork_cli.cli.sample import FILTER_HELP, STRATEGY_HELP
-from patchwork_cli.sampling import FILTERS, STRATEGIES
+from patchwork_cli.sampling.sample import FILTERS, STRATEGIES
 
 EXPECTED_MAXENT = [0, 5, 4]  # the rows of P with the most uncertain class, most uncertain first
 

@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import zarr
 
-from patchwork_cli import runs
 from patchwork_cli.errors import PatchworkError
-from patchwork_cli.labels import empty_table
-from patchwork_cli.project import open_project
-from patchwork_cli.sampling import FILTERS, STRATEGIES, geometry, sample, scores, selection
+from patchwork_cli.sampling import geometry, scores, selection
 from patchwork_cli.sampling.filters import filter_mask
 from patchwork_cli.sampling.geometry import GradientPoints, Points, nearest_squared_distance
+from patchwork_cli.sampling.sample import FILTERS, STRATEGIES, sample
 from patchwork_cli.sampling.strategies import Pool, choose, parse_strategy
+from patchwork_cli.store import runs
+from patchwork_cli.store.labels import empty_table
+from patchwork_cli.store.project import open_project
 
 NAN = np.nan
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import Cli
 from test_train import make_project
 
-from patchwork_cli.evaluation import prediction_agreement
+from patchwork_cli.evaluation.metrics import prediction_agreement
 
 
 def test_kappa_of_predicted_classes():

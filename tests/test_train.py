@@ -18,8 +18,8 @@ import yaml
 import zarr
 from conftest import Cli, write_images
 
-from patchwork_cli import runs
-from patchwork_cli.training import stratified_indices
+from patchwork_cli.store import runs
+from patchwork_cli.training.train import stratified_indices
 
 CLASSES = ["a", "b"]
 
@@ -164,8 +164,8 @@ def test_heads_and_outputs_train_on_feature_maps(tmp_path):
 
 def test_predictions_stream_chunk_by_chunk(tmp_path, monkeypatch):
     """Peak memory of the prediction pass does not grow with rows: it never reads more than one chunk."""
-    from patchwork_cli import features as features_module
-    from patchwork_cli import training as training_module
+    from patchwork_cli.store import features as features_module
+    from patchwork_cli.training import train as training_module
 
     project, _ = make_project(
         tmp_path, rows=3000, width=1100, labelled=60, validation=20, epochs=1, batches_per_epoch=2

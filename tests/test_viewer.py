@@ -19,11 +19,12 @@ from matplotlib.backend_bases import CloseEvent, KeyEvent, key_press_handler  # 
 from PIL import Image  # noqa: E402
 from test_end_to_end import probe  # noqa: E402
 
-from patchwork_cli import open_project, runs  # noqa: E402
+from patchwork_cli import open_project  # noqa: E402
 from patchwork_cli.errors import PatchworkError  # noqa: E402
-from patchwork_cli.images import load_display_image  # noqa: E402
-from patchwork_cli.labelling import LabelSession, rows_for_paths  # noqa: E402
-from patchwork_cli.viewer import LabelWindow, equalise  # noqa: E402
+from patchwork_cli.labelling.session import LabelSession, rows_for_paths  # noqa: E402
+from patchwork_cli.labelling.window import LabelWindow, equalise  # noqa: E402
+from patchwork_cli.store import runs  # noqa: E402
+from patchwork_cli.util.images import load_display_image  # noqa: E402
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from patchwork_cli import runs
-from patchwork_cli.project import open_project
+from patchwork_cli.store import runs
+from patchwork_cli.store.project import open_project
 
 
 def true_classes(truth_csv: Path) -> dict[str, int]:

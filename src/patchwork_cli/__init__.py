@@ -7,11 +7,11 @@ other light commands do not pay for pandas before they need it.
 __version__ = "0.1.0"
 
 _API = {
-    "open_project": "project",
-    "init_project": "project",
-    "init_from_folders": "project",
-    "find_project": "project",
-    "Project": "project",
+    "open_project": "store.project",
+    "init_project": "store.project",
+    "init_from_folders": "store.project",
+    "find_project": "store.project",
+    "Project": "store.project",
     "PatchworkError": "errors",
 }
 __all__ = [*_API, "__version__"]

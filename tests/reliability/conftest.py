@@ -25,11 +25,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from patchwork_cli.project import Project
+from patchwork_cli.store.project import Project
 
 FORK_SERVER = r"""
 import importlib, json, os, sys, traceback
-import patchwork_cli.cli.app, patchwork_cli.project  # once; every forked child starts warm
+import patchwork_cli.cli.app, patchwork_cli.store.project  # once; every forked child starts warm
 for module in sys.argv[1:]:
     importlib.import_module(module)
 print("ready", flush=True)
@@ -150,7 +150,7 @@ CLASSES = ["a", "b", "c"]
 
 def image_list_project(root: Path, rows: int, name: str = "proj") -> Project:
     """A project over `rows` image paths (no files behind them: label store cases need none)."""
-    from patchwork_cli.project import init_project
+    from patchwork_cli.store.project import init_project
 
     return init_project(root / name, images=[f"img/{i:06d}.png" for i in range(rows)], classes=CLASSES, cwd=root)[0]
 

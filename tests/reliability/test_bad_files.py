@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from patchwork_cli.images import ImageError, load_image
-from patchwork_cli.project import Project
+from patchwork_cli.store.project import Project
+from patchwork_cli.util.images import ImageError, load_image
 
 from .conftest import report
 

@@ -22,9 +22,9 @@ from conftest import Cli, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from patchwork_cli.config import load_config
 from patchwork_cli.errors import PatchworkError
-from patchwork_cli.project import Project
+from patchwork_cli.store.config import load_config
+from patchwork_cli.store.project import Project
 
 from .conftest import report
 

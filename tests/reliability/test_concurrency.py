@@ -10,8 +10,8 @@ import sys
 
 from conftest import Cli
 
-from patchwork_cli import runs
-from patchwork_cli.project import Project
+from patchwork_cli.store import runs
+from patchwork_cli.store.project import Project
 
 from .conftest import apply_to_model, feature_project, read_acks, report, table_matches
 from .test_kill_labels import LABEL_DRIVER
@@ -22,7 +22,7 @@ ROWS = 300
 # Adds a batch of new images now and then until told to stop; prints what it added.
 ADDER = """
 import os, time
-from patchwork_cli.project import Project
+from patchwork_cli.store.project import Project
 batch = 0
 while not os.path.exists(ARGS["stop"]):
     paths = [f"new/{ARGS['round']}-{batch}-{i}.png" for i in range(10)]
@@ -36,8 +36,8 @@ while not os.path.exists(ARGS["stop"]):
 READER = """
 import os, time
 from patchwork_cli import runs
-from patchwork_cli.labels import read_label_table
-from patchwork_cli.project import Project
+from patchwork_cli.store.labels import read_label_table
+from patchwork_cli.store.project import Project
 from patchwork_cli.cli.app import app
 project, seen, reads = Project(ARGS["project"]), [], 0
 while not os.path.exists(ARGS["stop"]):

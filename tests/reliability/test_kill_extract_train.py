@@ -24,8 +24,8 @@ import yaml
 import zarr
 from conftest import Cli, write_images
 
-from patchwork_cli import runs
-from patchwork_cli.features import DONE, FAILED, PENDING, FeatureStore
+from patchwork_cli.store import runs
+from patchwork_cli.store.features import DONE, FAILED, PENDING, FeatureStore
 
 from .conftest import feature_project, report
 

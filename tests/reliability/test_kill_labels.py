@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 from conftest import Cli, write_images
 
-from patchwork_cli.labels import Journal
-from patchwork_cli.project import Project
+from patchwork_cli.store.labels import Journal
+from patchwork_cli.store.project import Project
 
 from .conftest import (
     ForkServer,
@@ -36,7 +36,7 @@ EDITS_PER_RUN = 60
 # Appends edits one at a time, acknowledging each once `label` has returned, and compacts now and then.
 LABEL_DRIVER = """
 import json, os
-from patchwork_cli.project import Project
+from patchwork_cli.store.project import Project
 project = Project(ARGS["project"])
 acks = os.open(ARGS["acks"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 for number, (path, fields) in enumerate(ARGS["edits"], start=1):
@@ -52,7 +52,7 @@ app(["--project", ARGS["project"], "label", "--import", ARGS["csv"]], prog_name=
 """
 
 COMPACT = """
-from patchwork_cli.project import Project
+from patchwork_cli.store.project import Project
 Project(ARGS["project"]).compact()
 """
 
@@ -232,9 +232,9 @@ VIEWER_DRIVER = """
 import json, os
 import matplotlib.pyplot as plt
 from matplotlib.backend_bases import KeyEvent
-from patchwork_cli.labelling import GridPages, LabelSession
-from patchwork_cli.project import Project
-from patchwork_cli.viewer import GridWindow, LabelWindow
+from patchwork_cli.labelling.session import GridPages, LabelSession
+from patchwork_cli.store.project import Project
+from patchwork_cli.labelling.window import GridWindow, LabelWindow
 session = LabelSession(Project(ARGS["project"]), ARGS["rows"])
 grid = GridPages(session, tuple(ARGS["grid"]), "b") if ARGS["grid"] else None
 window = GridWindow(grid, plt.figure()) if grid else LabelWindow(session, plt.figure())
@@ -273,7 +273,7 @@ def test_killed_labelling_window_keeps_every_acknowledged_key(tmp_path, mode):
     Cli(tmp_path)("init", "proj", "--images", "img", "--classes", "a,b,c", "--task", task)
     directory = tmp_path / "proj"
     first_screen = Project(directory).labels()["filepath"].tolist()[: grid[0] * grid[1] if grid else 1]
-    forks = ForkServer(tmp_path, preload=("matplotlib.pyplot", "patchwork_cli.viewer"))
+    forks = ForkServer(tmp_path, preload=("matplotlib.pyplot", "patchwork_cli.labelling.window"))
     rng = random.Random(7)
     run = {"project": str(directory), "rows": list(range(12)), "grid": grid}
 

@@ -10,8 +10,8 @@ import numpy as np
 import zarr
 from conftest import Cli, snapshot
 
-from patchwork_cli.features import FeatureStore
-from patchwork_cli.project import Project
+from patchwork_cli.store.features import FeatureStore
+from patchwork_cli.store.project import Project
 
 from .conftest import fill, report
 

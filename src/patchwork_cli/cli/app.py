@@ -7,10 +7,10 @@ import logging
 import typer
 from typer.core import TyperGroup
 
-from .. import __version__
-from ..errors import PatchworkError
-from . import classes, evaluate, export, extract, init, label, predict, pretrain, sample, status, train
-from .common import ProjectOption
+from patchwork_cli import __version__
+from patchwork_cli.cli import classes, evaluate, export, extract, init, label, predict, pretrain, sample, status, train
+from patchwork_cli.cli.common import ProjectOption
+from patchwork_cli.errors import PatchworkError
 
 
 class _PatchworkGroup(TyperGroup):

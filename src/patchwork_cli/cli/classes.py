@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .common import ProjectOption, open_from, say
+from patchwork_cli.cli.common import ProjectOption, open_from, say
 
 app = typer.Typer(help="List, add or rename classes.", no_args_is_help=True)
 

@@ -22,7 +22,7 @@ ProjectOption = Annotated[
 
 def open_from(ctx: typer.Context, project: Path | None):
     """Open the project named by the command's --project, else the global one, else discover it."""
-    from ..project import open_project
+    from patchwork_cli.store.project import open_project
 
     return open_project(project or ctx.find_root().params.get("project"))
 
@@ -47,7 +47,7 @@ def dask_cluster(address: str | None, workers: int | None):
     """The checked --dask/--workers options (None without them); Dask's glue is imported only then."""
     if address is None and workers is None:
         return None
-    from ..distributed import cluster_spec
+    from patchwork_cli.distributed.cluster import cluster_spec
 
     return cluster_spec(address, workers)
 
@@ -57,7 +57,7 @@ def dask_client(cluster, project):
     `project`'s dask: section says how to reach a TLS scheduler."""
     if cluster is None:
         return contextlib.nullcontext()
-    from ..distributed import connect
+    from patchwork_cli.distributed.cluster import connect
 
     return connect(cluster, project)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import ProjectOption, open_from, say
+from patchwork_cli.cli.common import ProjectOption, open_from, say
 
 
 def export(
@@ -20,8 +20,8 @@ def export(
     project: ProjectOption = None,
 ):
     """Export the model (.keras, SavedModel, model card), labels.csv and predictions.csv; prints the paths."""
-    from ..exporting import export as run_export
-    from ..exporting import parse_parts
+    from patchwork_cli.deploy.export import export as run_export
+    from patchwork_cli.deploy.export import parse_parts
 
     parts = parse_parts(what)
     written, warnings = run_export(open_from(ctx, project), out, run, parts, force)

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import typer
 
-from .common import DaskOption, JsonOption, ProjectOption, WorkersOption, dask_client, dask_cluster, open_from, say
+from patchwork_cli.cli.common import (
+    DaskOption,
+    JsonOption,
+    ProjectOption,
+    WorkersOption,
+    dask_client,
+    dask_cluster,
+    open_from,
+    say,
+)
 
 
 def extract(
@@ -30,9 +39,9 @@ def extract(
     as_json: JsonOption = False,
 ):
     """Run every pending image through the feature extractor into features.zarr."""
-    from ..errors import PatchworkError
-    from ..extraction import extract as run_extract
-    from ..extraction import import_npy, parse_shard
+    from patchwork_cli.errors import PatchworkError
+    from patchwork_cli.extraction.extract import extract as run_extract
+    from patchwork_cli.extraction.extract import import_npy, parse_shard
 
     cluster = dask_cluster(dask, workers)
     opened = open_from(ctx, project)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .common import ProjectOption, open_from, report_added, say
+from patchwork_cli.cli.common import ProjectOption, open_from, report_added, say
 
 IMAGES_HELP = "A text file with one image path per line, a directory (scanned recursively), or - for stdin."
 
@@ -40,10 +40,10 @@ def init(
     ),
 ):
     """Create a project from image paths and/or an existing label table, or from a folder of class folders."""
-    from ..config import MULTICLASS, MULTILABEL
-    from ..errors import PatchworkError
-    from ..project import init_from_folders, init_project
-    from ..sources import read_image_source
+    from patchwork_cli.errors import PatchworkError
+    from patchwork_cli.store.config import MULTICLASS, MULTILABEL
+    from patchwork_cli.store.project import init_from_folders, init_project
+    from patchwork_cli.store.sources import read_image_source
 
     if classes_from_folders:
         given = {"--classes": classes, "--labels": labels, "--task multilabel": task if task == "multilabel" else None}
@@ -72,7 +72,7 @@ def add(
     project: ProjectOption = None,
 ):
     """Append new images to the project; paths it already has are skipped."""
-    from ..sources import read_image_source
+    from patchwork_cli.store.sources import read_image_source
 
     paths = read_image_source(images)
     opened = open_from(ctx, project)

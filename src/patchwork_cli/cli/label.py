@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import ProjectOption, open_from, say
+from patchwork_cli.cli.common import ProjectOption, open_from, say
 
 
 def label(
@@ -53,8 +53,8 @@ def label(
         say(f"imported {count} label edit(s) from {import_file}")
         return
 
-    from ..labelling import GridPages, LabelSession, rows_for_paths
-    from ..sources import read_path_list
+    from patchwork_cli.labelling.session import GridPages, LabelSession, rows_for_paths
+    from patchwork_cli.store.sources import read_path_list
 
     shape = _grid_shape(grid, class_name, opened.classes)
     if shape is not None and not filters and paths is None:
@@ -66,14 +66,14 @@ def label(
         source = "<stdin>" if paths == "-" else paths
         rows = rows_for_paths(opened, table, read_path_list(paths), source)
     else:
-        from ..sampling import sample
+        from patchwork_cli.sampling.sample import sample
 
         chosen = sample(opened, n or opened.config.sampling.n, strategy=strategy, filters=filters, seed=seed)
         rows = chosen["row"].tolist()
     if not rows:
         say("nothing to label")
         return
-    from .. import viewer
+    from patchwork_cli.labelling import window as viewer
 
     session = LabelSession(opened, rows, table, advance_after_n=advance_after_n)
     pages = None if shape is None else GridPages(session, shape, class_name)
@@ -83,9 +83,9 @@ def label(
 
 def _grid_shape(grid: str | None, class_name: str | None, classes: list[str]) -> tuple[int, int] | None:
     """The checked --grid (rows, columns) and --class, which go together; None without them."""
-    from ..errors import PatchworkError
-    from ..labelling import parse_grid
-    from ..sampling.filters import check_class
+    from patchwork_cli.errors import PatchworkError
+    from patchwork_cli.labelling.session import parse_grid
+    from patchwork_cli.sampling.filters import check_class
 
     if grid is None and class_name is None:
         return None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from .common import ProjectOption, open_from, say
+from patchwork_cli.cli.common import ProjectOption, open_from, say
 
 
 def predict(
@@ -29,9 +29,9 @@ def predict(
 
     Unreadable images get a row with empty cells and a warning on stderr.
     """
-    from ..exporting import PROBABILITY_FORMAT
-    from ..predicting import exported_predictor, image_paths, run_predictor
-    from ..predicting import predict as run_predict
+    from patchwork_cli.deploy.export import PROBABILITY_FORMAT
+    from patchwork_cli.deploy.predict import exported_predictor, image_paths, run_predictor
+    from patchwork_cli.deploy.predict import predict as run_predict
 
     if model is not None and run is not None:
         raise typer.BadParameter("give --run (a project's run) or --model (an exported directory), not both")

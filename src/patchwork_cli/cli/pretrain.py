@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from .common import JsonOption, ProjectOption, open_from, say
+from patchwork_cli.cli.common import JsonOption, ProjectOption, open_from, say
 
 
 def pretrain(
@@ -31,7 +31,7 @@ def pretrain(
 
     Use it with `patchwork extract --model PATH --overwrite`.
     """
-    from ..pretraining import pretrain as run_pretrain
+    from patchwork_cli.pretraining.pretrain import pretrain as run_pretrain
 
     opened = open_from(ctx, project)
     overrides = {"epochs": epochs, "batch_size": batch_size, "image_size": image_size, "temperature": temperature}

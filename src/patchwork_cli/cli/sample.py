@@ -8,7 +8,7 @@ import os
 
 import typer
 
-from .common import ProjectOption, open_from, say
+from patchwork_cli.cli.common import ProjectOption, open_from, say
 
 # The names are spelled out here, not imported, so that --help loads neither numpy nor pandas
 # (a test checks they match sampling.STRATEGIES and FILTERS).
@@ -52,7 +52,7 @@ def sample(
     Paths are printed so they work from the current directory (relative ones relative
     to it, absolute ones as stored), ready for `patchwork label --paths -` or any tool.
     """
-    from ..sampling import sample as choose_rows
+    from patchwork_cli.sampling.sample import sample as choose_rows
 
     opened = open_from(ctx, project)
     chosen = choose_rows(opened, n or opened.config.sampling.n, strategy, filters, seed, run)

@@ -6,12 +6,12 @@ import json
 
 import typer
 
-from .common import JsonOption, ProjectOption, open_from
+from patchwork_cli.cli.common import JsonOption, ProjectOption, open_from
 
 
 def status(ctx: typer.Context, project: ProjectOption = None, as_json: JsonOption = False):
     """Images, labelling progress, per-class label counts and extracted features."""
-    from ..status import format_summary, project_status
+    from patchwork_cli.evaluation.status import format_summary, project_status
 
     summary = project_status(open_from(ctx, project))
     typer.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))

@@ -6,7 +6,16 @@ import json
 
 import typer
 
-from .common import DaskOption, JsonOption, ProjectOption, WorkersOption, dask_client, dask_cluster, open_from, say
+from patchwork_cli.cli.common import (
+    DaskOption,
+    JsonOption,
+    ProjectOption,
+    WorkersOption,
+    dask_client,
+    dask_cluster,
+    open_from,
+    say,
+)
 
 
 def train(
@@ -24,10 +33,10 @@ def train(
     as_json: JsonOption = False,
 ):
     """Train a head on the extracted features and the labels; it becomes models/LATEST."""
-    from .. import runs
-    from ..modeling.spec import is_labelprop
-    from ..training import is_unchanged
-    from ..training import train as run_train
+    from patchwork_cli.modeling.spec import is_labelprop
+    from patchwork_cli.store import runs
+    from patchwork_cli.training.train import is_unchanged
+    from patchwork_cli.training.train import train as run_train
 
     cluster = dask_cluster(dask, workers)
     opened = open_from(ctx, project)

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..atomic import atomic_write, atomic_write_text
-from ..errors import PatchworkError
+from patchwork_cli.errors import PatchworkError
+from patchwork_cli.util.atomic import atomic_write, atomic_write_text
 
 TFLITE_SUFFIX = ".tflite"
 CHECK_IMAGES = 4
@@ -48,7 +48,7 @@ def keras_to_tflite(model) -> bytes:
 
 def saved_model_to_tflite(saved_model_dir: str | Path) -> bytes:
     """The TFLite flatbuffer of a SavedModel directory (its serving signature)."""
-    from ..tensorflow_runtime import native_stderr_silenced, start_tensorflow
+    from patchwork_cli.util.tensorflow_runtime import native_stderr_silenced, start_tensorflow
 
     tf = start_tensorflow()
     try:
@@ -64,7 +64,7 @@ def saved_model_to_tflite(saved_model_dir: str | Path) -> bytes:
 def cached_extractor_model(extractor) -> tuple[Path, np.ndarray]:
     """The TFLite file of `extractor` (an Extractor) and Keras' output on the check batch,
     converting and recording them on first use."""
-    from .efficientnet_lite0 import cache_directory
+    from patchwork_cli.extractors.efficientnet_lite0 import cache_directory
 
     key = {
         "name": extractor.name,

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_keras_save, atomic_write_text
-from ..checksums import file_sha256
-from ..errors import PatchworkError
-from ..tensorflow_runtime import start_tensorflow
-from .torch_pickle import load_legacy_state_dict
+from patchwork_cli.errors import PatchworkError
+from patchwork_cli.extractors.torch_pickle import load_legacy_state_dict
+from patchwork_cli.util.atomic import atomic_keras_save, atomic_write_text
+from patchwork_cli.util.checksums import file_sha256
+from patchwork_cli.util.tensorflow_runtime import start_tensorflow
 
 start_tensorflow()  # quietly, before Keras imports it
 import keras  # noqa: E402

@@ -14,9 +14,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checksums import file_sha256
-from ..errors import PatchworkError
-from ..tensorflow_runtime import start_tensorflow
+from patchwork_cli.errors import PatchworkError
+from patchwork_cli.util.checksums import file_sha256
+from patchwork_cli.util.tensorflow_runtime import start_tensorflow
 
 start_tensorflow()  # quietly, before Keras imports it
 import keras  # noqa: E402
@@ -67,7 +67,7 @@ def load_extractor(
     to a .keras / .h5 model (relative to `base`).
     """
     if spec == DEFAULT:
-        from .efficientnet_lite0 import build_efficientnet_lite0, weights_checksum
+        from patchwork_cli.extractors.efficientnet_lite0 import build_efficientnet_lite0, weights_checksum
 
         extractor = Extractor(DEFAULT, build_efficientnet_lite0(False, (*imshape, 3)), weights_checksum())
     elif spec.startswith("keras:"):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import PatchworkError
+from patchwork_cli.errors import PatchworkError
 
 RUNTIMES = ("auto", "keras", "litert", "openvino")
 PRECISIONS = ("exact", "fast")
@@ -73,7 +73,7 @@ def open_extractor_engine(extractor, runtime: str, precision: str, batch_size: i
     chosen, precision_used, note = choose_runtime(runtime, precision)
     if chosen == "keras":
         return keras_engine(extractor.model, batch_size, note=note)
-    from .conversion import cached_extractor_model, check_batch
+    from patchwork_cli.extractors.conversion import cached_extractor_model, check_batch
 
     model_path, reference = cached_extractor_model(extractor)
     engine = open_tflite(str(model_path), chosen, precision_used, batch_size, note)
@@ -156,7 +156,7 @@ def _openvino_has_bfloat16() -> bool:
 def _litert(path: str, batch_size: int, note: str) -> Engine:
     from ai_edge_litert.interpreter import Interpreter
 
-    from ..tensorflow_runtime import native_stderr_silenced
+    from patchwork_cli.util.tensorflow_runtime import native_stderr_silenced
 
     # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." as it applies the
     # delegate, which happens again when the tensors are resized and allocated

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import keras
 
-from ..config import MULTICLASS, MULTILABEL, ModelConfig
-from ..errors import PatchworkError
-from .spec import (
+from patchwork_cli.errors import PatchworkError
+from patchwork_cli.modeling.spec import (
     CONV,
     FLATTEN,
     MAX_POOL,
@@ -27,6 +26,7 @@ from .spec import (
     check_feature_shape,
     parse_head_spec,
 )
+from patchwork_cli.store.config import MULTICLASS, MULTILABEL, ModelConfig
 
 EMBEDDING, LOGITS, PROBABILITIES = "embedding", "logits", "probabilities"
 

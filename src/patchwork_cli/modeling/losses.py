@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from keras import ops
 
-from ..config import MULTICLASS, MULTILABEL, ModelConfig
+from patchwork_cli.store.config import MULTICLASS, MULTILABEL, ModelConfig
 
 UNLABELLED = -1.0
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1 - EPSILON] so log() stays finite

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import PatchworkError
+from patchwork_cli.errors import PatchworkError
 
 POOL, FLATTEN, MLP, CONV, LABELPROP = "pool", "flatten", "mlp", "conv", "labelprop"
 POOLINGS = ("avg", "max")

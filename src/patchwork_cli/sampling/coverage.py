@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from .geometry import BLOCK_CELLS, Points
+from patchwork_cli.sampling.geometry import BLOCK_CELLS, Points
 
 # Rows probcover's projection is fitted on: plenty for a few dozen principal axes; fitting
 # costs O(rows * d^2), where projecting every row costs O(n * d * dimensions).

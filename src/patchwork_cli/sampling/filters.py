@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ..errors import PatchworkError, did_you_mean
+from patchwork_cli.errors import PatchworkError, did_you_mean
 
 FILTERS = (
     "unlabeled",

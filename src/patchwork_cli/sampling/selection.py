@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .geometry import Points, nearest_squared_distance
+from patchwork_cli.sampling.geometry import Points, nearest_squared_distance
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import PatchworkError, did_you_mean
-from . import coverage, scores, selection
-from .filters import check_class
-from .geometry import GradientPoints, Points
+from patchwork_cli.errors import PatchworkError, did_you_mean
+from patchwork_cli.sampling import coverage, scores, selection
+from patchwork_cli.sampling.filters import check_class
+from patchwork_cli.sampling.geometry import GradientPoints, Points
 
 STRATEGIES = (
     "random",

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write
-from .config import MULTICLASS, MULTILABEL
+from patchwork_cli.store.config import MULTICLASS, MULTILABEL
+from patchwork_cli.util.atomic import atomic_write
 
 PARTS = ("validation", "train")
 PART_TITLES = {"validation": "validation", "train": "training"}

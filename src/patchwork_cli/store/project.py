@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_write_text
-from .config import (
+from patchwork_cli.errors import PatchworkError, did_you_mean
+from patchwork_cli.store.config import (
     MULTICLASS,
     MULTILABEL,
     TASKS,
@@ -34,8 +34,7 @@ from .config import (
     validate_class_name,
     validate_classes,
 )
-from .errors import PatchworkError, did_you_mean
-from .labels import (
+from patchwork_cli.store.labels import (
     JOURNAL_NAME,
     LABELS_NAME,
     LabelStore,
@@ -45,8 +44,9 @@ from .labels import (
     read_label_edits,
     read_label_table,
 )
-from .locking import LOCK_NAME, project_lock
-from .sources import scan_class_folders
+from patchwork_cli.store.sources import scan_class_folders
+from patchwork_cli.util.atomic import atomic_write_text
+from patchwork_cli.util.locking import LOCK_NAME, project_lock
 
 PROJECT_FILE = "patchwork.yaml"
 FEATURES_NAME = "features.zarr"
@@ -139,7 +139,7 @@ class Project:
         location = self.features_location
         if "://" not in location and not Path(location).exists():
             return None
-        from .features import FeatureStore
+        from patchwork_cli.store.features import FeatureStore
 
         return FeatureStore.open(location)
 

@@ -36,12 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runs
-from .atomic import atomic_keras_save, atomic_write, atomic_write_text
-from .config import PretrainConfig
-from .errors import PatchworkError
-from .images import ImageError, load_image
-from .project import Project
+from patchwork_cli.errors import PatchworkError
+from patchwork_cli.store import runs
+from patchwork_cli.store.config import PretrainConfig
+from patchwork_cli.store.project import Project
+from patchwork_cli.util.atomic import atomic_keras_save, atomic_write, atomic_write_text
+from patchwork_cli.util.images import ImageError, load_image
 
 log = logging.getLogger("patchwork")
 
@@ -266,11 +266,11 @@ def starting_backbone(project: Project):
     """The configured extractor as a size-agnostic Keras model (pixels 0..255 -> feature maps)."""
     import keras
 
-    from .extractors.loading import DEFAULT
+    from patchwork_cli.extractors.loading import DEFAULT
 
     name = project.config.extractor.name
     if name == DEFAULT:
-        from .extractors.efficientnet_lite0 import build_efficientnet_lite0
+        from patchwork_cli.extractors.efficientnet_lite0 import build_efficientnet_lite0
 
         return build_efficientnet_lite0(False, (None, None, 3))
     path = project.directory / name
@@ -413,7 +413,7 @@ def _check(options: PretrainConfig) -> None:
 def _run(project: Project, directory: Path, options: PretrainConfig, progress, seed) -> PretrainReport:
     from tqdm import tqdm
 
-    from .tensorflow_runtime import start_tensorflow
+    from patchwork_cli.util.tensorflow_runtime import start_tensorflow
 
     tf = start_tensorflow()
     import keras

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runs
-from .errors import PatchworkError
-from .features import normalised_identity
-from .project import Project
-from .tensorflow_runtime import start_tensorflow
+from patchwork_cli.errors import PatchworkError
+from patchwork_cli.store import runs
+from patchwork_cli.store.features import normalised_identity
+from patchwork_cli.store.project import Project
+from patchwork_cli.util.tensorflow_runtime import start_tensorflow
 
 KERAS_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
@@ -61,7 +61,7 @@ def run_extractor(project: Project, run_dir: Path):
             "extractor to put in front of its head; export --what labels,predictions only"
         )
     start_tensorflow()
-    from .extractors.loading import DEFAULT, load_extractor
+    from patchwork_cli.extractors.loading import DEFAULT, load_extractor
 
     # The store records a user model by its file name only; its path is in the config.
     spec = identity["name"] if identity["name"] == DEFAULT or identity["name"].startswith("keras:") else None
@@ -142,7 +142,7 @@ def save_tflite(model, directory: Path) -> tuple[list[Path], dict]:
     """model.tflite, converted from the SavedModel that save_model wrote into `directory` and checked
     against `model`; and what the model card records of it. A model the converter cannot take gets
     no model.tflite (the record says why) rather than no export."""
-    from .extractors.conversion import saved_model_to_tflite
+    from patchwork_cli.extractors.conversion import saved_model_to_tflite
 
     try:
         flatbuffer = saved_model_to_tflite(Path(directory) / SAVED_MODEL_DIR)
@@ -157,8 +157,8 @@ def check_tflite(model, path: Path) -> dict:
     """Run the TFLite file at `path` on the engine `auto` picks for exact outputs and refuse it when a
     probability on the check batch strays from `model`'s by more than TFLITE_TOLERANCE; what was
     checked, for the model card (the check is skipped, and said so, when no engine is installed)."""
-    from .extractors.conversion import check_batch
-    from .extractors.runtimes import EXACT, choose_runtime, open_tflite
+    from patchwork_cli.extractors.conversion import check_batch
+    from patchwork_cli.extractors.runtimes import EXACT, choose_runtime, open_tflite
 
     runtime, _, _ = choose_runtime("auto", EXACT)
     if runtime == "keras":

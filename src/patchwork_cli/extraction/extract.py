@@ -28,15 +28,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .atomic import atomic_write
-from .checksums import file_sha256
-from .diskspace import DiskGuard, disk_full_message
-from .errors import PatchworkError
-from .features import DONE, FAILED, PENDING, FeatureStore, normalised_identity
-from .images import ImageError, load_image
-from .locking import project_lock
-from .project import FAILURES_NAME, Project
-from .rowindex import NO_ROW, RowMatch
+from patchwork_cli.errors import PatchworkError
+from patchwork_cli.extraction.diskspace import DiskGuard, disk_full_message
+from patchwork_cli.store.features import DONE, FAILED, PENDING, FeatureStore, normalised_identity
+from patchwork_cli.store.project import FAILURES_NAME, Project
+from patchwork_cli.store.rowindex import NO_ROW, RowMatch
+from patchwork_cli.util.atomic import atomic_write
+from patchwork_cli.util.checksums import file_sha256
+from patchwork_cli.util.images import ImageError, load_image
+from patchwork_cli.util.locking import project_lock
 
 
 @dataclass
@@ -92,8 +92,8 @@ def extract(
     With `client` (a dask.distributed.Client) the chunks run as tasks on its cluster instead
     of in this process; the store is prepared, and the report written, here either way.
     """
-    from .extractors.loading import load_extractor  # TensorFlow starts here
-    from .extractors.runtimes import choose_runtime, open_extractor_engine
+    from patchwork_cli.extractors.loading import load_extractor  # TensorFlow starts here
+    from patchwork_cli.extractors.runtimes import choose_runtime, open_extractor_engine
 
     settings = project.config.extractor
     table_filepaths = project.labels()["filepath"].tolist()
@@ -128,7 +128,7 @@ def extract(
                 raise
             raise PatchworkError(disk_full_message(project.features_location)) from None
     else:
-        from .distributed import extract_on_cluster
+        from patchwork_cli.distributed.cluster import extract_on_cluster
 
         spec = ExtractorSpec.of(project, name)
         pending = sum(int(to_do[slice(*store.chunk_bounds(c))].sum()) for c in chunks)
@@ -180,8 +180,8 @@ class ExtractorSpec:
 
     def load(self):
         """(the Extractor, the Engine that runs it)."""
-        from .extractors.loading import load_extractor
-        from .extractors.runtimes import open_extractor_engine
+        from patchwork_cli.extractors.loading import load_extractor
+        from patchwork_cli.extractors.runtimes import open_extractor_engine
 
         extractor = load_extractor(self.name, self.imshape, self.pooling)
         return extractor, open_extractor_engine(extractor, self.runtime, self.precision, self.batch_size)

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import runs
-from .extraction import _prefetch
-from .images import ImageError, load_image
-from .sources import read_image_source, scan_directory
+from patchwork_cli.extraction.extract import _prefetch
+from patchwork_cli.store import runs
+from patchwork_cli.store.sources import read_image_source, scan_directory
+from patchwork_cli.util.images import ImageError, load_image
 
 
 @dataclass
@@ -59,8 +59,8 @@ def image_paths(arguments: list[str], listed: str | None) -> list[str]:
 def run_predictor(project, run_id: str | None, batch_size: int) -> Predictor:
     """A project's run (LATEST by default): its extractor on the project's runtime, then its head on
     Keras, from the extractor's outputs rounded to the store's dtype as its training features were."""
-    from .deployment import run_extractor
-    from .extractors.runtimes import keras_engine, open_extractor_engine
+    from patchwork_cli.deploy.model import run_extractor
+    from patchwork_cli.extractors.runtimes import keras_engine, open_extractor_engine
 
     run_dir = runs.resolve_run(project.directory, run_id)
     runs.require_model(
@@ -93,9 +93,9 @@ def run_predictor(project, run_id: str | None, batch_size: int) -> Predictor:
 def exported_predictor(directory: Path, batch_size: int) -> Predictor:
     """An `export`ed directory: its model.tflite on the engine `auto` picks for exact outputs, else
     its model.keras on Keras (the model card gives the classes and the input shape)."""
-    from .deployment import KERAS_FILE, TFLITE_FILE, load_exported
-    from .exporting import read_model_card
-    from .extractors.runtimes import EXACT, choose_runtime, keras_engine, open_tflite
+    from patchwork_cli.deploy.export import read_model_card
+    from patchwork_cli.deploy.model import KERAS_FILE, TFLITE_FILE, load_exported
+    from patchwork_cli.extractors.runtimes import EXACT, choose_runtime, keras_engine, open_tflite
 
     card = read_model_card(directory)
     recorded = card.get("tflite", {})  # what export said of model.tflite (cards before it say nothing)

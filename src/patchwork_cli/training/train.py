@@ -24,14 +24,14 @@ import pandas as pd
 import yaml
 import zarr
 
-from . import runs
-from .config import Config
-from .errors import PatchworkError
-from .features import DONE, FeatureStore
-from .project import Project
-from .rowindex import rows_digest
-from .status import label_summary
-from .tensorflow_runtime import start_tensorflow
+from patchwork_cli.errors import PatchworkError
+from patchwork_cli.evaluation.status import label_summary
+from patchwork_cli.store import runs
+from patchwork_cli.store.config import Config
+from patchwork_cli.store.features import DONE, FeatureStore
+from patchwork_cli.store.project import Project
+from patchwork_cli.store.rowindex import rows_digest
+from patchwork_cli.util.tensorflow_runtime import start_tensorflow
 
 log = logging.getLogger("patchwork")
 UNLABELLED = -1.0  # how an unlabelled cell reaches the masked loss
@@ -127,7 +127,7 @@ def train(
     Two ways to fit, one way to write and publish the run: a Keras head (`_fit_head`), or
     label propagation over the features' nearest-neighbour graph (`_propagate`, no TensorFlow).
     """
-    from .modeling.spec import LABELPROP, parse_head_spec
+    from patchwork_cli.modeling.spec import LABELPROP, parse_head_spec
 
     config = _with_options(project.config, head, seed)
     table = project.labels()
@@ -166,8 +166,8 @@ def train(
         probabilities = fitted.write(staging)
         runs.record_run_rows(staging, run_filepaths)
         probabilities = match.gather(probabilities)
-        from .evaluation import compute_metrics
-        from .reporting import agreement_with
+        from patchwork_cli.evaluation.metrics import compute_metrics
+        from patchwork_cli.evaluation.report import agreement_with
 
         exclude = table["exclude"].to_numpy(bool)
         metrics = compute_metrics(probabilities, labels, validation, exclude, config.classes, task=config.task)
@@ -217,8 +217,8 @@ def _fit_head(project, store, config, feature_rows, labels, train_rows, val_rows
     tf = start_tensorflow()  # only now that the inputs are known to be good
     import keras
 
-    from .modeling.heads import averages_first, build_model, embedding_model
-    from .modeling.losses import masked_loss
+    from patchwork_cli.modeling.heads import averages_first, build_model, embedding_model
+    from patchwork_cli.modeling.losses import masked_loss
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
@@ -279,7 +279,7 @@ def _propagate(
     """Label propagation (labelprop.py) over the store's pooled features of every row that has
     them: the training rows are the seeds, the validation rows are only scored. No model, no
     TensorFlow; the run's embeddings are the unit-normalised pooled features its graph joined."""
-    from .labelprop import normalise_rows, propagate
+    from patchwork_cli.modeling.labelprop import normalise_rows, propagate
 
     if store.needs_pooled():
         raise PatchworkError("the feature store has no pooled copy yet: run 'patchwork extract' once to build it")
@@ -349,7 +349,7 @@ def _with_options(config: Config, head: str | None, seed: int | None) -> Config:
     """The config with the command line's --head and --seed in place of model.head and training.seed
     (so that the run's config.yaml and fingerprint say what it was trained with)."""
     if head is not None:
-        from .modeling.spec import parse_head_spec
+        from patchwork_cli.modeling.spec import parse_head_spec
 
         parse_head_spec(head)  # a bad --head is an error before anything else happens
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, head=head))
@@ -449,7 +449,7 @@ def _predict_all_on_cluster(
     client, location: str, model, store, rows: int, has_features, directory: Path, from_average: bool
 ):
     """_predict_all with each chunk a Dask task; the workers load the head from the run's model.keras."""
-    from .distributed import predict_on_cluster
+    from patchwork_cli.distributed.cluster import predict_on_cluster
 
     probabilities, _ = _run_arrays(directory, rows, store.chunk_rows, *_output_widths(model))
     chunks = _prediction_chunks(store, rows)

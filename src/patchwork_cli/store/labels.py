@@ -30,10 +30,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from .atomic import atomic_write
-from .config import RESERVED_COLUMNS
-from .errors import PatchworkError, did_you_mean
-from .locking import project_lock
+from patchwork_cli.errors import PatchworkError, did_you_mean
+from patchwork_cli.store.config import RESERVED_COLUMNS
+from patchwork_cli.util.atomic import atomic_write
+from patchwork_cli.util.locking import project_lock
 
 log = logging.getLogger("patchwork")
 

@@ -20,7 +20,7 @@ from typing import Literal
 
 import yaml
 
-from .errors import PatchworkError, did_you_mean
+from patchwork_cli.errors import PatchworkError, did_you_mean
 
 # Columns of labels.csv that are not classes (the original patchwork format).
 RESERVED_COLUMNS = ("filepath", "exclude", "validation", "subset")

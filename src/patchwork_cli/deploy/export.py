@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import __version__, runs
-from .config import MULTICLASS, MULTILABEL
-from .errors import PatchworkError
-from .labels import LABELS_NAME, write_label_table
-from .project import Project
+from patchwork_cli import __version__
+from patchwork_cli.errors import PatchworkError
+from patchwork_cli.store import runs
+from patchwork_cli.store.config import MULTICLASS, MULTILABEL
+from patchwork_cli.store.labels import LABELS_NAME, write_label_table
+from patchwork_cli.store.project import Project
 
 PARTS = ("model", "labels", "predictions")
 PREDICTIONS_FILE = "predictions.csv"
@@ -64,7 +65,7 @@ def export(
             "export --what labels,predictions writes its predictions; to export a model, train one "
             "(patchwork train --head pool:avg)",
         )
-        from .deployment import end_to_end_model
+        from patchwork_cli.deploy.model import end_to_end_model
 
         model = end_to_end_model(project, run_dir)
 
@@ -76,7 +77,7 @@ def export(
         filepaths = _paths_relative_to(table["filepath"], project.directory, out)
         written, warnings = [], []
         if model is not None:
-            from .deployment import save_model, save_tflite
+            from patchwork_cli.deploy.model import save_model, save_tflite
 
             written += save_model(model, staging)
             tflite_paths, tflite = save_tflite(model, staging)
@@ -180,7 +181,7 @@ _OUTPUTS = {MULTILABEL: "one sigmoid probability each", MULTICLASS: "a softmax o
 
 
 def card_markdown(card: dict) -> str:
-    from .evaluation import format_metrics_table
+    from patchwork_cli.evaluation.metrics import format_metrics_table
 
     height, width, channels = card["input"]["shape"]
     extractor = card["extractor"]

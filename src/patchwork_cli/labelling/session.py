@@ -20,9 +20,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 
-from . import runs
-from .errors import PatchworkError
-from .images import ImageError, load_display_image
+from patchwork_cli.errors import PatchworkError
+from patchwork_cli.store import runs
+from patchwork_cli.util.images import ImageError, load_display_image
 
 # Keys 1..9 then 0 reach the first ten classes.
 CLASS_KEYS = "1234567890"

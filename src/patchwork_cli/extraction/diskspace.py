@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import PatchworkError
+from patchwork_cli.errors import PatchworkError
 
 SAFETY_FACTOR = 1.05  # chunks compress differently; keep 5% beyond the projection
 RESERVE_BYTES = 16 * 2**20  # and room for the status, reason and failure files

@@ -28,7 +28,7 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
-from .rowindex import FILEPATH_CHUNK, ROWS_ATTR, RowMatch, RowRecord, match_rows
+from patchwork_cli.store.rowindex import FILEPATH_CHUNK, ROWS_ATTR, RowMatch, RowRecord, match_rows
 
 PENDING, DONE, FAILED = 0, 1, 2
 _CHUNK_BYTES = 8 * 2**20  # about 8 MiB of features per chunk

@@ -16,9 +16,9 @@ from matplotlib.backend_bases import key_press_handler
 from matplotlib.patches import Rectangle
 from matplotlib.transforms import offset_copy
 
-from .drawcache import add_image, add_text
-from .errors import PatchworkError
-from .labelling import CLASS_KEYS, GridPages, LabelSession, Picture
+from patchwork_cli.errors import PatchworkError
+from patchwork_cli.labelling.drawcache import add_image, add_text
+from patchwork_cli.labelling.session import CLASS_KEYS, GridPages, LabelSession, Picture
 
 VALUE_TEXT = {None: "-", 1: "yes", 0: "no"}
 VALUE_COLOUR = {None: "0.55", 1: "#1a7f37", 0: "#c62828"}

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import runs
-from .rowindex import NO_ROW
+from patchwork_cli.store import runs
+from patchwork_cli.store.rowindex import NO_ROW
 
 
 def project_status(project) -> dict:
@@ -80,7 +80,7 @@ def model_summary(project_dir: Path, filepaths: list[str]) -> dict | None:
     directory = runs.models_dir(project_dir) / run_id
     metrics = runs.read_json(directory / runs.METRICS_FILE)
     match = runs.run_match(directory, filepaths, project_dir)
-    from .reporting import stopping_hint
+    from patchwork_cli.evaluation.report import stopping_hint
 
     summary = {
         "run_id": run_id,

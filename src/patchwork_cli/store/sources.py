@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import PatchworkError
+from patchwork_cli.errors import PatchworkError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp")
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_text, fsync_directory
-from .errors import PatchworkError
-from .rowindex import FILEPATH_CHUNK, ROWS_ATTR, RowMatch, RowRecord, match_rows
+from patchwork_cli.errors import PatchworkError
+from patchwork_cli.store.rowindex import FILEPATH_CHUNK, ROWS_ATTR, RowMatch, RowRecord, match_rows
+from patchwork_cli.util.atomic import atomic_write_text, fsync_directory
 
 MODELS_NAME = "models"
 LATEST_NAME = "LATEST"
@@ -99,7 +99,7 @@ def resolve_run(project_dir: Path, run_id: str | None) -> Path:
 def require_model(run_dir: Path, wanted: str, hint: str) -> None:
     """Refuse a run without a model.keras -- a label-propagation run -- for what needs one, in one
     line: `wanted` is what the model was wanted for ('export'), `hint` what to do instead."""
-    from .modeling.spec import is_labelprop
+    from patchwork_cli.modeling.spec import is_labelprop
 
     run_dir = Path(run_dir)
     if is_labelprop(str(read_json(run_dir / RUN_FILE).get("head", ""))):

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import MULTICLASS
+from patchwork_cli.store.config import MULTICLASS
 
 GAMMA = 3.0  # the paper's power of the similarities: sharpens the graph towards the closest neighbours
 BLOCK_BYTES = 64 * 2**20  # float32 similarities of one block of rows against all rows

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .errors import PatchworkError
-from .features import FeatureStore
-from .project import Project
+from patchwork_cli.errors import PatchworkError
+from patchwork_cli.store.features import FeatureStore
+from patchwork_cli.store.project import Project
 
 log = logging.getLogger("patchwork")
 INSTALL_HINT = "pip install 'patchwork-cli[dask]'"
@@ -339,7 +339,7 @@ def _load_once(kind: str, key, load: Callable):
 
 
 def _extract_chunk_task(location: str, index: int, paths: list[str], spec) -> tuple[int, int]:
-    from .extraction import extract_chunk
+    from patchwork_cli.extraction.extract import extract_chunk
 
     store = FeatureStore.open(location, writable=True)
     extractor, engine = _load_once("extractor", spec, spec.load)
@@ -358,8 +358,8 @@ def _predict_chunk_task(
 ) -> int:
     import zarr
 
-    from . import runs
-    from .training import predict_chunk
+    from patchwork_cli.store import runs
+    from patchwork_cli.training.train import predict_chunk
 
     store = FeatureStore.open(location)
     model = _load_once("head", (model_path, from_average), lambda: _load_head(model_path, from_average))
@@ -370,11 +370,11 @@ def _predict_chunk_task(
 
 
 def _load_head(model_path: str, from_average: bool):
-    from .tensorflow_runtime import start_tensorflow
+    from patchwork_cli.util.tensorflow_runtime import start_tensorflow
 
     start_tensorflow()
     import keras
 
-    from .modeling.heads import embedding_model
+    from patchwork_cli.modeling.heads import embedding_model
 
     return embedding_model(keras.models.load_model(model_path, compile=False), from_average)

@@ -7,17 +7,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runs
-from .config import MULTICLASS, MULTILABEL
-from .errors import PatchworkError
-from .evaluation import (
+from patchwork_cli.errors import PatchworkError
+from patchwork_cli.evaluation.metrics import (
     compute_metrics,
     plot_class_histograms,
     plot_confusion,
     plot_learning_curve,
     prediction_agreement,
 )
-from .project import Project
+from patchwork_cli.store import runs
+from patchwork_cli.store.config import MULTICLASS, MULTILABEL
+from patchwork_cli.store.project import Project
 
 REPORTS_NAME = "reports"
 CONFUSION_FILE = "confusion.png"

@@ -1,0 +1,1 @@
+"""The extract stage: images through the extractor's engine into features.zarr, chunk by chunk."""
