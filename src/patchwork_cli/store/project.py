@@ -99,7 +99,8 @@ def template_text() -> str:
     packaged = resources.files("patchwork_cli") / "project_template" / PROJECT_FILE
     if packaged.is_file():
         return packaged.read_text(encoding="utf-8")
-    return (Path(__file__).resolve().parents[2] / "project-template" / PROJECT_FILE).read_text(encoding="utf-8")
+    source_tree = Path(str(resources.files("patchwork_cli"))).parents[1]
+    return (source_tree / "project-template" / PROJECT_FILE).read_text(encoding="utf-8")
 
 
 class Project:
