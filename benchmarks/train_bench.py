@@ -86,7 +86,7 @@ def prediction_pass_seconds(directory: Path, rows: int) -> dict:
     start_tensorflow()
     from patchwork_cli.modeling.heads import build_model, embedding_model
     from patchwork_cli.store.config import ModelConfig
-    from patchwork_cli.training.train import _predict_all
+    from patchwork_cli.training.prediction import predict_all
 
     filepaths = [f"img/{i:07d}.jpg" for i in range(rows)]
     store = FeatureStore.create(directory / FEATURES_NAME, filepaths, (7, 7, 1280), "float16", {"name": "random"})
@@ -104,7 +104,7 @@ def prediction_pass_seconds(directory: Path, rows: int) -> dict:
         run_dir = directory / f"run-{from_average}"
         run_dir.mkdir()
         started = time.perf_counter()
-        predictions[from_average] = _predict_all(
+        predictions[from_average] = predict_all(
             embedding_model(model, from_average), store, rows, has_features, run_dir, from_average
         )
         seconds[from_average] = time.perf_counter() - started
@@ -142,7 +142,7 @@ def keras_epoch_seconds(directory: Path) -> float:
 
     from patchwork_cli.modeling.heads import build_model
     from patchwork_cli.modeling.losses import masked_loss
-    from patchwork_cli.training.train import epoch_timer
+    from patchwork_cli.training.keras_head import epoch_timer
 
     project = open_project(directory)
     table = project.labels()

@@ -25,7 +25,7 @@ from test_extract import make_project, store, tiny_model  # noqa: F401  (tiny_mo
 from patchwork_cli.distributed.cluster import ClusterSpec, connect, is_plain_tcp_beyond_this_host, is_this_host
 from patchwork_cli.store.config import Config, DaskConfig
 from patchwork_cli.store.project import open_project
-from patchwork_cli.training.train import fingerprint
+from patchwork_cli.training.fingerprint import fingerprint
 
 distributed = pytest.importorskip("distributed")
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -19,7 +19,7 @@ import zarr
 from conftest import Cli, write_images
 
 from patchwork_cli.store import runs
-from patchwork_cli.training.train import stratified_indices
+from patchwork_cli.training.keras_head import stratified_indices
 
 CLASSES = ["a", "b"]
 
@@ -165,7 +165,7 @@ def test_heads_and_outputs_train_on_feature_maps(tmp_path):
 def test_predictions_stream_chunk_by_chunk(tmp_path, monkeypatch):
     """Peak memory of the prediction pass does not grow with rows: it never reads more than one chunk."""
     from patchwork_cli.store import features as features_module
-    from patchwork_cli.training import train as training_module
+    from patchwork_cli.training import prediction as prediction_module
 
     project, _ = make_project(
         tmp_path, rows=3000, width=1100, labelled=60, validation=20, epochs=1, batches_per_epoch=2
@@ -190,7 +190,7 @@ def test_predictions_stream_chunk_by_chunk(tmp_path, monkeypatch):
 
     monkeypatch.setattr(features_module.FeatureStore, "__init__", recording_init)
     # reads are bounded by PREDICT_BLOCK_BYTES, in whole chunks: at its floor, one chunk at a time
-    monkeypatch.setattr(training_module, "PREDICT_BLOCK_BYTES", 1)
+    monkeypatch.setattr(prediction_module, "PREDICT_BLOCK_BYTES", 1)
     Cli(project)("train")
     chunk = zarr.open_group(str(project / "features.zarr"), mode="r")["features"].chunks[0]
     assert chunk < 3000 and reads and max(reads) <= chunk

@@ -35,12 +35,12 @@ def train(
     """Train a head on the extracted features and the labels; it becomes models/LATEST."""
     from patchwork_cli.modeling.spec import is_labelprop
     from patchwork_cli.store import runs
-    from patchwork_cli.training.train import is_unchanged
+    from patchwork_cli.training.fingerprint import is_unchanged
     from patchwork_cli.training.train import train as run_train
 
     cluster = dask_cluster(dask, workers)
     opened = open_from(ctx, project)
-    if if_changed and is_unchanged(opened, head, seed):
+    if if_changed and is_unchanged(opened, head=head, seed=seed):
         latest = runs.latest_run(opened.directory)
         say(f"nothing to do: labels, config and features are unchanged since run {latest}")
         if as_json:

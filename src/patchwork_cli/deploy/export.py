@@ -59,14 +59,14 @@ def export(
     run_dir = runs.resolve_run(project.directory, run_id) if needs_run else None
     model = None
     if "model" in parts:
-        runs.require_model(
+        from patchwork_cli.deploy.model import end_to_end_model, require_model
+
+        require_model(
             run_dir,
-            "export",
-            "export --what labels,predictions writes its predictions; to export a model, train one "
+            wanted="export",
+            hint="export --what labels,predictions writes its predictions; to export a model, train one "
             "(patchwork train --head pool:avg)",
         )
-        from patchwork_cli.deploy.model import end_to_end_model
-
         model = end_to_end_model(project, run_dir)
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +99,7 @@ def export(
 def write_predictions(path: Path, run_dir: Path, match, filepaths: list[str]) -> None:
     """filepath and one probability column per class of the run, for each labels.csv row (`match`
     says where its prediction is); empty cells where a row has none."""
-    classes = runs.read_json(run_dir / runs.RUN_FILE)["classes"]
+    classes = runs.RunRecord.read(run_dir).classes
     probabilities = runs.read_run_array(run_dir, runs.PREDICTIONS_NAME, match)
     frame = pd.DataFrame(probabilities, columns=classes)
     frame.insert(0, "filepath", filepaths)
@@ -136,19 +136,19 @@ def write_model_card(directory: Path, run_dir: Path, input_shape: list[int], tfl
 
 
 def model_card(run_dir: Path, input_shape: list[int], tflite: dict) -> dict:
-    run = runs.read_json(run_dir / runs.RUN_FILE)
-    extractor = run["features"]
-    task = run.get("task", MULTILABEL)  # runs from before the task key are multilabel
+    run = runs.RunRecord.read(run_dir)
+    extractor = run.features
+    task = run.task
     meaning = (
         "softmax probabilities over the classes (each row sums to 1), in the order of 'classes'"
         if task == MULTICLASS
         else "one independent sigmoid probability per class, in the order of 'classes'"
     )
     return {
-        "model": f"patchwork run {run['run_id']}",
+        "model": f"patchwork run {run.run_id}",
         "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "patchwork_version": __version__,
-        "classes": run["classes"],
+        "classes": run.classes,
         "task": task,
         "input": {
             "shape": input_shape,
@@ -157,7 +157,7 @@ def model_card(run_dir: Path, input_shape: list[int], tflite: dict) -> dict:
             "(bilinear, aspect ratio not kept) as patchwork extract resizes them",
         },
         "output": {
-            "shape": [len(run["classes"])],
+            "shape": [len(run.classes)],
             "dtype": "float32",
             "meaning": meaning,
         },
@@ -168,9 +168,11 @@ def model_card(run_dir: Path, input_shape: list[int], tflite: dict) -> dict:
         },
         "tflite": tflite,
         "extractor": {key: extractor[key] for key in ("name", "weights_sha256", "pooling", "output_shape", "dtype")},
-        "head": run["head"],
-        "loss": run["output"],
-        "training": {key: run[key] for key in ("seed", "epochs", "train_rows", "validation_rows", "labelled_images")},
+        "head": run.head,
+        "loss": run.output,
+        "training": {
+            key: getattr(run, key) for key in ("seed", "epochs", "train_rows", "validation_rows", "labelled_images")
+        },
         "metrics": runs.read_json(run_dir / runs.METRICS_FILE),
         "label_counts": runs.read_json(run_dir / runs.LABEL_COUNTS_FILE),
     }

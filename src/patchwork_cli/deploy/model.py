@@ -23,7 +23,7 @@ import numpy as np
 
 from patchwork_cli.errors import PatchworkError
 from patchwork_cli.store import runs
-from patchwork_cli.store.features import normalised_identity
+from patchwork_cli.store.features import identity_difference, normalised_identity
 from patchwork_cli.store.project import Project
 from patchwork_cli.util.tensorflow_runtime import start_tensorflow
 
@@ -49,12 +49,22 @@ def end_to_end_model(project: Project, run_dir: Path):
     return keras.Model(pixels, head(features), name="patchwork_" + Path(run_dir).name.replace("-", "_"))
 
 
+def require_model(run_dir: Path, *, wanted: str, hint: str) -> None:
+    """Refuse a run without a model.keras -- a label-propagation run -- for what needs one, in one
+    line: `wanted` is what the model was wanted for ('export'), `hint` what to do instead."""
+    from patchwork_cli.modeling.spec import is_labelprop
+
+    if is_labelprop(runs.RunRecord.read(run_dir).head):
+        name = Path(run_dir).name
+        raise PatchworkError(f"run {name} is a label-propagation run: it has no model to {wanted}; {hint}")
+
+
 def run_extractor(project: Project, run_dir: Path):
     """The extractor (extractors.loading.Extractor) whose features the run was trained on, and their
     identity as run.json records it (its precision defaulted); refused when the project's extractor
     is no longer that one. The precision is how the features were computed, not which extractor
     computed them: a run trained on fast features has the same extractor as an exact one."""
-    identity = normalised_identity(runs.read_json(Path(run_dir) / runs.RUN_FILE)["features"])
+    identity = normalised_identity(runs.RunRecord.read(run_dir).features)
     if identity["name"].startswith("npy:"):
         raise PatchworkError(
             f"run {Path(run_dir).name} was trained on features imported from {identity['name'][4:]}: there is no "
@@ -69,13 +79,9 @@ def run_extractor(project: Project, run_dir: Path):
     extractor = load_extractor(spec, tuple(identity["imshape"]), identity["pooling"], base=project.directory)
     now = extractor.identity(identity["dtype"], identity["precision"])
     if now != identity:
-        differences = "; ".join(
-            f"{key}: {identity.get(key)!r} then, {now.get(key)!r} now"
-            for key in sorted(identity.keys() | now.keys())
-            if identity.get(key) != now.get(key)
-        )
         raise PatchworkError(
-            f"run {Path(run_dir).name} was trained on features of another extractor than {spec!r} ({differences}); "
+            f"run {Path(run_dir).name} was trained on features of another extractor than {spec!r} "
+            f"({identity_difference(identity, now, 'then')}); "
             "restore the extractor the run was trained with to use it"
         )
     return extractor, identity

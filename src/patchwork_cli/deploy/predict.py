@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from patchwork_cli.extraction.extract import _prefetch
+from patchwork_cli.extraction.chunks import prefetch
 from patchwork_cli.store import runs
 from patchwork_cli.store.sources import read_image_source, scan_directory
 from patchwork_cli.util.images import ImageError, load_image
@@ -59,14 +59,14 @@ def image_paths(arguments: list[str], listed: str | None) -> list[str]:
 def run_predictor(project, run_id: str | None, batch_size: int) -> Predictor:
     """A project's run (LATEST by default): its extractor on the project's runtime, then its head on
     Keras, from the extractor's outputs rounded to the store's dtype as its training features were."""
-    from patchwork_cli.deploy.model import run_extractor
+    from patchwork_cli.deploy.model import require_model, run_extractor
     from patchwork_cli.extractors.runtimes import keras_engine, open_extractor_engine
 
     run_dir = runs.resolve_run(project.directory, run_id)
-    runs.require_model(
+    require_model(
         run_dir,
-        "predict with",
-        "it predicts the project's own images only (patchwork export --what predictions); to predict others, "
+        wanted="predict with",
+        hint="it predicts the project's own images only (patchwork export --what predictions); to predict others, "
         "train a model (patchwork train --head pool:avg)",
     )
     extractor, identity = run_extractor(project, run_dir)  # TensorFlow starts here
@@ -81,7 +81,7 @@ def run_predictor(project, run_id: str | None, batch_size: int) -> Predictor:
         return head.predict(extract.predict(pixels).astype(store_dtype))
 
     return Predictor(
-        runs.read_json(run_dir / runs.RUN_FILE)["classes"],
+        runs.RunRecord.read(run_dir).classes,
         (*extractor.imshape, extractor.channels),
         batch_size,
         predict_batch,
@@ -122,7 +122,7 @@ def predict(predictor: Predictor, paths: list[str], progress: bool | None = None
     """A Prediction for each path, in order; unreadable images get probabilities None and the reason."""
     height, width, channels = predictor.shape
     batch_size = predictor.batch_size
-    decoded = _prefetch(
+    decoded = prefetch(
         lambda i: load_image(paths[i], (height, width), channels), iter(range(len(paths))), 2 * batch_size
     )
     pending: list[tuple[int, object]] = []  # in input order; decoded images and errors alike

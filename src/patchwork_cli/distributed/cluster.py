@@ -1,13 +1,9 @@
-"""Extraction and prediction as Dask tasks: the glue between patchwork and dask.distributed.
+"""Reaching a Dask cluster: the --dask and --workers options, a LocalCluster, or a scheduler over TLS.
 
 Imported only when a command is given --dask, and Dask is imported only inside it, so the
 base install never needs Dask. The command's own process coordinates: it prepares the
-store and picks the chunks exactly as a single-process run does, submits one task per
-chunk, and gathers what the tasks report. A task works on one whole chunk of the store
-(and of the run's arrays), the unit zarr writes atomically, so tasks never touch each
-other's files, and a task that is run twice (the scheduler retries the tasks of a worker
-that died) writes the same bytes again. Each worker process loads its extractor or head
-model on its first task and keeps it for the next ones.
+store and picks the chunks exactly as a single-process run does, then hands its chunk tasks
+to tasks.run_chunk_tasks.
 """
 
 from __future__ import annotations
@@ -20,16 +16,11 @@ import logging
 import os
 import socket
 import ssl
-import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from tqdm import tqdm
-
 from patchwork_cli.errors import PatchworkError
-from patchwork_cli.store.features import FeatureStore
 from patchwork_cli.store.project import Project
 
 log = logging.getLogger("patchwork")
@@ -256,125 +247,3 @@ def _resolve(host: str) -> set[str]:
         return {info[4][0].lower() for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
     except OSError:
         return set()
-
-
-# --- the coordinating side ------------------------------------------------------------------
-
-
-def extract_on_cluster(
-    client, location: str, chunks: list[int], pending: int, paths: list[str], extractor, progress
-) -> tuple[int, int]:
-    """extraction.extract_chunk for every chunk of `chunks` (holding `pending` rows to extract, for
-    the progress bar) as Dask tasks; (processed, failed). `paths` holds the image of each store
-    row, None for a row to leave alone."""
-    store = FeatureStore.open(location)
-    futures = []
-    for index in chunks:
-        start, stop = store.chunk_bounds(index)
-        futures.append(client.submit(_extract_chunk_task, location, index, paths[start:stop], extractor, pure=False))
-    results = _gather(client, futures, pending, "extract", "img", lambda result: result[0], progress)
-    return sum(r[0] for r in results), sum(r[1] for r in results)
-
-
-def predict_on_cluster(
-    client, location: str, model_path: Path, bounds: list[tuple[int, int]], has_features, run_dir: Path, from_average
-) -> None:
-    """training.predict_chunk for every (start, stop) of `bounds` as Dask tasks, each worker
-    loading the head from `model_path` (from its spatial average on, with `from_average`);
-    the tasks write the run's arrays in `run_dir`."""
-    futures = [
-        client.submit(
-            _predict_chunk_task,
-            location,
-            str(model_path),
-            start,
-            stop,
-            has_features[start:stop],
-            str(run_dir),
-            from_average,
-            pure=False,
-        )
-        for start, stop in bounds
-    ]
-    total = sum(stop - start for start, stop in bounds)
-    _gather(client, futures, total, "predict", "row", lambda rows: rows, progress=None)
-
-
-def _gather(client, futures, total: int, desc: str, unit: str, count: Callable, progress) -> list:
-    """The futures' results as they finish, with a progress bar; the first failure cancels the
-    rest and becomes one clear error (the chunks written so far stay written)."""
-    from dask.distributed import as_completed
-
-    results = []
-    with tqdm(total=total, unit=unit, desc=desc, disable=None if progress is None else not progress) as bar:
-        try:
-            for future in as_completed(futures):
-                results.append(future.result())
-                bar.update(count(results[-1]))
-        except Exception as error:
-            client.cancel(futures)
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            raise PatchworkError(
-                f"{desc} on the Dask cluster stopped: {type(error).__name__}: {reason}; "
-                "the chunks finished so far are saved, run the same command again to go on"
-            ) from None
-    return results
-
-
-# --- the worker side --------------------------------------------------------------------------
-
-_loaded: dict[str, tuple[object, object]] = {}
-_loading = threading.Lock()
-
-
-def _load_once(kind: str, key, load: Callable):
-    """The model of `kind` for `key`, loaded on this worker's first task that needs it and kept
-    for the next ones; a new key (another extractor, the next run's head) replaces it."""
-    with _loading:
-        held = _loaded.get(kind)
-        if held is None or held[0] != key:
-            _loaded.pop(kind, None)  # let the old model go before the new one is built
-            _loaded[kind] = (key, load())
-        return _loaded[kind][1]
-
-
-def _extract_chunk_task(location: str, index: int, paths: list[str], spec) -> tuple[int, int]:
-    from patchwork_cli.extraction.extract import extract_chunk
-
-    store = FeatureStore.open(location, writable=True)
-    extractor, engine = _load_once("extractor", spec, spec.load)
-    identity = extractor.identity(store.identity["dtype"], engine.precision)
-    if identity != store.identity:
-        differing = ", ".join(key for key in identity if identity[key] != store.identity.get(key))
-        raise PatchworkError(
-            f"the extractor {spec.name!r} on this worker differs from the coordinator's ({differing}); "
-            "every worker needs the same patchwork install and model files"
-        )
-    return extract_chunk(store, index, paths, extractor, engine)
-
-
-def _predict_chunk_task(
-    location: str, model_path: str, start: int, stop: int, has_features, run_dir: str, from_average: bool
-) -> int:
-    import zarr
-
-    from patchwork_cli.store import runs
-    from patchwork_cli.training.train import predict_chunk
-
-    store = FeatureStore.open(location)
-    model = _load_once("head", (model_path, from_average), lambda: _load_head(model_path, from_average))
-    probabilities = zarr.open_array(str(Path(run_dir) / runs.PREDICTIONS_NAME), mode="r+")
-    embeddings = zarr.open_array(str(Path(run_dir) / runs.EMBEDDINGS_NAME), mode="r+")
-    predict_chunk(model, store, start, stop, np.asarray(has_features), probabilities, embeddings, from_average)
-    return stop - start
-
-
-def _load_head(model_path: str, from_average: bool):
-    from patchwork_cli.util.tensorflow_runtime import start_tensorflow
-
-    start_tensorflow()
-    import keras
-
-    from patchwork_cli.modeling.heads import embedding_model
-
-    return embedding_model(keras.models.load_model(model_path, compile=False), from_average)

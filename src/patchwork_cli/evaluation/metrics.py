@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from patchwork_cli.store.config import MULTICLASS, MULTILABEL
+from patchwork_cli.store.splits import Parts
 from patchwork_cli.util.atomic import atomic_write
 
 PARTS = ("validation", "train")
@@ -146,7 +147,8 @@ def _check_inputs(probabilities, labels, validation, exclude, classes):
 
 
 def _part_rows(validation: np.ndarray, exclude: np.ndarray) -> dict[str, np.ndarray]:
-    return {"validation": validation & ~exclude, "train": ~validation & ~exclude}
+    parts = Parts.from_flags(validation, exclude)
+    return {"validation": parts.validation, "train": parts.train}
 
 
 def _cells(scores: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ from patchwork_cli.evaluation.metrics import (
     prediction_agreement,
 )
 from patchwork_cli.store import runs
-from patchwork_cli.store.config import MULTICLASS, MULTILABEL
+from patchwork_cli.store.config import MULTICLASS
 from patchwork_cli.store.project import Project
 
 REPORTS_NAME = "reports"
@@ -32,24 +32,23 @@ def evaluate_run(project: Project, run_id: str | None = None) -> tuple[str, dict
     the class histograms, a multiclass run's confusion.png (on validation rows), and last the
     learning curve."""
     directory = runs.resolve_run(project.directory, run_id)
-    run = runs.read_json(directory / runs.RUN_FILE)
+    run = runs.RunRecord.read(directory)
     table = project.labels()
     match = runs.run_match(directory, table["filepath"].tolist(), project.directory)
     probabilities = runs.read_run_array(directory, runs.PREDICTIONS_NAME, match)
-    missing = [name for name in run["classes"] if name not in table]
+    missing = [name for name in run.classes if name not in table]
     if missing:
         raise PatchworkError(f"run {directory.name} predicts class {missing[0]!r}, which the project no longer has")
-    labels = table[run["classes"]].to_numpy(np.float64)
+    labels = table[run.classes].to_numpy(np.float64)
     validation, exclude = table["validation"].to_numpy(bool), table["exclude"].to_numpy(bool)
-    task = run.get("task", MULTILABEL)  # runs from before the task key are multilabel
-    metrics = compute_metrics(probabilities, labels, validation, exclude, run["classes"], task=task)
+    metrics = compute_metrics(probabilities, labels, validation, exclude, run.classes, task=run.task)
     previous = run_before(project.directory, directory.name)
-    metrics["agreement"] = agreement_with(project, previous, run["classes"], probabilities, table, task)
+    metrics["agreement"] = agreement_with(project, previous, run.classes, probabilities, table, run.task)
     out = project.directory / REPORTS_NAME / directory.name
     out.mkdir(parents=True, exist_ok=True)
     runs.write_json(out / "metrics.json", metrics)
-    plots = plot_class_histograms(probabilities, labels, validation, exclude, run["classes"], out)
-    if task == MULTICLASS:
+    plots = plot_class_histograms(probabilities, labels, validation, exclude, run.classes, out)
+    if run.task == MULTICLASS:
         plots.append(plot_confusion(metrics["validation"]["multiclass"], "validation", out / CONFUSION_FILE))
     plots.append(plot_learning_curve(run_summaries(project), project.directory / REPORTS_NAME / "learning_curve.png"))
     return directory.name, metrics, plots
@@ -60,11 +59,11 @@ def run_summaries(project: Project) -> list[dict]:
     rows = []
     for run_id in runs.list_runs(project.directory):
         directory = runs.models_dir(project.directory) / run_id
-        run, metrics = runs.read_json(directory / runs.RUN_FILE), runs.read_json(directory / runs.METRICS_FILE)
+        run, metrics = runs.RunRecord.read(directory), runs.read_json(directory / runs.METRICS_FILE)
         rows.append(
             {
                 "run_id": run_id,
-                "labels": run["labelled_images"],
+                "labels": run.labelled_images,
                 "val_macro_auc": metrics["validation"]["macro"]["roc_auc"],
                 "val_macro_ap": metrics["validation"]["macro"]["average_precision"],
                 "train_macro_auc": metrics["train"]["macro"]["roc_auc"],
@@ -83,7 +82,7 @@ def agreement_with(
     if previous_id is None:
         return None
     previous = runs.models_dir(project.directory) / previous_id
-    if runs.read_json(previous / runs.RUN_FILE)["classes"] != list(classes):
+    if runs.RunRecord.read(previous).classes != list(classes):
         return None
     before = runs.read_run_array(
         previous, runs.PREDICTIONS_NAME, runs.run_match(previous, table["filepath"].tolist(), project.directory)

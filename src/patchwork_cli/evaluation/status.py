@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from patchwork_cli.store import runs
 from patchwork_cli.store.rowindex import NO_ROW
+from patchwork_cli.store.splits import label_summary
 
 
 def project_status(project) -> dict:
@@ -21,38 +19,6 @@ def project_status(project) -> dict:
         **label_summary(table, project.classes),
         "features": feature_summary(project.open_features(), filepaths, project.directory),
         "model": model_summary(project.directory, filepaths),
-    }
-
-
-def label_summary(table: pd.DataFrame, classes: list[str]) -> dict:
-    """Counts of images, labelling completeness and per-class positives / negatives.
-
-    Completeness counts rows that are not excluded: "full" has every class labelled,
-    "partial" some, "none" none. Per-class counts leave excluded rows out and split
-    the rest into training (not validation) and validation rows.
-    """
-    excluded = table["exclude"].to_numpy(dtype=bool)
-    validation = table["validation"].to_numpy(dtype=bool)
-    values = table[classes].to_numpy(dtype=np.float64)
-    labelled_count = (~np.isnan(values)).sum(axis=1)
-    kept = ~excluded
-    per_class = {}
-    for k, name in enumerate(classes):
-        column = values[:, k]
-        per_class[name] = {
-            part: {"positive": int(((column == 1) & rows).sum()), "negative": int(((column == 0) & rows).sum())}
-            for part, rows in (("train", kept & ~validation), ("validation", kept & validation))
-        }
-    return {
-        "images": int(len(table)),
-        "excluded": int(excluded.sum()),
-        "validation": int((validation & kept).sum()),
-        "labelled": {
-            "full": int(((labelled_count == len(classes)) & kept).sum()),
-            "partial": int(((labelled_count > 0) & (labelled_count < len(classes)) & kept).sum()),
-            "none": int(((labelled_count == 0) & kept).sum()),
-        },
-        "classes": per_class,
     }
 
 

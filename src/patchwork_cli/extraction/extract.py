@@ -10,32 +10,28 @@ model is really needed (not for --from-npy). The model runs on the runtime the c
 asks for (extractors/runtimes.py: LiteRT, OpenVINO or Keras), which releases the GIL,
 so the decoding threads go on while it computes. Before the disk fills, extraction
 stops (see diskspace.py). With a Dask cluster, each pending chunk becomes a task that
-runs `extract_chunk` on a worker (see distributed.py).
+runs `extract_chunk` (chunks.py) on a worker (on_cluster.py).
 """
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import csv
 import errno
-import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from patchwork_cli.errors import PatchworkError
+from patchwork_cli.extraction.chunks import fill_chunks
 from patchwork_cli.extraction.diskspace import DiskGuard, disk_full_message
-from patchwork_cli.store.features import DONE, FAILED, PENDING, FeatureStore, normalised_identity
+from patchwork_cli.store.features import DONE, FAILED, PENDING, FeatureStore, identity_difference, normalised_identity
 from patchwork_cli.store.project import FAILURES_NAME, Project
 from patchwork_cli.store.rowindex import NO_ROW, RowMatch
 from patchwork_cli.util.atomic import atomic_write
 from patchwork_cli.util.checksums import file_sha256
-from patchwork_cli.util.images import ImageError, load_image
+from patchwork_cli.util.images import load_image
 from patchwork_cli.util.locking import project_lock
 
 
@@ -114,7 +110,7 @@ def extract(
         status = store.status()
         started = time.perf_counter()  # the rate is extraction's, not the engine's compilation's
         try:
-            processed, failed = _fill_chunks(
+            processed, failed = fill_chunks(
                 store,
                 {c: status[slice(*store.chunk_bounds(c))] for c in chunks},
                 lambda row: paths[row] if row < len(paths) else None,
@@ -128,7 +124,7 @@ def extract(
                 raise
             raise PatchworkError(disk_full_message(project.features_location)) from None
     else:
-        from patchwork_cli.distributed.cluster import extract_on_cluster
+        from patchwork_cli.extraction.on_cluster import ExtractorSpec, extract_on_cluster
 
         spec = ExtractorSpec.of(project, name)
         pending = sum(int(to_do[slice(*store.chunk_bounds(c))].sum()) for c in chunks)
@@ -149,56 +145,6 @@ def _paths_to_extract(project: Project, store: FeatureStore, match: RowMatch) ->
     for row in np.flatnonzero(taken):
         paths[row] = project.absolute_path(filepaths[row])
     return paths
-
-
-@dataclass(frozen=True)
-class ExtractorSpec:
-    """What loads an extractor: small and picklable, so a Dask worker can load its own copy
-    (and keep it for every task with an equal spec)."""
-
-    name: str  # efficientnet_lite0, keras:NAME or an absolute model path
-    imshape: tuple[int, int]
-    pooling: str | None
-    runtime: str
-    precision: str
-    batch_size: int
-
-    @classmethod
-    def of(cls, project: Project, name: str) -> ExtractorSpec:
-        """The spec of an extractor that loaded here. A model file (relative to the project) is
-        named by its absolute path: the same file on every worker, whatever its working directory."""
-        model_file = project.directory / name
-        settings = project.config.extractor
-        return cls(
-            str(model_file) if model_file.is_file() else name,
-            tuple(project.config.imshape),
-            settings.pooling,
-            settings.runtime,
-            settings.precision,
-            settings.batch_size,
-        )
-
-    def load(self):
-        """(the Extractor, the Engine that runs it)."""
-        from patchwork_cli.extractors.loading import load_extractor
-        from patchwork_cli.extractors.runtimes import open_extractor_engine
-
-        extractor = load_extractor(self.name, self.imshape, self.pooling)
-        return extractor, open_extractor_engine(extractor, self.runtime, self.precision, self.batch_size)
-
-
-def extract_chunk(store: FeatureStore, index: int, paths: list[str | None], extractor, engine) -> tuple[int, int]:
-    """Decode, run through `engine` and write the pending rows of chunk `index` (`paths`: its rows'
-    images, in order, None for a row to leave alone): one Dask task. Returns the rows processed and failed."""
-    start, stop = store.chunk_bounds(index)
-    return _fill_chunks(
-        store,
-        {index: store.status_array[start:stop]},
-        lambda row: paths[row - start] if row - start < len(paths) else None,
-        lambda path: load_image(path, extractor.imshape, extractor.channels),
-        engine,
-        progress=False,
-    )
 
 
 def import_npy(project: Project, npy_path: Path, overwrite: bool = False) -> ExtractReport:
@@ -265,7 +211,7 @@ def prepare_store(
             if not overwrite:
                 raise PatchworkError(
                     f"{project.config.storage.features} holds features from {store.identity.get('name')!r} "
-                    f"({_describe_difference(store.identity, identity)}); pass --overwrite to replace them"
+                    f"({identity_difference(store.identity, identity, 'there')}); pass --overwrite to replace them"
                 )
             store = None
         if store is None or fresh:
@@ -315,11 +261,6 @@ def write_failures_csv(directory: Path, store: FeatureStore, match: RowMatch, fi
     return path
 
 
-def _describe_difference(old: dict, new: dict) -> str:
-    keys = [key for key in new if old.get(key) != new.get(key)]
-    return "; ".join(f"{key}: {old.get(key)!r} there, {new.get(key)!r} now" for key in keys[:2])
-
-
 def _shard_chunks(store: FeatureStore, shard: tuple[int, int], to_do: np.ndarray) -> list[int]:
     """The chunks of shard K of N (every N-th, from the (K-1)-th) with rows `to_do` (see _to_do)."""
     k, n = shard
@@ -332,87 +273,3 @@ def _to_do(store: FeatureStore, paths: list, holding: int = PENDING) -> np.ndarr
     wanted = np.zeros(store.rows, bool)
     wanted[: len(paths)] = [path is not None for path in paths[: store.rows]]
     return (store.status() == holding) & wanted
-
-
-def _fill_chunks(store, statuses: dict, path_of, load, engine, progress, guard=None) -> tuple[int, int]:
-    """Decode (`load` the image file `path_of(store row)`), run through `engine` and write every
-    pending row with an image of the chunks of `statuses` (chunk index -> its rows' status), one
-    whole chunk at a time; a row whose path is None is left alone. Decoding runs ahead across chunk
-    borders. `guard` (a DiskGuard) is told of each chunk written, and stops the work before the disk fills."""
-    batch_size = engine.batch_size
-    todo = {c: _pending_rows(store, c, status, path_of) for c, status in statuses.items()}
-    total = sum(len(rows) for rows in todo.values())
-    rows = (row for chunk_rows in todo.values() for row in chunk_rows)
-    processed = failed = 0
-    with tqdm(
-        total=total, unit="img", desc="extract", disable=None if progress is None else not progress, smoothing=0.1
-    ) as bar:
-        decoded = _prefetch(lambda row: load(path_of(row)), rows, lookahead=4 * batch_size)
-        chunk_items: list = []
-        for row, result in decoded:
-            if chunk_items and row // store.chunk_rows != chunk_items[0][0] // store.chunk_rows:
-                failed += _write_chunk(store, statuses, chunk_items, engine.predict, batch_size)
-                processed += len(chunk_items)
-                bar.update(len(chunk_items))
-                if guard is not None:
-                    guard.written(chunk_items[0][0] // store.chunk_rows, processed)
-                chunk_items = []
-            chunk_items.append((row, result))
-        if chunk_items:
-            failed += _write_chunk(store, statuses, chunk_items, engine.predict, batch_size)
-            processed += len(chunk_items)
-            bar.update(len(chunk_items))
-    return processed, failed
-
-
-def _pending_rows(store: FeatureStore, chunk: int, status: np.ndarray, path_of) -> list[int]:
-    start = store.chunk_bounds(chunk)[0]
-    rows = (start + int(i) for i in np.flatnonzero(status == PENDING))
-    return [row for row in rows if path_of(row) is not None]
-
-
-def _write_chunk(store, statuses, items, predict, batch_size) -> int:
-    """Compute the chunk's pending rows and write the chunk whole; returns the failures."""
-    index = items[0][0] // store.chunk_rows
-    start, stop = store.chunk_bounds(index)
-    chunk_status = statuses[index].copy()
-    done_before = (chunk_status == DONE).any()
-    features = (
-        store.features[start:stop] if done_before else np.zeros((stop - start, *store.row_shape), store.features.dtype)
-    )
-    reasons = list(store.reason_array[start:stop])
-    good = [(row, pixels) for row, pixels in items if not isinstance(pixels, ImageError)]
-    for offset in range(0, len(good), batch_size):
-        batch = good[offset : offset + batch_size]
-        outputs = predict(np.stack([pixels for _, pixels in batch]))  # cast to float32 as it is padded
-        for (row, _), output in zip(batch, outputs, strict=True):
-            features[row - start] = output
-            chunk_status[row - start] = DONE
-            reasons[row - start] = ""
-    failures = [(row, error) for row, error in items if isinstance(error, ImageError)]
-    for row, error in failures:
-        chunk_status[row - start] = FAILED
-        reasons[row - start] = str(error)
-    store.write_chunk(index, features, chunk_status, reasons)
-    return len(failures)
-
-
-def _prefetch(decode, rows: Iterator[int], lookahead: int) -> Iterator[tuple[int, object]]:
-    """(row, decode(row) or its ImageError) in order, decoding up to `lookahead` rows ahead on threads."""
-
-    def safe(row):
-        try:
-            return decode(row)
-        except ImageError as error:
-            return error
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        window: collections.deque = collections.deque()
-        for row in rows:
-            window.append((row, pool.submit(safe, row)))
-            if len(window) >= lookahead:
-                done_row, future = window.popleft()
-                yield done_row, future.result()
-        while window:
-            done_row, future = window.popleft()
-            yield done_row, future.result()

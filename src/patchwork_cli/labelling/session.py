@@ -87,7 +87,7 @@ def latest_probabilities(project, rows: Sequence[int], filepaths: list[str]) -> 
     if run_id is None or not len(rows):
         return out
     run_dir = runs.models_dir(project.directory) / run_id
-    run_classes = runs.read_json(run_dir / runs.RUN_FILE).get("classes", [])
+    run_classes = runs.RunRecord.read(run_dir).classes
     match = runs.run_match(run_dir, filepaths, project.directory)
     predictions = runs.read_run_array(run_dir, runs.PREDICTIONS_NAME, match)[np.asarray(rows)]
     for column, name in enumerate(project.classes):

@@ -20,6 +20,7 @@ from patchwork_cli.errors import PatchworkError
 from patchwork_cli.sampling.filters import DEFAULT_FILTERS, FILTERS, check_filters, filter_mask
 from patchwork_cli.sampling.strategies import STRATEGIES, Pool, Strategy, auto_strategy, choose, parse_strategy
 from patchwork_cli.store import runs
+from patchwork_cli.store.splits import Parts
 
 __all__ = ["FILTERS", "STRATEGIES", "sample"]
 
@@ -108,7 +109,7 @@ def _run_for(project, strategy: Strategy, run_id: str | None) -> tuple[Path, lis
             "run 'patchwork train' first (or use --strategy random)"
         )
     run_dir = runs.resolve_run(project.directory, run_id)
-    run_classes = runs.read_json(run_dir / runs.RUN_FILE)["classes"]
+    run_classes = runs.RunRecord.read(run_dir).classes
     if strategy.target is not None and strategy.target not in run_classes:
         raise PatchworkError(
             f"class {strategy.target!r} is not in run {run_dir.name} (trained on: {', '.join(run_classes)}); "
@@ -204,4 +205,4 @@ def _learnt_from(table: pd.DataFrame, labels: np.ndarray, usable: np.ndarray, ca
 def _training_rows(table: pd.DataFrame) -> np.ndarray:
     """Rows a model learns from when labelled: not excluded, not held out for validation (a
     validation label covers nothing: the model never sees it)."""
-    return ~table["exclude"].to_numpy(bool) & ~table["validation"].to_numpy(bool)
+    return Parts.of(table).train

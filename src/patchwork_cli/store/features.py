@@ -46,6 +46,13 @@ def normalised_identity(identity: dict) -> dict:
     return {**identity, "precision": identity.get("precision", "exact")}
 
 
+def identity_difference(recorded: dict, current: dict, recorded_as: str) -> str:
+    """What differs between two extractor identities, for a message: "key: A <recorded_as>, B now"
+    for each differing key ("there" for a store's, "then" for a run's)."""
+    keys = sorted(key for key in recorded.keys() | current.keys() if recorded.get(key) != current.get(key))
+    return "; ".join(f"{key}: {recorded.get(key)!r} {recorded_as}, {current.get(key)!r} now" for key in keys)
+
+
 def chunk_rows_for(row_shape: tuple[int, ...], dtype: str) -> int:
     """Rows per chunk: a power of two giving chunks of about 8 MiB, between 16 and 4096 rows."""
     row_bytes = max(1, math.prod(row_shape) * np.dtype(dtype).itemsize)

@@ -7,16 +7,19 @@ at most a dot-directory that nothing mistakes for a run, and LATEST on the previ
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
 import secrets
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from patchwork_cli.errors import PatchworkError
+from patchwork_cli.store.config import MULTILABEL
 from patchwork_cli.store.rowindex import FILEPATH_CHUNK, ROWS_ATTR, RowMatch, RowRecord, match_rows
 from patchwork_cli.util.atomic import atomic_write_text, fsync_directory
 
@@ -35,6 +38,37 @@ EMBEDDINGS_NAME = "embeddings.zarr"
 # The image of each row of the two arrays above, with the count and digest in its attrs
 # (rowindex.py): a run's predictions are only ever used for the images they were made for.
 FILEPATHS_NAME = "filepaths.zarr"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRecord:
+    """run.json: what a run was trained on and how. Read and written here only. A run written by
+    an older patchwork lacks the keys added since, which read as their defaults; keys this
+    version does not know are ignored."""
+
+    run_id: str
+    classes: list[str]
+    task: str = MULTILABEL  # runs from before the task key are multilabel
+    head: str = ""
+    output: str = ""
+    seed: int | None = None
+    epochs: int = 0
+    seconds: float = 0.0
+    rows: int = 0
+    train_rows: int = 0
+    validation_rows: int = 0
+    labelled_images: int = 0
+    features: dict = field(default_factory=dict)  # the feature store's extractor identity
+    fingerprint: str | None = None  # what train --if-changed compares (training/fingerprint.py)
+
+    @classmethod
+    def read(cls, run_dir: Path) -> RunRecord:
+        data = read_json(Path(run_dir) / RUN_FILE)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+    def write(self, run_dir: Path) -> None:
+        write_json(Path(run_dir) / RUN_FILE, dataclasses.asdict(self))
 
 
 def new_run_id() -> str:
@@ -94,16 +128,6 @@ def resolve_run(project_dir: Path, run_id: str | None) -> Path:
         known = ", ".join(runs) if runs else "none yet"
         raise PatchworkError(f"unknown run {run_id!r}; runs: {known}")
     return models_dir(project_dir) / run_id
-
-
-def require_model(run_dir: Path, wanted: str, hint: str) -> None:
-    """Refuse a run without a model.keras -- a label-propagation run -- for what needs one, in one
-    line: `wanted` is what the model was wanted for ('export'), `hint` what to do instead."""
-    from patchwork_cli.modeling.spec import is_labelprop
-
-    run_dir = Path(run_dir)
-    if is_labelprop(str(read_json(run_dir / RUN_FILE).get("head", ""))):
-        raise PatchworkError(f"run {run_dir.name} is a label-propagation run: it has no model to {wanted}; {hint}")
 
 
 def read_json(path: Path) -> dict:
