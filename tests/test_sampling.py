@@ -301,24 +301,24 @@ P = np.array(
 def test_sample_maxent_over_a_project(project_dir):
     write_run(project_dir, P)
     project = open_project(project_dir)
-    chosen = sample(project, 3, "maxent")
+    chosen = sample(project, 3, strategy="maxent")
     assert chosen.columns.tolist() == ["row", "filepath", "score", "rank", "strategy"]
     assert chosen["row"].tolist() == [0, 5, 4] and chosen["rank"].tolist() == [1, 2, 3]
     assert chosen["filepath"].tolist() == [f"../images/img_{i:04d}.png" for i in (0, 5, 4)]
     np.testing.assert_allclose(chosen["score"], scores.binary_entropy(np.array([0.5, 0.45, 0.6])), rtol=1e-6)
-    assert sample(project, 1, "maxent+sum")["row"].tolist() == [2]
-    assert sample(project, 2, "maxent:dog")["row"].tolist() == [4, 2]
+    assert sample(project, 1, strategy="maxent+sum")["row"].tolist() == [2]
+    assert sample(project, 2, strategy="maxent:dog")["row"].tolist() == [4, 2]
     # Labelled rows are not candidates by default; --from picks other rows.
     project.label("../images/img_0000.png", cat=1)
-    assert sample(project, 1, "maxent")["row"].tolist() == [5]
-    assert sample(project, 5, "maxent", ["partial"])["row"].tolist() == [0]
+    assert sample(project, 1, strategy="maxent")["row"].tolist() == [5]
+    assert sample(project, 5, strategy="maxent", filters=["partial"])["row"].tolist() == [0]
 
 
 def test_sample_random_needs_no_model_and_follows_the_seed(project_dir):
     project = open_project(project_dir)
-    chosen = sample(project, 5, "random", seed=3)
+    chosen = sample(project, 5, strategy="random", seed=3)
     assert len(set(chosen["row"])) == 5 and chosen["row"].tolist() == sample(project, 5, seed=3)["row"].tolist()
-    assert len(sample(project, 50, "random")) == 12
+    assert len(sample(project, 50, strategy="random")) == 12
 
 
 def test_sample_disagree_defaults_to_every_labelled_row(project_dir):
@@ -326,38 +326,38 @@ def test_sample_disagree_defaults_to_every_labelled_row(project_dir):
     project = open_project(project_dir)
     project.label("../images/img_0003.png", cat=1, dog=1)  # dog: p = 0.01 against label 1
     project.label("../images/img_0001.png", bird=0)  # p = 0.9 against 0
-    chosen = sample(project, 10, "disagree")
+    chosen = sample(project, 10, strategy="disagree")
     assert chosen["row"].tolist() == [3, 1]
     np.testing.assert_allclose(chosen["score"], [0.99, 0.9], rtol=1e-6)
-    assert sample(project, 10, "disagree", ["unlabeled"]).empty
+    assert sample(project, 10, strategy="disagree", filters=["unlabeled"]).empty
 
 
 def test_sample_skips_rows_without_predictions(project_dir, images, cli):
     write_run(project_dir, P[:10])  # rows 10 and 11 were added after the run
     project = open_project(project_dir)
-    assert sorted(sample(project, 12, "maxent")["row"].tolist()) == list(range(10))
+    assert sorted(sample(project, 12, strategy="maxent")["row"].tolist()) == list(range(10))
     # Rows whose features failed have NaN predictions.
     write_run(project_dir, np.where(np.arange(12)[:, None] == 0, NAN, P), run_id="20260101-000000-0002")
-    assert 0 not in sample(project, 12, "high:cat", seed=1)["row"].tolist()
-    assert sample(project, 12, "maxent", run_id="20260101-000000-0001")["row"].max() == 9
+    assert 0 not in sample(project, 12, strategy="high:cat", seed=1)["row"].tolist()
+    assert sample(project, 12, strategy="maxent", run_id="20260101-000000-0001")["row"].max() == 9
 
 
 def test_sample_model_errors(project_dir):
     project = open_project(project_dir)
     with pytest.raises(PatchworkError, match=r"^no trained model yet: strategy 'badge' .* run 'patchwork train' first"):
-        sample(project, 3, "badge")
+        sample(project, 3, strategy="badge")
     with pytest.raises(PatchworkError, match=r"^unknown run 'nope'; runs: none yet"):
-        sample(project, 3, "maxent", run_id="nope")
+        sample(project, 3, strategy="maxent", run_id="nope")
     write_run(project_dir, P[:, :2], classes=["cat", "dog"])
     with pytest.raises(
         PatchworkError, match=r"^class 'bird' is not in run 20260101-000000-0001 \(trained on: cat, dog\)"
     ):
-        sample(project, 3, "low:bird")
-    assert sample(project, 1, "maxent")["row"].tolist() == [0]  # the run's two classes
+        sample(project, 3, strategy="low:bird")
+    assert sample(project, 1, strategy="maxent")["row"].tolist() == [0]  # the run's two classes
     with pytest.raises(PatchworkError, match="^n must be at least 1"):
-        sample(project, 0, "random")
+        sample(project, 0, strategy="random")
     with pytest.raises(PatchworkError, match="^unknown filter 'nope'"):
-        sample(project, 3, "maxent", ["nope"])
+        sample(project, 3, strategy="maxent", filters=["nope"])
 
 
 def test_sample_default_strategy_comes_from_the_config(project_dir):
@@ -376,12 +376,12 @@ def test_badge_and_coreset_start_from_the_labelled_rows(project_dir):
     write_run(project_dir, P, h)
     project = open_project(project_dir)
     # Unlabelled, the line's end farther from the mean comes first (both ends tie: the earlier row).
-    assert sample(project, 2, "coreset")["row"].tolist() == [0, 11]
+    assert sample(project, 2, strategy="coreset")["row"].tolist() == [0, 11]
     project.label("../images/img_0000.png", cat=0, dog=0, bird=0)
-    chosen = sample(project, 2, "coreset")
+    chosen = sample(project, 2, strategy="coreset")
     assert chosen["row"].tolist() == [11, 5]  # then the middle (rows 5 and 6 tie: the earlier row)
     assert chosen["score"].iloc[0] == pytest.approx(11)
     # badge: row 0 labelled; every other row's gradient embedding differs from it, so all are drawn.
-    badge = sample(project, 11, "badge", seed=0)
+    badge = sample(project, 11, strategy="badge", seed=0)
     assert sorted(badge["row"].tolist()) == list(range(1, 12)) and (badge["score"] >= 0).all()
-    assert badge["row"].tolist() == sample(project, 11, "badge", seed=0)["row"].tolist()
+    assert badge["row"].tolist() == sample(project, 11, strategy="badge", seed=0)["row"].tolist()

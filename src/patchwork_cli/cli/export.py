@@ -24,7 +24,7 @@ def export(
     from patchwork_cli.deploy.export import parse_parts
 
     parts = parse_parts(what)
-    written, warnings = run_export(open_from(ctx, project), out, run, parts, force)
+    written, warnings = run_export(open_from(ctx, project), out=out, run_id=run, parts=parts, force=force)
     for path in written:
         typer.echo(str(path))
     for warning in warnings:

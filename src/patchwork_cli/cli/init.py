@@ -59,7 +59,9 @@ def init(
         paths = read_image_source(images) if images is not None else []
         class_list = [c.strip() for c in classes.split(",")] if classes is not None else None
         task_name = task.value if task is not None else MULTILABEL
-        project, result = init_project(directory, paths, class_list, labels, force, task=task_name)
+        project, result = init_project(
+            directory, images=paths, classes=class_list, labels=labels, force=force, task=task_name
+        )
     report_added(result)
     kind = " (multiclass: one class per image)" if project.config.task == MULTICLASS else ""
     say(f"initialised {project.directory}: {len(project.labels())} images, classes {', '.join(project.classes)}{kind}")

@@ -39,9 +39,9 @@ def predict(
     if not paths:
         raise typer.BadParameter("no images: give image files or directories, or --images FILE|-")
     predictor = (
-        exported_predictor(model, batch_size)
+        exported_predictor(model, batch_size=batch_size)
         if model is not None
-        else run_predictor(open_from(ctx, project), run, batch_size)
+        else run_predictor(open_from(ctx, project), run_id=run, batch_size=batch_size)
     )
     if predictor.note:
         say(f"note: {predictor.note}")

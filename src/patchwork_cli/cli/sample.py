@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 import json
-import os
 
 import typer
 
@@ -53,23 +52,20 @@ def sample(
     to it, absolute ones as stored), ready for `patchwork label --paths -` or any tool.
     """
     from patchwork_cli.sampling.sample import sample as choose_rows
+    from patchwork_cli.store.paths import relative_to
 
     opened = open_from(ctx, project)
-    chosen = choose_rows(opened, n or opened.config.sampling.n, strategy, filters, seed, run)
+    chosen = choose_rows(
+        opened, n or opened.config.sampling.n, strategy=strategy, filters=filters, seed=seed, run_id=run
+    )
     if chosen.empty:
         asked = " ".join(f"--from {f}" for f in filters) if filters else "the default --from"
         say(f"nothing to sample: no row matches {asked}")
         return
-    chosen["filepath"] = [_from_cwd(opened.directory, path) for path in chosen["filepath"]]
+    chosen["filepath"] = relative_to(chosen["filepath"], opened.directory)
     if output is OutputFormat.paths:
         typer.echo("\n".join(chosen["filepath"]))
     elif output is OutputFormat.csv:
         typer.echo(chosen.to_csv(index=False, lineterminator="\n"), nl=False)
     else:
         typer.echo(json.dumps(chosen.to_dict(orient="records"), indent=2))
-
-
-def _from_cwd(directory, stored: str) -> str:
-    """A stored path as the user would type it here: absolute paths as they are, relative
-    ones (relative to the project directory) made relative to the current directory."""
-    return stored if os.path.isabs(stored) else os.path.relpath(os.path.join(directory, stored))

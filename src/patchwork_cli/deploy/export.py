@@ -23,6 +23,7 @@ from patchwork_cli.errors import PatchworkError
 from patchwork_cli.store import runs
 from patchwork_cli.store.config import MULTICLASS, MULTILABEL
 from patchwork_cli.store.labels import LABELS_NAME, write_label_table
+from patchwork_cli.store.paths import relative_to
 from patchwork_cli.store.project import Project
 
 PARTS = ("model", "labels", "predictions")
@@ -42,7 +43,7 @@ def parse_parts(text: str) -> list[str]:
 
 
 def export(
-    project: Project, out: Path, run_id: str | None, parts: list[str], force: bool
+    project: Project, *, out: Path, run_id: str | None = None, parts: list[str], force: bool = False
 ) -> tuple[list[Path], list[str]]:
     """Write the asked `parts` into `out`; returns the paths written there and warnings for the person
     (a model.tflite not written, or not checked).
@@ -74,7 +75,7 @@ def export(
     staging.mkdir()
     try:
         table = project.labels()
-        filepaths = _paths_relative_to(table["filepath"], project.directory, out)
+        filepaths = relative_to(table["filepath"], project.directory, out)
         written, warnings = [], []
         if model is not None:
             from patchwork_cli.deploy.model import save_model, save_tflite
@@ -104,11 +105,6 @@ def write_predictions(path: Path, run_dir: Path, match, filepaths: list[str]) ->
     frame = pd.DataFrame(probabilities, columns=classes)
     frame.insert(0, "filepath", filepaths)
     frame.to_csv(path, index=False, float_format=PROBABILITY_FORMAT, na_rep="", lineterminator="\n")
-
-
-def _paths_relative_to(filepaths: pd.Series, project_dir: Path, out: Path) -> list[str]:
-    """Stored paths (relative to the project) re-expressed relative to `out`; absolute ones as they are."""
-    return [p if os.path.isabs(p) else os.path.relpath(os.path.join(project_dir, p), out) for p in filepaths]
 
 
 def _move_into(staging: Path, out: Path, names: list[str]) -> list[Path]:

@@ -56,7 +56,7 @@ def image_paths(arguments: list[str], listed: str | None) -> list[str]:
     return paths
 
 
-def run_predictor(project, run_id: str | None, batch_size: int) -> Predictor:
+def run_predictor(project, *, run_id: str | None = None, batch_size: int) -> Predictor:
     """A project's run (LATEST by default): its extractor on the project's runtime, then its head on
     Keras, from the extractor's outputs rounded to the store's dtype as its training features were."""
     from patchwork_cli.deploy.model import require_model, run_extractor
@@ -90,7 +90,7 @@ def run_predictor(project, run_id: str | None, batch_size: int) -> Predictor:
     )
 
 
-def exported_predictor(directory: Path, batch_size: int) -> Predictor:
+def exported_predictor(directory: Path, *, batch_size: int) -> Predictor:
     """An `export`ed directory: its model.tflite on the engine `auto` picks for exact outputs, else
     its model.keras on Keras (the model card gives the classes and the input shape)."""
     from patchwork_cli.deploy.export import read_model_card
@@ -118,7 +118,7 @@ def exported_predictor(directory: Path, batch_size: int) -> Predictor:
     return Predictor(card["classes"], tuple(card["input"]["shape"]), batch_size, engine.predict, runs_on, note)
 
 
-def predict(predictor: Predictor, paths: list[str], progress: bool | None = None) -> Iterator[Prediction]:
+def predict(predictor: Predictor, paths: list[str], *, progress: bool | None = None) -> Iterator[Prediction]:
     """A Prediction for each path, in order; unreadable images get probabilities None and the reason."""
     height, width, channels = predictor.shape
     batch_size = predictor.batch_size

@@ -27,7 +27,7 @@ STOP_KAPPA = 0.99
 STOP_WINDOW = 2
 
 
-def evaluate_run(project: Project, run_id: str | None = None) -> tuple[str, dict, list[Path]]:
+def evaluate_run(project: Project, *, run_id: str | None = None) -> tuple[str, dict, list[Path]]:
     """(run id, metrics on the current labels, the plots written) for a run (LATEST by default):
     the class histograms, a multiclass run's confusion.png (on validation rows), and last the
     learning curve."""

@@ -76,6 +76,7 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 def extract(
     project: Project,
+    *,
     model: str | None = None,
     shard: tuple[int, int] = (1, 1),
     overwrite: bool = False,
@@ -147,7 +148,7 @@ def _paths_to_extract(project: Project, store: FeatureStore, match: RowMatch) ->
     return paths
 
 
-def import_npy(project: Project, npy_path: Path, overwrite: bool = False) -> ExtractReport:
+def import_npy(project: Project, npy_path: Path, *, overwrite: bool = False) -> ExtractReport:
     """Fill the store from pre-extracted features, one row per labels.csv row, in order."""
     npy_path = Path(npy_path)
     try:

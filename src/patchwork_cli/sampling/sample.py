@@ -31,6 +31,7 @@ COLUMNS = ("row", "filepath", "score", "rank", "strategy")
 def sample(
     project,
     n: int,
+    *,
     strategy: str | None = None,
     filters: Sequence[str] = (),
     seed: int | None = None,

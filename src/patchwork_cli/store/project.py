@@ -44,6 +44,7 @@ from patchwork_cli.store.labels import (
     read_label_edits,
     read_label_table,
 )
+from patchwork_cli.store.paths import absolute_path, locations, stored_paths
 from patchwork_cli.store.sources import scan_class_folders
 from patchwork_cli.util.atomic import atomic_write_text
 from patchwork_cli.util.locking import LOCK_NAME, project_lock
@@ -66,14 +67,7 @@ class AddResult:
     missing: list[str] = dataclasses.field(default_factory=list)  # added, but no such file (yet)
 
 
-def stored_paths(paths: Iterable[str], directory: Path, cwd: Path | str | None = None) -> list[str]:
-    """The form paths take in labels.csv: absolute paths stay absolute; relative ones
-    (relative to `cwd`) become relative to the project `directory`."""
-    prefix = os.path.relpath(os.path.abspath(cwd or os.getcwd()), directory)
-    return [os.path.normpath(p if os.path.isabs(p) else os.path.join(prefix, p)) for p in paths]
-
-
-def find_project(explicit: Path | str | None = None, start: Path | str | None = None) -> Path:
+def find_project(explicit: Path | str | None = None, *, start: Path | str | None = None) -> Path:
     """The project directory: `explicit`, else the nearest parent of `start` (cwd) with patchwork.yaml."""
     if explicit is not None:
         directory = Path(explicit)
@@ -123,11 +117,11 @@ class Project:
 
     # --- paths ---
 
-    def stored_paths(self, paths: Iterable[str], cwd: Path | str | None = None) -> list[str]:
+    def stored_paths(self, paths: Iterable[str], *, cwd: Path | str | None = None) -> list[str]:
         return stored_paths(paths, self.directory, cwd)
 
     def absolute_path(self, stored: str) -> str:
-        return os.path.join(self.directory, stored)
+        return absolute_path(self.directory, stored)
 
     @property
     def features_location(self) -> str:
@@ -152,7 +146,7 @@ class Project:
 
     # --- label edits ---
 
-    def label(self, filepath: str, seconds: float | None = None, **fields) -> dict:
+    def label(self, filepath: str, *, seconds: float | None = None, **fields) -> dict:
         """Record one edit, e.g. label("a.jpg", dog=1, cat=None, exclude=False); durable on return.
 
         `filepath` is the path as it appears in labels.csv. Returns the fields recorded: in a
@@ -180,7 +174,7 @@ class Project:
         self.store.edit(records)
         return len(records)
 
-    def import_labels(self, csv_path: Path | str, cwd: Path | str | None = None) -> int:
+    def import_labels(self, csv_path: Path | str, *, cwd: Path | str | None = None) -> int:
         """Apply the edits of an import CSV (see labels.read_label_edits) and compact.
 
         Filepaths may be written as in labels.csv or relative to `cwd`. Every row is
@@ -211,13 +205,13 @@ class Project:
         table_paths = self.labels()["filepath"].tolist() if table_paths is None else table_paths
         row_of_path = {path: row for row, path in enumerate(table_paths)}
         row_of_location = None  # normalising every path of a big table is slow: only when needed
-        locations = _locations(self.directory, self.stored_paths([path for _, path in numbered], cwd))
+        offered = locations(self.directory, self.stored_paths([path for _, path in numbered], cwd=cwd))
         rows = []
-        for (line, path), location in zip(numbered, locations, strict=True):
+        for (line, path), location in zip(numbered, offered, strict=True):
             row = row_of_path.get(path)
             if row is None:
                 if row_of_location is None:
-                    row_of_location = {where: row for row, where in enumerate(_locations(self.directory, table_paths))}
+                    row_of_location = {where: row for row, where in enumerate(locations(self.directory, table_paths))}
                 row = row_of_location.get(location)
             if row is None:
                 raise PatchworkError(f"{source}, line {line}: {path!r} is not an image of this project")
@@ -230,9 +224,11 @@ class Project:
 
     # --- images and classes ---
 
-    def add_images(self, paths: Iterable[str], cwd: Path | str | None = None, subset: str | None = None) -> AddResult:
+    def add_images(
+        self, paths: Iterable[str], *, cwd: Path | str | None = None, subset: str | None = None
+    ) -> AddResult:
         """Append images not yet in the project (paths relative to `cwd`); known paths are skipped."""
-        stored = self.stored_paths(paths, cwd)
+        stored = self.stored_paths(paths, cwd=cwd)
         with project_lock(self.directory, exclusive=True):
             table = self.store.load_unlocked()
             new, result = _new_paths(stored, table["filepath"].tolist(), self.directory)
@@ -273,18 +269,12 @@ class Project:
         self.store = LabelStore(self.directory, self.config.classes, self.multiclass)
 
 
-def _locations(directory: Path, stored: Iterable[str]) -> list[str]:
-    """Where stored paths point, as normalised absolute paths: the identity of an image,
-    whichever way (relative or absolute) its path was written."""
-    return [os.path.normpath(os.path.join(directory, p)) for p in stored]
-
-
 def _new_paths(stored: list[str], known: Iterable[str], directory: Path) -> tuple[list[str], AddResult]:
     """The paths of `stored` whose images are not `known` yet, in order, without repeats."""
     result = AddResult()
-    known_locations, seen = set(_locations(directory, known)), set()
+    known_locations, seen = set(locations(directory, known)), set()
     new = []
-    for path, location in zip(stored, _locations(directory, stored), strict=True):
+    for path, location in zip(stored, locations(directory, stored), strict=True):
         if location in known_locations:
             result.known += 1
         elif location in seen:
@@ -299,13 +289,12 @@ def _new_paths(stored: list[str], known: Iterable[str], directory: Path) -> tupl
 
 def _missing(directory: Path, stored: list[str]) -> list[str]:
     """The stored paths with no file behind them (the project directory need not exist yet)."""
-    return [
-        p for p, location in zip(stored, _locations(directory, stored), strict=True) if not os.path.exists(location)
-    ]
+    return [p for p, location in zip(stored, locations(directory, stored), strict=True) if not os.path.exists(location)]
 
 
 def init_project(
     directory: Path | str,
+    *,
     images: Iterable[str] = (),
     classes: list[str] | None = None,
     labels: Path | str | None = None,
@@ -340,7 +329,7 @@ def init_project(
         if task == MULTICLASS:
             check_one_class(table[classes].to_numpy() == 1, classes, str(labels))
         table["filepath"] = stored_paths(table["filepath"], directory, cwd)
-        if len(set(_locations(directory, table["filepath"]))) < len(table):
+        if len(set(locations(directory, table["filepath"]))) < len(table):
             raise PatchworkError(f"{labels}: two rows name the same image (written two ways)")
     new, result = _new_paths(stored_paths(images, directory, cwd), table["filepath"].tolist(), directory)
     result.missing = _missing(directory, table["filepath"].tolist()) + result.missing
@@ -349,7 +338,7 @@ def init_project(
 
 
 def init_from_folders(
-    directory: Path | str, folder: Path | str, force: bool = False, cwd: Path | str | None = None
+    directory: Path | str, folder: Path | str, *, force: bool = False, cwd: Path | str | None = None
 ) -> tuple[Project, AddResult]:
     """Create a multiclass project over FOLDER/<class>/... (the layout of Keras'
     image_dataset_from_directory): the classes are the sub-directories' names, sorted, and
