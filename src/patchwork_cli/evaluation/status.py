@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from patchwork_cli.store import runs
+from patchwork_cli.store.label_table import line_of
 from patchwork_cli.store.rowindex import NO_ROW
 
 
@@ -100,7 +101,7 @@ def model_summary(project_dir: Path, filepaths: list[str]) -> dict | None:
 def _order(match) -> dict:
     """Whether a store follows labels.csv row for row, and the first line of labels.csv (1 is
     the header) where it stops doing so: a row sorted, deleted, inserted or renamed by hand."""
-    line = None if match.first_moved is None else match.first_moved + 2
+    line = None if match.first_moved is None else line_of(match.first_moved)
     return {"in_order": match.in_order, "first_moved_line": line}
 
 

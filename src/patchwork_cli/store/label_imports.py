@@ -17,6 +17,8 @@ from patchwork_cli.store.label_table import (
     FLAG_COLUMNS,
     TRUE_CELLS,
     check_one_class,
+    line_of,
+    raise_at_first,
     read_csv,
     read_header,
 )
@@ -42,9 +44,7 @@ def read_label_edits(path: Path, classes: list[str], exclusive: bool = False) ->
     raw = read_csv(path, dtype=object)
     raw.columns = header
     filepaths = raw["filepath"].str.strip()
-    empty = (filepaths == "").to_numpy()
-    if empty.any():
-        raise PatchworkError(f"{path}, line {int(np.flatnonzero(empty)[0]) + 2}: empty filepath")
+    raise_at_first(path, (filepaths == "").to_numpy(), lambda row: ": empty filepath")
     columns = {}
     for column in header:
         cells = raw[column].str.strip()
@@ -61,11 +61,13 @@ def read_label_edits(path: Path, classes: list[str], exclusive: bool = False) ->
         else:
             continue
         bad = values.isna().to_numpy() & (cells != "").to_numpy()
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise PatchworkError(
-                f"{path}, line {row + 2}, column {column!r}: expected {expected}, got {raw[column].iloc[row]!r}"
-            )
+        raise_at_first(
+            path,
+            bad,
+            lambda row, column=column, expected=expected: (
+                f", column {column!r}: expected {expected}, got {raw[column].iloc[row]!r}"
+            ),
+        )
         columns[column] = values.astype(object).where(values.notna(), None).tolist()
     given = [name for name in classes if name in columns]
     if exclusive and len(given) > 1:
@@ -74,5 +76,5 @@ def read_label_edits(path: Path, classes: list[str], exclusive: bool = False) ->
     for row, filepath in enumerate(filepaths.tolist()):
         fields = {column: values[row] for column, values in columns.items() if values[row] is not None}
         if fields:
-            edits.append((row + 2, filepath, fields))
+            edits.append((line_of(row), filepath, fields))
     return edits

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import csv
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,20 @@ LABELS_NAME = "labels.csv"
 FLAG_COLUMNS = ("exclude", "validation")
 TRUE_CELLS = ("true", "1", "yes")
 FALSE_CELLS = ("false", "0", "no", "")
+
+
+def line_of(row: int) -> int:
+    """The line of a table file that holds row `row`: row 0 is line 2, below the header."""
+    return row + 2
+
+
+def raise_at_first(source: object, bad: np.ndarray, message: Callable[[int], str]) -> None:
+    """Refuse the first row flagged in `bad` (one bool per row), naming `source` and its line:
+    the error reads f"{source}, line N" followed by message(row). (`message` is called at once,
+    so a lambda in a loop binds the loop's variables as defaults only to satisfy the linter.)"""
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise PatchworkError(f"{source}, line {line_of(row)}{message(row)}")
 
 
 def empty_table(classes: list[str], filepaths: Iterable[str] = ()) -> pd.DataFrame:
@@ -107,11 +121,11 @@ def read_label_table(path: Path, classes: list[str] | None = None, allow_missing
         if name in raw:
             column = raw[name].to_numpy(dtype=np.float64)
             bad = ~(np.isnan(column) | (column == 0) | (column == 1))
-            if bad.any():
-                row = int(np.flatnonzero(bad)[0])
-                raise PatchworkError(
-                    f"{path}, line {row + 2}, column {name!r}: expected empty, 0 or 1, got {column[row]:g}"
-                )
+            raise_at_first(
+                path,
+                bad,
+                lambda row, name=name, column=column: f", column {name!r}: expected empty, 0 or 1, got {column[row]:g}",
+            )
             values[:, k] = column
     return assemble_table(front, values, classes)
 
@@ -218,26 +232,21 @@ def _raise_bad_class_cell(path: Path, class_columns: list[str]) -> None:
     for name in class_columns:
         cells = raw[name].str.strip()
         numeric = pd.to_numeric(cells, errors="coerce")
-        bad = numeric.isna() & (cells != "")
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise PatchworkError(
-                f"{path}, line {row + 2}, column {name!r}: expected empty, 0 or 1, got {raw[name].iloc[row]!r}"
-            )
+        bad = (numeric.isna() & (cells != "")).to_numpy()
+        raise_at_first(
+            path, bad, lambda row, name=name: f", column {name!r}: expected empty, 0 or 1, got {raw[name].iloc[row]!r}"
+        )
     raise PatchworkError(f"{path}: a class column holds a value that is not empty, 0 or 1")
 
 
 def _check_filepaths(path: Path, filepaths: pd.Series) -> None:
-    empty = (filepaths == "").to_numpy()
-    if empty.any():
-        raise PatchworkError(f"{path}, line {int(np.flatnonzero(empty)[0]) + 2}: empty filepath")
-    duplicated = filepaths.duplicated().to_numpy()
-    if duplicated.any():
-        row = int(np.flatnonzero(duplicated)[0])
+    raise_at_first(path, (filepaths == "").to_numpy(), lambda row: ": empty filepath")
+
+    def already(row: int) -> str:
         first = int(np.flatnonzero((filepaths == filepaths.iloc[row]).to_numpy())[0])
-        raise PatchworkError(
-            f"{path}, line {row + 2}: filepath {filepaths.iloc[row]!r} already appears on line {first + 2}"
-        )
+        return f": filepath {filepaths.iloc[row]!r} already appears on line {line_of(first)}"
+
+    raise_at_first(path, filepaths.duplicated().to_numpy(), already)
 
 
 def _parse_flags(path: Path, column: str, cells: pd.Series) -> np.ndarray:
@@ -249,11 +258,7 @@ def _parse_flags(path: Path, column: str, cells: pd.Series) -> np.ndarray:
         lowered = cells.str.strip().str.lower()
         true = lowered.isin(TRUE_CELLS).to_numpy()
         bad = ~(true | lowered.isin(FALSE_CELLS).to_numpy())
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise PatchworkError(
-            f"{path}, line {row + 2}, column {column!r}: expected True or False, got {cells.iloc[row]!r}"
-        )
+    raise_at_first(path, bad, lambda row: f", column {column!r}: expected True or False, got {cells.iloc[row]!r}")
     return true
 
 
@@ -302,9 +307,7 @@ def _both(positive: list[str]) -> str:
 
 def check_one_class(ones: np.ndarray, classes: list[str], source: str) -> None:
     """Refuse a row of `ones` ((rows, C) bool, the cells that are 1) with two 1s, naming
-    `source` and the line (row 0 is line 2, below the header)."""
-    doubled = np.flatnonzero(ones.sum(axis=1) > 1)
-    if len(doubled):
-        row = int(doubled[0])
-        positive = [classes[k] for k in np.flatnonzero(ones[row])]
-        raise PatchworkError(f"{source}, line {row + 2}: {_both(positive)}")
+    `source` and the line."""
+    raise_at_first(
+        source, ones.sum(axis=1) > 1, lambda row: f": {_both([classes[k] for k in np.flatnonzero(ones[row])])}"
+    )
