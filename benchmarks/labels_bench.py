@@ -35,7 +35,7 @@ import numpy as np
 from report import as_json, print_table
 
 from patchwork_cli.store.features import FeatureStore
-from patchwork_cli.store.labels import write_label_table
+from patchwork_cli.store.label_table import write_label_table
 from patchwork_cli.store.project import FEATURES_NAME, Project, init_project
 
 CLI = Path(sys.executable).parent / "patchwork"

@@ -53,7 +53,7 @@ import zarr
 from report import as_json, print_table
 
 from patchwork_cli.store import runs
-from patchwork_cli.store.labels import empty_table, write_label_table
+from patchwork_cli.store.label_table import empty_table, write_label_table
 from patchwork_cli.store.project import init_project
 
 CLI = Path(sys.executable).parent / "patchwork"

@@ -12,16 +12,9 @@ import pandas as pd
 import pytest
 
 from patchwork_cli.errors import PatchworkError
-from patchwork_cli.store import labels
-from patchwork_cli.store.labels import (
-    Journal,
-    LabelStore,
-    apply_edits,
-    empty_table,
-    make_edit,
-    read_label_table,
-    write_label_table,
-)
+from patchwork_cli.store import label_cache, label_table
+from patchwork_cli.store.journal import Journal, LabelStore, apply_edits, make_edit
+from patchwork_cli.store.label_table import empty_table, read_label_table, write_label_table
 from patchwork_cli.store.project import init_project, open_project
 
 CLASSES = ["cat", "dog"]
@@ -247,21 +240,21 @@ def test_the_fast_reader_gives_what_the_careful_reader_gives(tmp_path, monkeypat
     path = tmp_path / "labels.csv"
     path.write_text(content, encoding="utf-8")
     fast = read_label_table(path, CLASSES, allow_missing_classes=True)
-    monkeypatch.setattr(labels, "_read_well_formed", lambda *args: None)
+    monkeypatch.setattr(label_table, "_read_well_formed", lambda *args: None)
     pd.testing.assert_frame_equal(fast, read_label_table(path, CLASSES, allow_missing_classes=True))
 
 
 def test_a_well_formed_table_takes_the_fast_path(tmp_path, monkeypatch):
     path = tmp_path / "labels.csv"
     write_label_table(empty_table(CLASSES, ["a.png", "b.png"]), path, CLASSES)
-    monkeypatch.setattr(labels, "_read_csv", None)  # the careful reader would fail if called
+    monkeypatch.setattr(label_table, "read_csv", None)  # the careful reader would fail if called
     assert read_label_table(path, CLASSES)["filepath"].tolist() == ["a.png", "b.png"]
 
 
 def test_the_careful_reader_keeps_labels_under_a_spaced_header(tmp_path, monkeypatch):
     path = tmp_path / "labels.csv"
     path.write_text("filepath, cat,dog\nx.png,1,0\ny.png, 0,1\n", encoding="utf-8")
-    monkeypatch.setattr(labels, "_read_well_formed", lambda *args: None)
+    monkeypatch.setattr(label_table, "_read_well_formed", lambda *args: None)
     table = read_label_table(path, CLASSES)
     assert table["cat"].tolist() == [1.0, 0.0] and table["dog"].tolist() == [0.0, 1.0]
 
@@ -272,7 +265,7 @@ def test_the_careful_reader_keeps_labels_under_a_spaced_header(tmp_path, monkeyp
 @pytest.fixture
 def cached_project(tmp_path, monkeypatch):
     """A project whose labels.csv is big enough to be cached (the threshold lowered to 1)."""
-    monkeypatch.setattr(labels, "CACHE_MIN_ROWS", 1)
+    monkeypatch.setattr(label_cache, "CACHE_MIN_ROWS", 1)
     directory = tmp_path / "p"
     init_project(directory, images=["a.png", "b.png", "c.png"], classes=CLASSES, cwd=tmp_path)
     project = open_project(directory)
@@ -285,9 +278,9 @@ def cached_project(tmp_path, monkeypatch):
 def test_the_parsed_copy_reads_exactly_what_the_csv_holds(cached_project):
     csv_path = cached_project.directory / "labels.csv"
     parsed = read_label_table(csv_path, CLASSES)
-    first = labels.read_label_table_cached(csv_path, CLASSES)  # parses, then writes the copy
-    assert (cached_project.directory / labels.CACHE_NAME).is_file()
-    second = labels.read_label_table_cached(csv_path, CLASSES)  # from the copy
+    first = label_cache.read_label_table_cached(csv_path, CLASSES)  # parses, then writes the copy
+    assert (cached_project.directory / label_cache.CACHE_NAME).is_file()
+    second = label_cache.read_label_table_cached(csv_path, CLASSES)  # from the copy
     pd.testing.assert_frame_equal(first, parsed)
     pd.testing.assert_frame_equal(second, parsed)
 
@@ -307,11 +300,11 @@ def test_the_parsed_copy_is_never_used_once_labels_csv_changes(cached_project):
 
 def test_a_broken_parsed_copy_is_ignored(cached_project):
     expected = cached_project.labels()
-    (cached_project.directory / labels.CACHE_NAME).write_bytes(b"not arrow")
+    (cached_project.directory / label_cache.CACHE_NAME).write_bytes(b"not arrow")
     pd.testing.assert_frame_equal(cached_project.labels(), expected)
 
 
 def test_small_tables_are_not_copied(tmp_path):
     init_project(tmp_path / "p", images=["a.png"], classes=CLASSES, cwd=tmp_path)
     open_project(tmp_path / "p").labels()
-    assert not (tmp_path / "p" / labels.CACHE_NAME).exists()
+    assert not (tmp_path / "p" / label_cache.CACHE_NAME).exists()

@@ -19,7 +19,7 @@ from PIL import Image
 from patchwork_cli import PatchworkError, open_project
 from patchwork_cli.cli.init import Task
 from patchwork_cli.store.config import TASKS
-from patchwork_cli.store.labels import Journal
+from patchwork_cli.store.journal import Journal
 
 # Keras' own saving trips a NumPy 2 deprecation; nothing of ours.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")

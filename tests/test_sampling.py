@@ -16,7 +16,7 @@ from patchwork_cli.sampling.geometry import GradientPoints, Points, nearest_squa
 from patchwork_cli.sampling.sample import FILTERS, STRATEGIES, sample
 from patchwork_cli.sampling.strategies import Pool, choose, parse_strategy
 from patchwork_cli.store import runs
-from patchwork_cli.store.labels import empty_table
+from patchwork_cli.store.label_table import empty_table
 from patchwork_cli.store.project import open_project
 
 NAN = np.nan

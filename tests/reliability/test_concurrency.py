@@ -36,7 +36,7 @@ while not os.path.exists(ARGS["stop"]):
 READER = """
 import os, time
 from patchwork_cli import runs
-from patchwork_cli.store.labels import read_label_table
+from patchwork_cli.store.label_table import read_label_table
 from patchwork_cli.store.project import Project
 from patchwork_cli.cli.app import app
 project, seen, reads = Project(ARGS["project"]), [], 0

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from conftest import Cli, write_images
 
-from patchwork_cli.store.labels import Journal
+from patchwork_cli.store.journal import Journal
 from patchwork_cli.store.project import Project
 
 from .conftest import (

@@ -22,7 +22,7 @@ from patchwork_cli import __version__
 from patchwork_cli.errors import PatchworkError
 from patchwork_cli.store import runs
 from patchwork_cli.store.config import MULTICLASS, MULTILABEL
-from patchwork_cli.store.labels import LABELS_NAME, write_label_table
+from patchwork_cli.store.label_table import LABELS_NAME, write_label_table
 from patchwork_cli.store.paths import relative_to
 from patchwork_cli.store.project import Project
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from patchwork_cli.store import runs
+from patchwork_cli.store.label_table import line_of
 from patchwork_cli.store.rowindex import NO_ROW
 from patchwork_cli.store.splits import label_summary
 
@@ -66,7 +67,7 @@ def model_summary(project_dir: Path, filepaths: list[str]) -> dict | None:
 def _order(match) -> dict:
     """Whether a store follows labels.csv row for row, and the first line of labels.csv (1 is
     the header) where it stops doing so: a row sorted, deleted, inserted or renamed by hand."""
-    line = None if match.first_moved is None else match.first_moved + 2
+    line = None if match.first_moved is None else line_of(match.first_moved)
     return {"in_order": match.in_order, "first_moved_line": line}
 
 

@@ -34,16 +34,9 @@ from patchwork_cli.store.config import (
     validate_class_name,
     validate_classes,
 )
-from patchwork_cli.store.labels import (
-    JOURNAL_NAME,
-    LABELS_NAME,
-    LabelStore,
-    check_one_class,
-    empty_table,
-    make_edit,
-    read_label_edits,
-    read_label_table,
-)
+from patchwork_cli.store.journal import JOURNAL_NAME, LabelStore, make_edit
+from patchwork_cli.store.label_imports import read_label_edits
+from patchwork_cli.store.label_table import LABELS_NAME, check_one_class, empty_table, read_label_table
 from patchwork_cli.store.paths import absolute_path, locations, stored_paths
 from patchwork_cli.store.sources import scan_class_folders
 from patchwork_cli.util.atomic import atomic_write_text
@@ -175,7 +168,7 @@ class Project:
         return len(records)
 
     def import_labels(self, csv_path: Path | str, *, cwd: Path | str | None = None) -> int:
-        """Apply the edits of an import CSV (see labels.read_label_edits) and compact.
+        """Apply the edits of an import CSV (see label_imports.read_label_edits) and compact.
 
         Filepaths may be written as in labels.csv or relative to `cwd`. Every row is
         checked first; an unknown filepath is an error and nothing is written.
