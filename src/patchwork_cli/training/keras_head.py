@@ -20,8 +20,6 @@ from patchwork_cli.training.inputs import TrainingInputs
 from patchwork_cli.training.prediction import PREDICT_BATCH, Fitted, predict_all, predict_all_on_cluster
 from patchwork_cli.util.tensorflow_runtime import start_tensorflow
 
-UNLABELLED = -1.0  # how an unlabelled cell reaches the masked loss
-
 
 def fit_keras_head(inputs: TrainingInputs, *, features_location: str, client) -> Fitted:
     """Fit the Keras head on the training rows (validation rows for early stopping)."""
@@ -29,7 +27,7 @@ def fit_keras_head(inputs: TrainingInputs, *, features_location: str, client) ->
     import keras
 
     from patchwork_cli.modeling.heads import averages_first, build_model, embedding_model
-    from patchwork_cli.modeling.losses import masked_loss
+    from patchwork_cli.modeling.losses import UNLABELLED, masked_loss
 
     store, config, seed, labels = inputs.store, inputs.config, inputs.seed, inputs.labels
     keras.utils.set_random_seed(seed)
