@@ -136,8 +136,8 @@ class _Keys:
 
 def drive_single(project_dir: str, truth: list[int], next_key: str | None) -> dict:
     """Label every image with its digit's key (then `next_key`, if the window needs one)."""
+    from patchwork_cli.labelling.image_window import LabelWindow
     from patchwork_cli.labelling.session import CLASS_KEYS
-    from patchwork_cli.labelling.window import LabelWindow
 
     session, figure = _window(project_dir, list(range(len(truth))))
     LabelWindow(session, figure)
@@ -157,8 +157,8 @@ def drive_single(project_dir: str, truth: list[int], next_key: str | None) -> di
 
 def drive_grid(project_dir: str, rows: list[int], truth: list[int]) -> dict:
     """Mark each page's zeros by their tile keys, then accept it with space."""
+    from patchwork_cli.labelling.grid_window import TILE_KEYS, GridWindow
     from patchwork_cli.labelling.session import GridPages
-    from patchwork_cli.labelling.window import TILE_KEYS, GridWindow
 
     session, figure = _window(project_dir, rows)
     grid = GridPages(session, GRID, "zero")

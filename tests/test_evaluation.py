@@ -11,15 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from patchwork_cli.evaluation.metrics import (
-    compute_metrics,
-    format_metrics_table,
-    has_labels,
-    plot_class_histograms,
-    plot_learning_curve,
-    runs_table,
-    safe_file_stems,
-)
+from patchwork_cli.evaluation.metrics import compute_metrics, has_labels
+from patchwork_cli.evaluation.plots import plot_class_histograms, plot_learning_curve, safe_file_stems
+from patchwork_cli.evaluation.tables import format_metrics_table, runs_table
 
 nan = np.nan
 
@@ -330,7 +324,8 @@ def test_learning_curve(tmp_path):
 
 def test_import_is_light():
     code = (
-        "import sys, patchwork_cli.evaluation.metrics; "
+        "import sys, patchwork_cli.evaluation.metrics, patchwork_cli.evaluation.tables, "
+        "patchwork_cli.evaluation.plots; "
         "print(sorted(m for m in ('tensorflow', 'keras', 'sklearn', 'matplotlib', 'matplotlib.pyplot') "
         "if m in sys.modules))"
     )

@@ -1,5 +1,6 @@
-"""patchwork pretrain: SimCLR on the project's own images (pretraining.py), kept small and fast:
-48 of scikit-learn's real digits as grey PNGs, 32 px views, batches of 8, the bundled extractor."""
+"""patchwork pretrain: SimCLR on the project's own images (pretraining/pretrain.py and
+pretraining/simclr.py), kept small and fast: 48 of scikit-learn's real digits as grey PNGs,
+32 px views, batches of 8, the bundled extractor."""
 
 from __future__ import annotations
 
@@ -184,7 +185,7 @@ def test_bad_flags_are_refused_naming_the_flag(cli, project_dir):
 
 
 def test_augmentations_keep_pixels_in_range_and_grey_grey():
-    from patchwork_cli.pretraining.pretrain import augment, is_grey, knn_accuracy
+    from patchwork_cli.pretraining.simclr import augment, is_grey, knn_accuracy
     from patchwork_cli.util.tensorflow_runtime import start_tensorflow
 
     tf = start_tensorflow()

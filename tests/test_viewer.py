@@ -21,8 +21,9 @@ from test_end_to_end import probe  # noqa: E402
 
 from patchwork_cli import open_project  # noqa: E402
 from patchwork_cli.errors import PatchworkError  # noqa: E402
+from patchwork_cli.labelling.image_window import LabelWindow  # noqa: E402
 from patchwork_cli.labelling.session import LabelSession, rows_for_paths  # noqa: E402
-from patchwork_cli.labelling.window import LabelWindow, equalise  # noqa: E402
+from patchwork_cli.labelling.window import equalise  # noqa: E402
 from patchwork_cli.store import runs  # noqa: E402
 from patchwork_cli.util.images import load_display_image  # noqa: E402
 

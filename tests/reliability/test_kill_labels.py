@@ -234,7 +234,8 @@ import matplotlib.pyplot as plt
 from matplotlib.backend_bases import KeyEvent
 from patchwork_cli.labelling.session import GridPages, LabelSession
 from patchwork_cli.store.project import Project
-from patchwork_cli.labelling.window import GridWindow, LabelWindow
+from patchwork_cli.labelling.grid_window import GridWindow
+from patchwork_cli.labelling.image_window import LabelWindow
 session = LabelSession(Project(ARGS["project"]), ARGS["rows"])
 grid = GridPages(session, tuple(ARGS["grid"]), "b") if ARGS["grid"] else None
 window = GridWindow(grid, plt.figure()) if grid else LabelWindow(session, plt.figure())
@@ -273,7 +274,7 @@ def test_killed_labelling_window_keeps_every_acknowledged_key(tmp_path, mode):
     Cli(tmp_path)("init", "proj", "--images", "img", "--classes", "a,b,c", "--task", task)
     directory = tmp_path / "proj"
     first_screen = Project(directory).labels()["filepath"].tolist()[: grid[0] * grid[1] if grid else 1]
-    forks = ForkServer(tmp_path, preload=("matplotlib.pyplot", "patchwork_cli.labelling.window"))
+    forks = ForkServer(tmp_path, preload=("matplotlib.pyplot", "patchwork_cli.labelling.display"))
     rng = random.Random(7)
     run = {"project": str(directory), "rows": list(range(12)), "grid": grid}
 

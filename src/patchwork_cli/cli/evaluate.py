@@ -17,8 +17,8 @@ def evaluate(
     as_json: JsonOption = False,
 ):
     """Metrics per class and macro-averaged, on validation and training rows, plus plots in reports/."""
-    from patchwork_cli.evaluation.metrics import format_metrics_table, runs_table
     from patchwork_cli.evaluation.report import CONFUSION_FILE, evaluate_run, run_summaries
+    from patchwork_cli.evaluation.tables import format_metrics_table, runs_table
 
     opened = open_from(ctx, project)
     if all_runs:

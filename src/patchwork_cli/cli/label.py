@@ -73,7 +73,7 @@ def label(
     if not rows:
         say("nothing to label")
         return
-    from patchwork_cli.labelling import window as viewer
+    from patchwork_cli.labelling import display as viewer
 
     session = LabelSession(opened, rows, table, advance_after_n=advance_after_n)
     pages = None if shape is None else GridPages(session, shape, class_name)

@@ -179,7 +179,7 @@ _OUTPUTS = {MULTILABEL: "one sigmoid probability each", MULTICLASS: "a softmax o
 
 
 def card_markdown(card: dict) -> str:
-    from patchwork_cli.evaluation.metrics import format_metrics_table
+    from patchwork_cli.evaluation.tables import format_metrics_table
 
     height, width, channels = card["input"]["shape"]
     extractor = card["extractor"]

@@ -8,13 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from patchwork_cli.errors import PatchworkError
-from patchwork_cli.evaluation.metrics import (
-    compute_metrics,
-    plot_class_histograms,
-    plot_confusion,
-    plot_learning_curve,
-    prediction_agreement,
-)
+from patchwork_cli.evaluation.metrics import compute_metrics, prediction_agreement
+from patchwork_cli.evaluation.plots import plot_class_histograms, plot_confusion, plot_learning_curve
 from patchwork_cli.store import runs
 from patchwork_cli.store.config import MULTICLASS
 from patchwork_cli.store.project import Project

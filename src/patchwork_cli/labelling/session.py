@@ -1,7 +1,8 @@
 """A labelling session: the queue of images a person works through, the labels each one
 holds, every change written to the journal the moment it is made, and the undo stack.
 
-No drawing here (viewer.py draws a session), so the editing rules are testable on their own.
+No drawing here (labelling/image_window.py and labelling/grid_window.py draw a session), so
+the editing rules are testable on their own.
 """
 
 from __future__ import annotations
