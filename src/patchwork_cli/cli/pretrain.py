@@ -35,7 +35,7 @@ def pretrain(
 
     opened = open_from(ctx, project)
     overrides = {"epochs": epochs, "batch_size": batch_size, "image_size": image_size, "temperature": temperature}
-    report = run_pretrain(opened, overrides, resume=resume)
+    report = run_pretrain(opened, overrides=overrides, resume=resume)
     resumed = f" (resumed after epoch {report.resumed_from})" if report.resumed_from else ""
     knn = f", validation 5-NN accuracy {report.knn_accuracy:.3f}" if report.knn_accuracy is not None else ""
     say(

@@ -265,7 +265,12 @@ def publish_extractor(directory: Path, backbone) -> Path:
 
 
 def pretrain(
-    project: Project, overrides: dict | None = None, resume: bool = True, progress: bool | None = None, seed: int = 0
+    project: Project,
+    *,
+    overrides: dict | None = None,
+    resume: bool = True,
+    progress: bool | None = None,
+    seed: int = 0,
 ) -> PretrainReport:
     """Pretrain (or resume pretraining) the configured extractor on the project's images."""
     options = replace(project.config.pretrain, **{k: v for k, v in (overrides or {}).items() if v is not None})

@@ -75,7 +75,7 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    # `patchwork pretrain` (pretraining.py): SimCLR on the project's own images, no labels.
+    # `patchwork pretrain` (pretraining/): SimCLR on the project's own images, no labels.
     epochs: int = field(default=10, metadata={"minimum": 1})
     # images per step; each brings two views, and the other 2 * (batch_size - 1) views are its negatives
     batch_size: int = field(default=64, metadata={"minimum": 2})
