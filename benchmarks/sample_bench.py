@@ -113,7 +113,7 @@ import numpy as np
 from patchwork_cli import runs
 from patchwork_cli.store.project import open_project
 from patchwork_cli.sampling.sample import scores, selection
-from patchwork_cli.sampling.sample.geometry import GradientPoints, Points
+from patchwork_cli.sampling.geometry import GradientPoints, Points
 
 project = open_project(sys.argv[1])
 run_dir = runs.resolve_run(project.directory, None)
@@ -141,7 +141,7 @@ print(json.dumps({"seconds": time.perf_counter() - start, "picks": picks.tolist(
 CHOOSE = """
 import json, sys, time
 import numpy as np
-from patchwork_cli.sampling.sample.strategies import Pool, choose, parse_strategy
+from patchwork_cli.sampling.strategies import Pool, choose, parse_strategy
 
 directory, name, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
 features = np.load(f"{directory}/candidates.npy")

@@ -7,7 +7,7 @@ In one run:
   zarr store), every row labelled for 3 classes, head conv:64,r, batches_per_epoch set
   to one pass over the rows. `patchwork train` (a subprocess) records each epoch's wall
   time in its history.csv; beside it, plain Keras: the same model
-  (patchwork_cli.modeling.build_model) compiled with the same loss and optimizer,
+  (patchwork_cli.modeling.heads.build_model) compiled with the same loss and optimizer,
   `model.fit` on the same rows as in-memory float32 arrays, same batch size, one pass
   per epoch. Median over epochs 2.. (epoch 1 compiles).
   Target: patchwork / plain Keras <= 1.2.
