@@ -37,7 +37,7 @@ class TrainingInputs:
     predicted: np.ndarray  # (run rows,) bool: which rows of the run get a prediction
 
     @property
-    def seed_rows(self) -> np.ndarray:
+    def train_store_rows(self) -> np.ndarray:
         """The store rows of the training rows."""
         return self.feature_rows[self.train_rows]
 

@@ -41,7 +41,7 @@ def fit_keras_head(inputs: TrainingInputs, *, features_location: str, client) ->
         loss=masked_loss(config.model, config.task),
         steps_per_execution=config.training.batches_per_epoch,
     )
-    x_train, train_labels = _examples(store, inputs.seed_rows, labels[inputs.train_rows])
+    x_train, train_labels = _examples(store, inputs.train_store_rows, labels[inputs.train_rows])
     y_train = np.nan_to_num(train_labels, nan=UNLABELLED).astype(np.float32)
     dataset = _training_dataset(x_train, y_train, train_labels, config, seed)
     fit_options = {}

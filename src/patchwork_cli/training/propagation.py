@@ -31,7 +31,7 @@ def propagate_labels(inputs: TrainingInputs) -> Fitted:
     started = time.perf_counter()
     result = propagate(
         features,
-        position[inputs.seed_rows],
+        position[inputs.train_store_rows],
         inputs.labels[inputs.train_rows],
         config.task,
         k=settings.labelprop_k,
