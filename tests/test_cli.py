@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import CLASSES, snapshot, write_images
+from builders import CLASSES, snapshot, write_images
 
 from patchwork_cli.errors import PatchworkError
 

@@ -18,9 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import Cli, snapshot
-from test_dask import _assert_same_store
-from test_extract import make_project, store, tiny_model  # noqa: F401  (tiny_model is a fixture)
+from builders import Cli, assert_same_store, image_project, snapshot, store
 
 from patchwork_cli.distributed.cluster import ClusterSpec, connect, is_plain_tcp_beyond_this_host, is_this_host
 from patchwork_cli.store.config import Config, DaskConfig
@@ -85,7 +83,7 @@ def _with_dask_section(project: Path, **section) -> Path:
 
 def _project_with_certificates(root: Path, certificates: Path, model: Path, cert: str = "dask") -> Path:
     """A project over ROWS images whose dask: section names copies of the certificates in certs/."""
-    project = make_project(root, ROWS, model, name="tls")
+    project = image_project(root, ROWS, model, name="tls")
     (project / "certs").mkdir()
     for name in ("ca.pem", f"{cert}.pem", f"{cert}.key"):
         shutil.copy(certificates / name, project / "certs" / name)
@@ -94,26 +92,26 @@ def _project_with_certificates(root: Path, certificates: Path, model: Path, cert
     )
 
 
-def test_extract_over_tls_gets_the_single_process_features(tmp_path, certificates, tls_cluster, tiny_model):  # noqa: F811
-    alone = make_project(tmp_path, ROWS, tiny_model, name="alone")
+def test_extract_over_tls_gets_the_single_process_features(tmp_path, certificates, tls_cluster, tiny_model):
+    alone = image_project(tmp_path, ROWS, tiny_model, name="alone")
     Cli(alone)("extract")
     project = _project_with_certificates(tmp_path, certificates, tiny_model)
     result = Cli(project)("extract", "--dask", tls_cluster, "--json")
     assert json.loads(result.stdout)["done"] == ROWS
     assert "warning" not in result.stderr
-    _assert_same_store(store(project), store(alone))
+    assert_same_store(store(project), store(alone))
 
 
 def test_dask_configuration_names_the_certificates_when_the_project_does_not(
     tmp_path,
     certificates,
     tls_cluster,
-    tiny_model,  # noqa: F811
+    tiny_model,
     monkeypatch,
 ):
     import dask
 
-    project = make_project(tmp_path, 20, tiny_model)
+    project = image_project(tmp_path, 20, tiny_model)
     for variable, name in (("CA_FILE", "ca.pem"), ("CLIENT__CERT", "dask.pem"), ("CLIENT__KEY", "dask.key")):
         monkeypatch.setenv(f"DASK_DISTRIBUTED__COMM__TLS__{variable}", str(certificates / name))
     dask.config.refresh()
@@ -150,7 +148,7 @@ def test_patchwork_with_a_strangers_certificate_is_refused_and_changes_nothing(
     tmp_path,
     certificates,
     tls_cluster,
-    tiny_model,  # noqa: F811
+    tiny_model,
 ):
     project = _project_with_certificates(tmp_path, certificates, tiny_model, cert="stranger")
     before = snapshot(project)
@@ -160,7 +158,7 @@ def test_patchwork_with_a_strangers_certificate_is_refused_and_changes_nothing(
     assert len(result.stderr.strip().splitlines()) == 1 and snapshot(project) == before
 
 
-def test_tls_settings_that_cannot_work_are_one_line_errors_that_change_nothing(tmp_path, certificates, tiny_model):  # noqa: F811
+def test_tls_settings_that_cannot_work_are_one_line_errors_that_change_nothing(tmp_path, certificates, tiny_model):
     project = _project_with_certificates(tmp_path, certificates, tiny_model)
     config_path = project / "patchwork.yaml"
     (project / "certs" / "garbled.pem").write_text("not a certificate\n")

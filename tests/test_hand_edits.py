@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 import zarr
-from conftest import Cli
+from builders import Cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 import zarr
-from conftest import Cli, write_images
+from builders import Cli, write_images
 
 from patchwork_cli.store import runs
 from patchwork_cli.store.features import POOLED_NAME, FeatureStore

@@ -14,8 +14,8 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import Cli
-from test_export import CLASSES, IMSHAPE, build_trained_project, copy_of_project, run_predictions
+from builders import IMSHAPE, Cli, copy_of_project, run_predictions, trained_project
+from builders import TRAINED_CLASSES as CLASSES
 
 from patchwork_cli import open_project
 from patchwork_cli.deploy.model import end_to_end_model
@@ -25,7 +25,7 @@ from patchwork_cli.util.images import load_image
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    project = build_trained_project(tmp_path_factory.mktemp("predict"))
+    project = trained_project(tmp_path_factory.mktemp("predict"))
     Cli(project)("export", "--out", "../deploy", "--what", "model")
     return project
 

@@ -15,7 +15,7 @@ import pytest
 import skimage.data
 import yaml
 import zarr
-from conftest import Cli, snapshot
+from builders import Cli, image_project, snapshot
 from PIL import Image
 
 from patchwork_cli.extractors import runtimes
@@ -183,10 +183,8 @@ def test_extract_stops_before_the_disk_fills_and_resumes_when_there_is_room(tmp_
     """The store on a real small file system (tmpfs) with room for its first chunks but not all:
     extract stops with a one-line error, keeps what it wrote, and, once the file system is grown,
     goes on to exactly the store an extract with room to spare writes."""
-    from test_extract import make_project as make_tiny_project
-
     model = _tiny_keras_model(tmp_path / "tiny.keras")
-    project = make_tiny_project(tmp_path, 1024, model, name="proj")  # 4 chunks of 256 rows
+    project = image_project(tmp_path, 1024, model, name="proj")  # 4 chunks of 256 rows
     cli = Cli(project)
     cli("extract")
     reference = zarr.open_group(str(project / "features.zarr"), mode="r")

@@ -8,9 +8,8 @@ import json
 
 import numpy as np
 import pandas as pd
-from conftest import Cli, snapshot
-from test_end_to_end import probe
-from test_sampling import P, write_run
+from builders import SAMPLE_PREDICTIONS as P
+from builders import Cli, probe, snapshot, write_run
 
 from patchwork_cli.cli.sample import FILTER_HELP, STRATEGY_HELP
 from patchwork_cli.sampling.sample import FILTERS, STRATEGIES

@@ -7,8 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import Cli
-from test_train import make_project
+from builders import Cli, feature_project
 
 from patchwork_cli.evaluation.metrics import prediction_agreement
 
@@ -30,7 +29,7 @@ def test_kappa_of_predicted_classes():
 
 
 def test_evaluate_reports_agreement_and_status_hints_when_runs_stop_changing(tmp_path):
-    project, _ = make_project(tmp_path)
+    project, _ = feature_project(tmp_path)
     cli = Cli(project)
     cli("train")
     first = json.loads(cli("evaluate", "--json").stdout)

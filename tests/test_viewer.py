@@ -14,10 +14,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import zarr  # noqa: E402
-from conftest import CLASSES, snapshot  # noqa: E402
+from builders import CLASSES, probe, snapshot  # noqa: E402
 from matplotlib.backend_bases import CloseEvent, KeyEvent, key_press_handler  # noqa: E402
 from PIL import Image  # noqa: E402
-from test_end_to_end import probe  # noqa: E402
 
 from patchwork_cli import open_project  # noqa: E402
 from patchwork_cli.errors import PatchworkError  # noqa: E402

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_images
+from builders import write_images
 from PIL import Image
 
 PATCHWORK = Path(sys.executable).parent / "patchwork"

@@ -10,15 +10,13 @@ import subprocess
 import sys
 
 import numpy as np
-from conftest import Cli
+from builders import Cli, report
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from patchwork_cli.store.project import Project
 from patchwork_cli.util.images import ImageError, load_image
-
-from .conftest import report
 
 
 def encoded(fmt: str) -> bytes:

@@ -18,15 +18,13 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import Cli, snapshot
+from builders import Cli, report, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from patchwork_cli.errors import PatchworkError
 from patchwork_cli.store.config import load_config
 from patchwork_cli.store.project import Project
-
-from .conftest import report
 
 EXAMPLES = 100
 FUZZ = settings(
