@@ -30,6 +30,7 @@ def picks(project, n=3):
     return json.loads(Cli(project)("sample", "-n", str(n), "--format", "json").stdout)
 
 
+@pytest.mark.slow
 def test_auto_moves_from_random_to_coverage_to_diverse_uncertainty(project):
     task = json.loads(Cli(project)("status", "--json").stdout)["task"]
     assert {p["strategy"] for p in picks(project)} == {"random"}  # nothing extracted yet

@@ -215,6 +215,7 @@ def test_label_import_errors_change_nothing(tmp_path, cli, project_dir, header, 
     assert snapshot(project_dir) == before
 
 
+@pytest.mark.slow
 def test_label_import_of_1000_rows(tmp_path, cli):
     write_images(tmp_path / "many", 1000)
     cli("init", "proj", "--images", "many", "--classes", ",".join(CLASSES))

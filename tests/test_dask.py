@@ -64,6 +64,9 @@ def _same_project(reference_root: Path, root: Path, model: Path, name: str, **st
     return project
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
+@pytest.mark.dask
 def test_local_cluster_extracts_bit_identical_features_into_a_file_url_store(tmp_path, reference, tiny_model):
     reference_root, reference_project = reference
     shared = tmp_path / "shared" / "feats.zarr"
@@ -108,6 +111,9 @@ def _extract_while_killing_a_worker(project: Path, cluster) -> tuple[object, np.
     return outcome["result"], at_kill
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
+@pytest.mark.dask
 def test_a_worker_killed_mid_run_is_replaced_and_the_store_is_identical(tmp_path, reference, cluster, tiny_model):
     reference_root, reference_project = reference
     project = _same_project(reference_root, tmp_path, tiny_model, "killed")
@@ -119,6 +125,9 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_store_is_identical(tmp_path
     assert_same_store(store(project), store(reference_project))
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
+@pytest.mark.dask
 def test_a_run_that_cannot_retry_fails_clearly_and_the_rerun_resumes(tmp_path, reference, cluster, tiny_model):
     reference_root, reference_project = reference
     project = _same_project(reference_root, tmp_path, tiny_model, "resumed")
@@ -139,6 +148,9 @@ def test_a_run_that_cannot_retry_fails_clearly_and_the_rerun_resumes(tmp_path, r
     assert_same_store(store(project), store(reference_project))
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
+@pytest.mark.dask
 def test_train_predicts_on_the_cluster_exactly_as_in_process(tmp_path, cluster):
     project, _ = feature_project(tmp_path, rows=9000)  # 16-wide features: 3 chunks of 4096 rows
     cli = Cli(project)
@@ -155,6 +167,8 @@ def test_train_predicts_on_the_cluster_exactly_as_in_process(tmp_path, cluster):
     assert spread_metrics == alone_metrics
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_a_store_outside_the_project_serves_every_command(tmp_path, tiny_model):
     project = image_project(tmp_path, 20, tiny_model)
     config = yaml.safe_load((project / "patchwork.yaml").read_text())
@@ -173,6 +187,8 @@ def test_a_store_outside_the_project_serves_every_command(tmp_path, tiny_model):
     assert "features    20 done, 0 failed, 0 pending  (other.keras)" in cli("status").stdout
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_an_fsspec_url_store(tmp_path):
     """memory:// goes through zarr's FsspecStore as s3:// would (one process: the memory is this process's)."""
     project, _ = feature_project(tmp_path)
@@ -222,6 +238,7 @@ def test_dask_option_errors_change_nothing(tmp_path, project_dir, monkeypatch):
     assert not (project_dir / "features.zarr").exists() and not (project_dir / "models").exists()
 
 
+@pytest.mark.slow
 def test_extract_without_dask_never_imports_it(tmp_path, tiny_model):
     project = image_project(tmp_path, 3, tiny_model)
     script = (

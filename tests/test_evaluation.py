@@ -289,6 +289,7 @@ def test_safe_file_stems():
     ]
 
 
+@pytest.mark.slow
 def test_class_histograms(tmp_path):
     classes = ["cat/dog", "a b:c", "../etc"]
     rng = np.random.default_rng(1)

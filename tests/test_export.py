@@ -29,6 +29,8 @@ from patchwork_cli.extractors import conversion
 from patchwork_cli.store import runs
 from patchwork_cli.util.images import load_image
 
+pytestmark = pytest.mark.tensorflow
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
@@ -41,6 +43,7 @@ def exported(trained) -> Path:
     return trained.parent / "deploy"
 
 
+@pytest.mark.slow
 def test_export_writes_model_card_labels_and_predictions(trained, exported):
     run_id = (trained / "models" / "LATEST").read_text().strip()
     names = sorted(p.name for p in exported.iterdir())
@@ -122,6 +125,7 @@ def assert_reloaded_models_reproduce(directory: Path, size: int, paths: list[str
     assert difference <= 1e-4
 
 
+@pytest.mark.slow
 def test_exported_models_reproduce_the_run_in_a_fresh_process(trained, exported):
     paths = sorted(str(p) for p in (trained.parent / "images").glob("img_*.png"))
     assert_reloaded_models_reproduce(exported, IMSHAPE[0], paths, run_predictions(trained)[1:])  # 0 is broken.png
@@ -152,6 +156,7 @@ def default_extractor_export(tmp_path_factory) -> Path:
     return project
 
 
+@pytest.mark.slow
 def test_the_default_extractor_exports_without_custom_objects(default_extractor_export):
     project = default_extractor_export
     card = json.loads((project.parent / "deploy" / "model_card.json").read_text())
@@ -160,6 +165,7 @@ def test_the_default_extractor_exports_without_custom_objects(default_extractor_
     assert_reloaded_models_reproduce(project.parent / "deploy", 64, list(map(str, DIGITS)), run_predictions(project))
 
 
+@pytest.mark.slow
 def test_predict_with_the_default_extractor_gives_its_keras_models_numbers(default_extractor_export):
     """predict --model runs model.tflite, predict from the run runs the extractor on LiteRT: both
     within 1e-4 of the Keras models (the exported one, and the end-to-end one of the run)."""
@@ -180,6 +186,7 @@ def test_predict_with_the_default_extractor_gives_its_keras_models_numbers(defau
         np.testing.assert_allclose(predicted, from_keras, rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_tflite_that_strays_from_the_keras_model_fails_the_export(trained, exported, tmp_path, monkeypatch):
     """A run trained with another seed, its conversion replaced by the first run's model.tflite: the
     export is refused and an earlier export in the destination stays as it was."""
@@ -199,6 +206,7 @@ def test_a_tflite_that_strays_from_the_keras_model_fails_the_export(trained, exp
     assert snapshot(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["copy", "deploy"]
 
 
+@pytest.mark.slow
 def test_without_an_inference_engine_the_tflite_is_written_unchecked(trained, tmp_path, monkeypatch):
     for package in ("ai_edge_litert", "openvino"):
         monkeypatch.setitem(sys.modules, package, None)  # how Python marks a module as not importable
@@ -211,6 +219,7 @@ def test_without_an_inference_engine_the_tflite_is_written_unchecked(trained, tm
     assert note in (tmp_path / "deploy" / "model_card.md").read_text()
 
 
+@pytest.mark.slow
 def test_with_openvino_alone_the_tflite_is_checked_and_run_on_it(trained, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # how Python marks a module as not importable
     Cli(trained)("export", "--out", tmp_path / "deploy", "--what", "model")
@@ -292,6 +301,7 @@ def test_labels_round_trip_through_init(tmp_path):
     assert copy.loc[15, "a"] == 1 and copy.loc[15, "exclude"] and copy.loc[16, "validation"]
 
 
+@pytest.mark.slow
 def test_labels_and_predictions_export_without_tensorflow(tmp_path):
     project, _ = feature_project(tmp_path, rows=20, labelled=10, validation=4)
     Cli(project)("train")
@@ -300,6 +310,7 @@ def test_labels_and_predictions_export_without_tensorflow(tmp_path):
     assert len(pd.read_csv(tmp_path / "deploy" / "predictions.csv")) == 20
 
 
+@pytest.mark.slow
 def test_a_model_from_imported_features_cannot_be_exported(tmp_path):
     project, _ = feature_project(tmp_path, rows=20, labelled=10, validation=4)
     Cli(project)("train")

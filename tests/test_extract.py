@@ -12,12 +12,16 @@ import time
 
 import keras
 import numpy as np
+import pytest
 from builders import IMSHAPE, Cli, image_project, store, write_images
 
 from patchwork_cli.store.features import DONE, FAILED
 from patchwork_cli.util.images import load_image
 
+pytestmark = pytest.mark.tensorflow
 
+
+@pytest.mark.slow
 def test_features_are_the_models_output_for_each_image(tmp_path, tiny_model):
     project = image_project(tmp_path, 40, tiny_model, runtime="keras")
     result = Cli(project)("extract", "--json")
@@ -39,6 +43,7 @@ def test_features_are_the_models_output_for_each_image(tmp_path, tiny_model):
     assert "features    40 done, 0 failed, 0 pending  (tiny.keras)" in Cli(project)("status").stdout
 
 
+@pytest.mark.slow
 def test_bad_images_are_recorded_not_fatal(tmp_path, tiny_model):
     project = image_project(tmp_path, 6, tiny_model)
     images = sorted((tmp_path / "images").iterdir())
@@ -65,6 +70,7 @@ def test_bad_images_are_recorded_not_fatal(tmp_path, tiny_model):
     assert len((project / "features_failures.csv").read_text().splitlines()) == 3
 
 
+@pytest.mark.slow
 def test_pooling_stores_vectors(tmp_path, tiny_model):
     project = image_project(tmp_path, 5, tiny_model, pooling="avg")
     Cli(project)("extract")
@@ -75,6 +81,7 @@ def test_pooling_stores_vectors(tmp_path, tiny_model):
     np.testing.assert_allclose(features[0], model.predict(first, verbose=0).mean(axis=(1, 2))[0], rtol=2e-3, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_two_shards_equal_one_unsharded_run(tmp_path, tiny_model):
     whole = image_project(tmp_path, 600, tiny_model, name="whole")
     sharded = image_project(tmp_path, 600, tiny_model, name="sharded")
@@ -105,6 +112,7 @@ def test_add_then_extract_does_only_the_new_rows(tmp_path, tiny_model):
     np.testing.assert_array_equal(store(fresh)["features"][:], after)
 
 
+@pytest.mark.slow
 def test_a_different_extractor_is_refused_unless_overwrite(tmp_path, tiny_model):
     project = image_project(tmp_path, 4, tiny_model)
     Cli(project)("extract")
@@ -129,6 +137,7 @@ def test_user_model_errors(tmp_path, tiny_model):
     assert "unknown keras application 'NoSuchNet'" in cli("extract", "--model", "keras:NoSuchNet", expect=1).stderr
 
 
+@pytest.mark.slow
 def test_keras_application_offline_is_a_clear_error(tmp_path, tiny_model):
     project = image_project(tmp_path, 2, tiny_model)
     result = Cli(project)("extract", "--model", "keras:MobileNetV2", expect=1)
@@ -156,6 +165,7 @@ def test_from_npy(tmp_path, tiny_model):
     assert "holds features from 'npy:feats.npy'" in cli("extract", expect=1).stderr
 
 
+@pytest.mark.slow
 def test_killed_extract_resumes_to_the_identical_store(tmp_path, tiny_model):
     killed = image_project(tmp_path, 1500, tiny_model, name="killed")
     reference = image_project(tmp_path, 1500, tiny_model, name="reference")

@@ -121,6 +121,7 @@ def labelprop_run(tmp_path_factory) -> tuple[Path, dict, np.ndarray]:
     return project, report, truth
 
 
+@pytest.mark.slow
 def test_a_labelprop_run_looks_like_any_run(labelprop_run):
     project, report, truth = labelprop_run
     run_dir = project / "models" / report["run_id"]
@@ -142,6 +143,7 @@ def test_a_labelprop_run_looks_like_any_run(labelprop_run):
     assert list(history.columns) == ["epoch", "loss", "seconds"] and len(history) == report["epochs"] <= 20
 
 
+@pytest.mark.slow
 def test_a_labelprop_run_serves_sample_and_evaluate(labelprop_run):
     project, report, _ = labelprop_run
     cli = Cli(project)
@@ -184,6 +186,7 @@ def test_a_multilabel_labelprop_run(tmp_path):
     assert report["metrics"]["validation"]["macro"]["roc_auc"] > 0.9
 
 
+@pytest.mark.slow
 def test_labelprop_needs_no_tensorflow(tmp_path):
     project, _ = cluster_project(tmp_path, head="labelprop")
     code = (

@@ -72,6 +72,8 @@ def relative_error(features: np.ndarray, reference: np.ndarray) -> float:
     return float(np.abs(features - reference).max() / np.abs(reference).max())
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("runtime", ["keras", "litert", "openvino", "auto"])
 def test_every_runtime_gives_keras_features_on_real_photographs(tmp_path, photos, keras_features, runtime):
     project = make_project(tmp_path, photos, runtime=runtime)
@@ -87,6 +89,8 @@ def test_every_runtime_gives_keras_features_on_real_photographs(tmp_path, photos
     assert np.abs(features[0] - features[2]).max() > 0.1
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_exact_features_of_any_runtime_share_a_store_and_a_fast_store_is_not_mixed_in(tmp_path, photos):
     project = make_project(tmp_path, photos, runtime="litert")
     cli = Cli(project)
@@ -117,6 +121,8 @@ def test_exact_features_of_any_runtime_share_a_store_and_a_fast_store_is_not_mix
         (photos[0].parent / "extra.jpg").unlink()
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_fast_precision_records_what_the_cpu_could_do(tmp_path, photos, keras_features):
     project = make_project(tmp_path, photos, precision="fast")
     result = Cli(project)("extract", "--json")
@@ -133,6 +139,8 @@ def test_fast_precision_records_what_the_cpu_could_do(tmp_path, photos, keras_fe
     assert stored(project).attrs["extractor"]["precision"] == report["precision"]
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_without_the_engine_packages_auto_falls_back_and_an_explicit_runtime_is_an_error(
     tmp_path, photos, keras_features, monkeypatch
 ):
@@ -166,6 +174,8 @@ def test_a_bad_runtime_or_precision_in_the_config_is_one_line(tmp_path, photos):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_an_engine_is_checked_against_keras_when_it_opens(photos):
     extractor = load_extractor("efficientnet_lite0", (224, 224), "avg")
     engine = runtimes.open_extractor_engine(extractor, "litert", "exact", 4)
@@ -178,6 +188,9 @@ def test_an_engine_is_checked_against_keras_when_it_opens(photos):
         runtimes.check_engine(engine, batch, reference * 1.01, "lite0")
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
+@pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"), reason="mounting a file system needs root")
 def test_extract_stops_before_the_disk_fills_and_resumes_when_there_is_room(tmp_path):
     """The store on a real small file system (tmpfs) with room for its first chunks but not all:

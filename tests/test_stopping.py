@@ -11,6 +11,8 @@ from builders import Cli, feature_project
 
 from patchwork_cli.evaluation.metrics import prediction_agreement
 
+pytestmark = pytest.mark.slow
+
 
 def test_kappa_of_predicted_classes():
     a = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
@@ -28,6 +30,7 @@ def test_kappa_of_predicted_classes():
     assert prediction_agreement(a[:1], a[:1], "multiclass") is None
 
 
+@pytest.mark.tensorflow
 def test_evaluate_reports_agreement_and_status_hints_when_runs_stop_changing(tmp_path):
     project, _ = feature_project(tmp_path)
     cli = Cli(project)

@@ -42,6 +42,8 @@ def test_stratified_sampling_frequencies_match_the_mode(mode):
         assert positives_a == pytest.approx(expected, abs=0.01)
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_train_publishes_a_complete_run(tmp_path):
     project, truth = feature_project(tmp_path)
     result = Cli(project)("train", "--json")
@@ -65,6 +67,8 @@ def test_train_publishes_a_complete_run(tmp_path):
     assert json.loads((run_dir / "run.json").read_text())["train_rows"] == 50
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_a_seed_makes_a_run_reproducible(tmp_path):
     project, _ = feature_project(tmp_path, seed=3)
     first = json.loads(Cli(project)("train", "--json").stdout)["run_id"]
@@ -73,6 +77,8 @@ def test_a_seed_makes_a_run_reproducible(tmp_path):
     np.testing.assert_array_equal(read(first), read(second))
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_if_changed_skips_then_trains_after_an_edit(tmp_path):
     project, _ = feature_project(tmp_path)
     cli = Cli(project)
@@ -87,6 +93,8 @@ def test_if_changed_skips_then_trains_after_an_edit(tmp_path):
     assert runs.list_runs(project) == sorted([first, again["run_id"]])
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_rows_without_features_get_nan_predictions(tmp_path):
     project, _ = feature_project(tmp_path)
     write_images(tmp_path / "late", 2, prefix="late")
@@ -97,6 +105,8 @@ def test_rows_without_features_get_nan_predictions(tmp_path):
     assert np.isnan(predictions[120:]).all() and np.isfinite(predictions[:120]).all()
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_clear_errors_and_warnings(tmp_path):
     Cli(tmp_path)("init", "bare", "--images", "-", "--classes", "a", input="x.png\n")
     assert "features not extracted yet" in Cli(tmp_path / "bare")("train", expect=1).stderr
@@ -111,6 +121,8 @@ def test_clear_errors_and_warnings(tmp_path):
     assert "head 'conv:8,q': token 2 'q'" in Cli(project)("train", "--head", "conv:8,q", expect=1).stderr
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_heads_and_outputs_train_on_feature_maps(tmp_path):
     project, _ = feature_project(tmp_path, epochs=1, batches_per_epoch=3)
     maps = np.random.default_rng(0).normal(size=(120, 4, 4, 8)).astype(np.float32)
@@ -127,6 +139,8 @@ def test_heads_and_outputs_train_on_feature_maps(tmp_path):
         assert embeddings.shape == (120, width)
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_predictions_stream_chunk_by_chunk(tmp_path, monkeypatch):
     """Peak memory of the prediction pass does not grow with rows: it never reads more than one chunk."""
     from patchwork_cli.store import features as features_module
@@ -162,6 +176,8 @@ def test_predictions_stream_chunk_by_chunk(tmp_path, monkeypatch):
     assert sum(reads) == 3000  # every row predicted, one chunk at a time
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("stage", ["fitting", "writing the run"])
 def test_a_killed_train_keeps_latest(tmp_path, stage):
     project, _ = feature_project(tmp_path, rows=30_000, width=64, epochs=1, batches_per_epoch=2)
@@ -194,6 +210,8 @@ def test_a_killed_train_keeps_latest(tmp_path, stage):
     assert runs.list_runs(project) == sorted([first, second])
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_real_digits_through_the_default_extractor(tmp_path):
     """The bundled 200 handwritten digits (scikit-learn's load_digits): 140 training labels,
     60 validation. A trivial model scores a macro ROC AUC of 0.5; this run scored about 0.98
@@ -214,6 +232,8 @@ def test_real_digits_through_the_default_extractor(tmp_path):
     assert auc > 0.9
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_evaluate_reports_tables_plots_and_runs(tmp_path):
     project, _ = feature_project(tmp_path)
     cli = Cli(project)
@@ -239,6 +259,8 @@ def test_evaluate_reports_tables_plots_and_runs(tmp_path):
     assert f"unknown run 'nope'; runs: {first}, {second}" in unknown
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_evaluate_without_validation_labels_says_so(tmp_path):
     project, _ = feature_project(tmp_path, validation=0)
     cli = Cli(project)
@@ -249,6 +271,8 @@ def test_evaluate_without_validation_labels_says_so(tmp_path):
     assert json.loads(cli("evaluate", "--json").stdout)["validation"]["macro"]["roc_auc"] is None
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_sgd_with_cosine_decay_and_weight_decay(tmp_path):
     project, _ = feature_project(tmp_path, optimizer="sgd", momentum=0.9, cosine_decay_steps=20, weight_decay=0.01)
     report = json.loads(Cli(project)("train", "--json").stdout)
@@ -257,6 +281,8 @@ def test_sgd_with_cosine_decay_and_weight_decay(tmp_path):
     assert report["metrics"]["validation"]["macro"]["roc_auc"] > 0.7
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_early_stopping_on_validation_loss(tmp_path):
     project, _ = feature_project(tmp_path, epochs=80, batches_per_epoch=10, patience=2, learning_rate=0.05)
     report = json.loads(Cli(project)("train", "--json").stdout)

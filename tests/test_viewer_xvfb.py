@@ -21,6 +21,8 @@ import pytest
 from builders import write_images
 from PIL import Image
 
+pytestmark = [pytest.mark.slow, pytest.mark.xvfb]
+
 PATCHWORK = Path(sys.executable).parent / "patchwork"
 REQUIRED = os.environ.get("PATCHWORK_REQUIRE_XVFB") == "1"
 

@@ -105,6 +105,7 @@ def mutated_config(draw, valid: str) -> bytes:
     return data
 
 
+@pytest.mark.slow
 def test_mutated_config_is_refused_clearly_or_valid(project):
     valid = (project / "patchwork.yaml").read_text()
     cli = Cli(project.parent)
@@ -221,6 +222,7 @@ def label_tables(draw):
     return text.getvalue().encode(encoding, errors="replace"), mutation, expect, cells
 
 
+@pytest.mark.slow
 def test_fuzzed_labels_csv_is_read_exactly_or_refused_clearly(project):
     cli = Cli(project.parent)
     outcomes = collections.Counter()
@@ -290,6 +292,7 @@ def import_files(draw):
     return text.getvalue(), error
 
 
+@pytest.mark.slow
 def test_fuzzed_import_applies_whole_or_changes_nothing(project):
     cli = Cli(project.parent)
     outcomes = collections.Counter()

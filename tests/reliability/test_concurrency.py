@@ -8,10 +8,13 @@ import random
 import subprocess
 import sys
 
+import pytest
 from builders import LABEL_DRIVER, Cli, apply_to_model, feature_project, read_acks, report, table_matches
 
 from patchwork_cli.store import runs
 from patchwork_cli.store.project import Project
+
+pytestmark = [pytest.mark.slow, pytest.mark.tensorflow]
 
 ROUNDS = 2  # each round lasts one real `train` (TensorFlow start-up included)
 ROWS = 300

@@ -27,6 +27,8 @@ from builders import Cli, feature_project, report, write_images
 from patchwork_cli.store import runs
 from patchwork_cli.store.features import DONE, FAILED, PENDING, FeatureStore
 
+pytestmark = [pytest.mark.slow, pytest.mark.tensorflow]
+
 KILLS = 3  # each costs a TensorFlow start-up (about 5 s), so fewer than the label store's 40
 IMSHAPE = (32, 32)
 RUN_FILES = (runs.MODEL_FILE, runs.RUN_FILE, runs.METRICS_FILE, runs.HISTORY_FILE, runs.PREDICTIONS_NAME)

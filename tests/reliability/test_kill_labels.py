@@ -31,6 +31,8 @@ from builders import (
 from patchwork_cli.store.labels import Journal
 from patchwork_cli.store.project import Project
 
+pytestmark = pytest.mark.slow
+
 KILLS = 40  # kill iterations per case
 EDITS_PER_RUN = 60
 

@@ -7,6 +7,7 @@ import collections
 import os
 
 import numpy as np
+import pytest
 import zarr
 from builders import Cli, fill, report, snapshot, storage_project
 
@@ -26,6 +27,7 @@ def leftovers(directory):
     return [p.name for p in directory.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.root
 def test_full_disk_at_every_point_of_an_import_changes_nothing_or_everything(small_disk):
     directory = storage_project(small_disk)
     cli = Cli(small_disk)
@@ -62,6 +64,7 @@ def test_full_disk_at_every_point_of_an_import_changes_nothing_or_everything(sma
     report("full disk: label --import", attempts=sum(outcomes.values()), **outcomes)
 
 
+@pytest.mark.root
 def test_full_disk_add_and_extract_then_resume(small_disk):
     directory = storage_project(small_disk)
     cli = Cli(small_disk)
@@ -89,6 +92,7 @@ def test_full_disk_add_and_extract_then_resume(small_disk):
     report("full disk: add, extract --from-npy", attempts=sum(outcomes.values()) + 1, **outcomes)
 
 
+@pytest.mark.root
 def test_read_only_project_reads_and_refuses_writes(tmp_path, read_only):
     directory = storage_project(tmp_path)
     cli = Cli(tmp_path)
