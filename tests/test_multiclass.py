@@ -230,6 +230,8 @@ def trained_multiclass(tmp_path_factory) -> tuple[Path, dict]:
     return project, json.loads(Cli(project)("train", "--seed", "7", "--json").stdout)
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_a_multiclass_run_is_a_softmax_and_records_its_task(trained_multiclass):
     project, report = trained_multiclass
     run_dir = project / "models" / report["run_id"]
@@ -244,6 +246,8 @@ def test_a_multiclass_run_is_a_softmax_and_records_its_task(trained_multiclass):
     assert report["metrics"]["train"]["multiclass"]["rows"] == 45 and report["train_rows"] == 60
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_train_seed_makes_a_run_reproducible(trained_multiclass):
     project, report = trained_multiclass
     cli = Cli(project)
@@ -256,6 +260,8 @@ def test_train_seed_makes_a_run_reproducible(trained_multiclass):
     assert not json.loads(cli("train", "--if-changed", "--seed", "9", "--json").stdout)["skipped"]
 
 
+@pytest.mark.tensorflow
+@pytest.mark.slow
 def test_evaluate_reports_the_confusion_matrix(trained_multiclass):
     project, report = trained_multiclass
     cli = Cli(project)
@@ -283,6 +289,8 @@ def test_evaluate_reports_the_confusion_matrix(trained_multiclass):
     assert [int(n) for n in lines[start + 2].split()[1:]] == confusion[0].tolist()
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_exported_multiclass_model_outputs_softmax(tmp_path):
     import keras
 

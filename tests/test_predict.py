@@ -22,6 +22,8 @@ from patchwork_cli.deploy.model import end_to_end_model
 from patchwork_cli.store import runs
 from patchwork_cli.util.images import load_image
 
+pytestmark = pytest.mark.tensorflow
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
@@ -42,6 +44,7 @@ def keras_predictions(model, paths: list[Path]) -> np.ndarray:
     return np.asarray(model.predict_on_batch(np.stack([load_image(str(p), IMSHAPE, 3) for p in paths])))
 
 
+@pytest.mark.slow
 def test_predict_on_a_directory_gives_the_runs_numbers(trained):
     result = Cli(trained.parent)("--project", "proj", "predict", "images")
     table = read_csv(result.stdout)
