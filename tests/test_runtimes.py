@@ -22,6 +22,8 @@ from patchwork_cli.extractors import runtimes
 from patchwork_cli.extractors.loading import load_extractor
 from patchwork_cli.util.images import load_image
 
+pytestmark = pytest.mark.tensorflow
+
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins")
 
 
@@ -73,7 +75,6 @@ def relative_error(features: np.ndarray, reference: np.ndarray) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.tensorflow
 @pytest.mark.parametrize("runtime", ["keras", "litert", "openvino", "auto"])
 def test_every_runtime_gives_keras_features_on_real_photographs(tmp_path, photos, keras_features, runtime):
     project = make_project(tmp_path, photos, runtime=runtime)
@@ -90,7 +91,6 @@ def test_every_runtime_gives_keras_features_on_real_photographs(tmp_path, photos
 
 
 @pytest.mark.slow
-@pytest.mark.tensorflow
 def test_exact_features_of_any_runtime_share_a_store_and_a_fast_store_is_not_mixed_in(tmp_path, photos):
     project = make_project(tmp_path, photos, runtime="litert")
     cli = Cli(project)
@@ -122,7 +122,6 @@ def test_exact_features_of_any_runtime_share_a_store_and_a_fast_store_is_not_mix
 
 
 @pytest.mark.slow
-@pytest.mark.tensorflow
 def test_fast_precision_records_what_the_cpu_could_do(tmp_path, photos, keras_features):
     project = make_project(tmp_path, photos, precision="fast")
     result = Cli(project)("extract", "--json")
@@ -140,7 +139,6 @@ def test_fast_precision_records_what_the_cpu_could_do(tmp_path, photos, keras_fe
 
 
 @pytest.mark.slow
-@pytest.mark.tensorflow
 def test_without_the_engine_packages_auto_falls_back_and_an_explicit_runtime_is_an_error(
     tmp_path, photos, keras_features, monkeypatch
 ):
@@ -175,7 +173,6 @@ def test_a_bad_runtime_or_precision_in_the_config_is_one_line(tmp_path, photos):
 
 
 @pytest.mark.slow
-@pytest.mark.tensorflow
 def test_an_engine_is_checked_against_keras_when_it_opens(photos):
     extractor = load_extractor("efficientnet_lite0", (224, 224), "avg")
     engine = runtimes.open_extractor_engine(extractor, "litert", "exact", 4)
@@ -189,7 +186,6 @@ def test_an_engine_is_checked_against_keras_when_it_opens(photos):
 
 
 @pytest.mark.slow
-@pytest.mark.tensorflow
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"), reason="mounting a file system needs root")
 def test_extract_stops_before_the_disk_fills_and_resumes_when_there_is_room(tmp_path):
