@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from builders import Cli, write_images, write_run
 
+pytestmark = pytest.mark.slow
+
 CLASSES = ["cat", "dog", "bird"]
 GROUPS, PER_GROUP = 3, 15
 
@@ -30,7 +32,6 @@ def picks(project, n=3):
     return json.loads(Cli(project)("sample", "-n", str(n), "--format", "json").stdout)
 
 
-@pytest.mark.slow
 def test_auto_moves_from_random_to_coverage_to_diverse_uncertainty(project):
     task = json.loads(Cli(project)("status", "--json").stdout)["task"]
     assert {p["strategy"] for p in picks(project)} == {"random"}  # nothing extracted yet

@@ -197,6 +197,7 @@ def test_label_import_applies_edits_and_empty_cells_leave_values(tmp_path, cli, 
     assert "../images/img_0000.png,False,True,siteA,1,0," in (project_dir / "labels.csv").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "header, rows, message",
     [

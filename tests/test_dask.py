@@ -217,6 +217,7 @@ def test_bad_storage_settings_are_clear_errors(tmp_path, project_dir):
         assert message in Cli(project_dir)("status", expect=1).stderr
 
 
+@pytest.mark.slow
 def test_dask_option_errors_change_nothing(tmp_path, project_dir, monkeypatch):
     cli = Cli(project_dir)
     assert "--workers: only with --dask local" in cli("extract", "--workers", "2", expect=1).stderr

@@ -328,6 +328,7 @@ def test_without_a_display_the_window_refuses_clearly(project_dir, cli):
     assert snapshot(project_dir) == before
 
 
+@pytest.mark.slow
 def test_label_does_not_import_tensorflow(project_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     (tmp_path / "queue.txt").write_text("images/img_0000.png\n")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from builders import Cli, report
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -84,6 +85,7 @@ ODD_NAMES = [
 ]
 
 
+@pytest.mark.slow
 def test_odd_paths_survive_every_command(tmp_path):
     images = tmp_path / "odd dir -x"
     images.mkdir()

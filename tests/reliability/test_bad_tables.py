@@ -159,6 +159,7 @@ def test_regression_non_finite_numbers_and_dropout_rates_are_refused(project, li
         load_config(path)
 
 
+@pytest.mark.slow
 def test_broken_config_from_the_real_executable_is_one_line(project):
     (project / "patchwork.yaml").write_text("classes: [a, b\nimshape: [224, 224]\n")
     result = subprocess.run(
