@@ -279,6 +279,7 @@ def test_classes_add_and_rename_keep_every_label(tmp_path, cli, project_dir):
     assert "classes: [kitten, dog, bird, fish]" in config and "# The fine-tuning head" in config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -206,6 +206,7 @@ def test_tls_settings_that_cannot_work_are_one_line_errors_that_change_nothing(t
     assert "dask: tls_ca_file, tls_cert, tls_key" in stderr and "DASK_DISTRIBUTED__COMM__TLS__CA_FILE" in stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "text, message",
     [

@@ -109,6 +109,7 @@ def test_the_next_image_replaces_the_old_one_in_place(multiclass, clock, figures
     assert len(window._image_axes.images) == 1 and not np.array_equal(image.get_array(), first)
 
 
+@pytest.mark.slow
 def test_multilabel_keys_stay_and_advance_after_n_moves_on(tmp_path, multilabel, clock, figures):
     window = open_window(multilabel, [0, 1], clock, figures)
     press(window, "1", "n")
@@ -273,6 +274,7 @@ def test_label_grid_refuses_bad_options_naming_them(project_dir, cli):
     assert snapshot(project_dir) == before
 
 
+@pytest.mark.slow
 def test_label_grid_chooses_the_rows_where_the_class_is_unlabelled(project_dir, cli):
     project = open_project(project_dir)
     project.edit_labels((path, {"dog": 0}) for path in project.labels()["filepath"])

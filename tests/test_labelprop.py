@@ -160,6 +160,7 @@ def test_a_labelprop_run_serves_sample_and_evaluate(labelprop_run):
     assert f"model       {report['run_id']}" in cli("status").stdout
 
 
+@pytest.mark.slow
 def test_export_and_predict_of_a_labelprop_run_refuse_in_one_line(labelprop_run, tmp_path):
     project, report, _ = labelprop_run
     before = snapshot(project)
@@ -199,6 +200,7 @@ def test_labelprop_needs_no_tensorflow(tmp_path):
     assert out.strip() == "[]"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "key, value, message",
     [

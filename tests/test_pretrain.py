@@ -166,6 +166,7 @@ def test_no_resume_starts_afresh(cli, digits_project):
     assert out.parent.name != "pretrain-20000101-000000-abcd"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "section, message",
     [

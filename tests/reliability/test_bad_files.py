@@ -51,6 +51,7 @@ def mutated_images(draw) -> tuple[str, bytes]:
     return fmt, bytes(data)
 
 
+@pytest.mark.slow
 def test_fuzzed_image_bytes_decode_or_fail_cleanly(tmp_path):
     outcomes = collections.Counter()
     path = tmp_path / "image"

@@ -137,6 +137,7 @@ def assert_usable(config) -> None:
     assert 0 <= config.model.dropout < 1, f"dropout {config.model.dropout} was accepted"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "line, message",
     [
