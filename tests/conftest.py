@@ -1,52 +1,42 @@
-"""Shared fixtures: real image files, a CLI runner, and a ready project."""
+"""Shared fixtures: real image files, a CLI runner, a ready project, a tiny Keras extractor.
+The builders behind them live in builders.py."""
 
 from __future__ import annotations
 
-import os
+import itertools
+import re
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
-from typer.testing import CliRunner
+from builders import CLASSES, Cli, tiny_keras_model, write_images
 
-from patchwork_cli.cli.app import app
-
-CLASSES = ["cat", "dog", "bird"]
+MODULE_MARKS = re.compile(r"^pytestmark\s*=\s*(\[.*?\]|[^\n]*)", re.MULTILINE | re.DOTALL)
+KEYWORDS = {"and", "or", "not", "True", "False"}
 
 
-def write_images(directory: Path, count: int, prefix: str = "img") -> list[Path]:
-    """`count` small real PNG files with distinct random content."""
-    directory.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(len(prefix) + count)
-    paths = []
-    for i in range(count):
-        path = directory / f"{prefix}_{i:04d}.png"
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(path)
-        paths.append(path)
-    return paths
+def pytest_ignore_collect(collection_path: Path, config):
+    """Under -m, a test module whose module-wide marks (`pytestmark = ...`, read from its source) rule
+    it out whatever its tests' own marks are is not even imported: `-m "not tensorflow"` must not pay
+    for importing TensorFlow at collection."""
+    markexpr = config.getoption("markexpr")
+    if not markexpr or collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
+        return None
+    found = MODULE_MARKS.search(collection_path.read_text(encoding="utf-8"))
+    if found is None:
+        return None
+    try:
+        from _pytest.mark.expression import Expression
 
-
-class Cli:
-    """Runs `patchwork ...` in-process from a working directory."""
-
-    def __init__(self, cwd: Path):
-        self.cwd = cwd
-        self.runner = CliRunner()
-
-    def __call__(self, *args: str, input: str | None = None, expect: int | None = 0):
-        previous = os.getcwd()
-        os.chdir(self.cwd)
-        try:
-            result = self.runner.invoke(app, [str(a) for a in args], input=input)
-        finally:
-            os.chdir(previous)
-        if expect is not None:
-            assert result.exit_code == expect, (
-                f"exit {result.exit_code}, expected {expect}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-                f"\n{result.exception!r}"
-            )
-        return result
+        expression = Expression.compile(markexpr)
+    except Exception:  # a pytest without it, or an expression it cannot read: collect as usual
+        return None
+    module = set(re.findall(r"pytest\.mark\.(\w+)", found.group(1)))
+    others = sorted(set(re.findall(r"[A-Za-z_]\w*", markexpr)) - KEYWORDS - module)
+    for values in itertools.product([False, True], repeat=len(others)):
+        marks = module | {name for name, value in zip(others, values, strict=True) if value}
+        if expression.evaluate(lambda name, /, marks=marks, **kwargs: name in marks):
+            return None  # some test of the module could be selected
+    return True
 
 
 @pytest.fixture
@@ -66,13 +56,10 @@ def project_dir(tmp_path, cli, images) -> Path:
     return tmp_path / "proj"
 
 
-def snapshot(directory: Path) -> dict[str, bytes]:
-    """Every file under `directory` with its bytes: compare before and after to prove nothing changed."""
-    return {
-        str(p.relative_to(directory)): p.read_bytes()
-        for p in sorted(directory.rglob("*"))
-        if p.is_file() and p.name != ".patchwork.lock"
-    }
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A small deterministic conv net on 32x32 RGB, feature maps 16x16x64 (256-row chunks)."""
+    return tiny_keras_model(tmp_path_factory.mktemp("models") / "tiny.keras")
 
 
 class Clock:

@@ -8,8 +8,9 @@ import json
 
 import numpy as np
 import pytest
-from conftest import Cli, write_images
-from test_sampling import write_run
+from builders import Cli, write_images, write_run
+
+pytestmark = pytest.mark.slow
 
 CLASSES = ["cat", "dog", "bird"]
 GROUPS, PER_GROUP = 3, 15

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import CLASSES, snapshot, write_images
+from builders import CLASSES, snapshot, write_images
 
 from patchwork_cli.errors import PatchworkError
 
@@ -197,6 +197,7 @@ def test_label_import_applies_edits_and_empty_cells_leave_values(tmp_path, cli, 
     assert "../images/img_0000.png,False,True,siteA,1,0," in (project_dir / "labels.csv").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "header, rows, message",
     [
@@ -215,6 +216,7 @@ def test_label_import_errors_change_nothing(tmp_path, cli, project_dir, header, 
     assert snapshot(project_dir) == before
 
 
+@pytest.mark.slow
 def test_label_import_of_1000_rows(tmp_path, cli):
     write_images(tmp_path / "many", 1000)
     cli("init", "proj", "--images", "many", "--classes", ",".join(CLASSES))
@@ -277,6 +279,7 @@ def test_classes_add_and_rename_keep_every_label(tmp_path, cli, project_dir):
     assert "classes: [kitten, dog, bird, fish]" in config and "# The fine-tuning head" in config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [

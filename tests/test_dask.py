@@ -17,10 +17,7 @@ import numpy as np
 import pytest
 import yaml
 import zarr
-from conftest import Cli
-from test_extract import make_project as make_image_project
-from test_extract import store, tiny_model  # noqa: F401  (tiny_model is a fixture)
-from test_train import make_project as make_feature_project
+from builders import Cli, assert_same_store, feature_project, image_project, store
 
 from patchwork_cli.store.features import DONE, PENDING
 
@@ -41,10 +38,10 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, tiny_model):  # noqa: F811
+def reference(tmp_path_factory, tiny_model):
     """A single-process extraction of ROWS images, two of them broken: what every Dask run must equal."""
     root = tmp_path_factory.mktemp("reference")
-    project = make_image_project(root, ROWS, tiny_model, name="reference")
+    project = image_project(root, ROWS, tiny_model, name="reference")
     _break_images(root)
     Cli(project)("extract")
     return root, project
@@ -59,7 +56,7 @@ def _break_images(root: Path) -> None:
 def _same_project(reference_root: Path, root: Path, model: Path, name: str, **storage) -> Path:
     """A project over the reference's very images (broken ones included)."""
     os.symlink(reference_root / "images", root / "images")
-    project = make_image_project(root, ROWS, model, name=name)
+    project = image_project(root, ROWS, model, name=name)
     if storage:
         config = yaml.safe_load((project / "patchwork.yaml").read_text())
         config["storage"] = storage
@@ -67,13 +64,10 @@ def _same_project(reference_root: Path, root: Path, model: Path, name: str, **st
     return project
 
 
-def _assert_same_store(got: zarr.Group, expected: zarr.Group) -> None:
-    for name in ("features", "status", "reason"):
-        np.testing.assert_array_equal(got[name][:], expected[name][:], err_msg=name)
-    assert dict(got.attrs) == dict(expected.attrs)
-
-
-def test_local_cluster_extracts_bit_identical_features_into_a_file_url_store(tmp_path, reference, tiny_model):  # noqa: F811
+@pytest.mark.slow
+@pytest.mark.tensorflow
+@pytest.mark.dask
+def test_local_cluster_extracts_bit_identical_features_into_a_file_url_store(tmp_path, reference, tiny_model):
     reference_root, reference_project = reference
     shared = tmp_path / "shared" / "feats.zarr"
     project = _same_project(reference_root, tmp_path, tiny_model, "proj", features=f"file://{shared}")
@@ -82,7 +76,7 @@ def test_local_cluster_extracts_bit_identical_features_into_a_file_url_store(tmp
     assert report["processed"] == ROWS and report["done"] == ROWS - 2 and report["failed"] == 2
     assert "2 image(s) failed" in result.stderr
     assert not (project / "features.zarr").exists()
-    _assert_same_store(zarr.open_group(str(shared), mode="r"), store(reference_project))
+    assert_same_store(zarr.open_group(str(shared), mode="r"), store(reference_project))
     failures = (project / "features_failures.csv").read_text()
     assert failures == (reference_project / "features_failures.csv").read_text()
     assert f"features    {ROWS - 2} done, 2 failed, 0 pending" in Cli(project)("status").stdout
@@ -117,7 +111,10 @@ def _extract_while_killing_a_worker(project: Path, cluster) -> tuple[object, np.
     return outcome["result"], at_kill
 
 
-def test_a_worker_killed_mid_run_is_replaced_and_the_store_is_identical(tmp_path, reference, cluster, tiny_model):  # noqa: F811
+@pytest.mark.slow
+@pytest.mark.tensorflow
+@pytest.mark.dask
+def test_a_worker_killed_mid_run_is_replaced_and_the_store_is_identical(tmp_path, reference, cluster, tiny_model):
     reference_root, reference_project = reference
     project = _same_project(reference_root, tmp_path, tiny_model, "killed")
     result, at_kill = _extract_while_killing_a_worker(project, cluster)
@@ -125,10 +122,13 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_store_is_identical(tmp_path
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["pending"] == 0 and report["done"] == ROWS - 2
-    _assert_same_store(store(project), store(reference_project))
+    assert_same_store(store(project), store(reference_project))
 
 
-def test_a_run_that_cannot_retry_fails_clearly_and_the_rerun_resumes(tmp_path, reference, cluster, tiny_model):  # noqa: F811
+@pytest.mark.slow
+@pytest.mark.tensorflow
+@pytest.mark.dask
+def test_a_run_that_cannot_retry_fails_clearly_and_the_rerun_resumes(tmp_path, reference, cluster, tiny_model):
     reference_root, reference_project = reference
     project = _same_project(reference_root, tmp_path, tiny_model, "resumed")
     local, _ = cluster
@@ -145,11 +145,14 @@ def test_a_run_that_cannot_retry_fails_clearly_and_the_rerun_resumes(tmp_path, r
     # (a task already running on the other worker may still finish its chunk: the same bytes a rerun writes)
     report = json.loads(Cli(project)("extract", "--dask", local.scheduler_address, "--json").stdout)
     assert 0 < report["processed"] <= int((partial == PENDING).sum()) and report["pending"] == 0
-    _assert_same_store(store(project), store(reference_project))
+    assert_same_store(store(project), store(reference_project))
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
+@pytest.mark.dask
 def test_train_predicts_on_the_cluster_exactly_as_in_process(tmp_path, cluster):
-    project, _ = make_feature_project(tmp_path, rows=9000)  # 16-wide features: 3 chunks of 4096 rows
+    project, _ = feature_project(tmp_path, rows=9000)  # 16-wide features: 3 chunks of 4096 rows
     cli = Cli(project)
     alone = json.loads(cli("train", "--json").stdout)["run_id"]
     spread = json.loads(cli("train", "--dask", cluster[0].scheduler_address, "--json").stdout)["run_id"]
@@ -164,8 +167,10 @@ def test_train_predicts_on_the_cluster_exactly_as_in_process(tmp_path, cluster):
     assert spread_metrics == alone_metrics
 
 
-def test_a_store_outside_the_project_serves_every_command(tmp_path, tiny_model):  # noqa: F811
-    project = make_image_project(tmp_path, 20, tiny_model)
+@pytest.mark.slow
+@pytest.mark.tensorflow
+def test_a_store_outside_the_project_serves_every_command(tmp_path, tiny_model):
+    project = image_project(tmp_path, 20, tiny_model)
     config = yaml.safe_load((project / "patchwork.yaml").read_text())
     config["storage"] = {"features": "../elsewhere/features.zarr"}
     (project / "patchwork.yaml").write_text(yaml.safe_dump(config))
@@ -182,9 +187,11 @@ def test_a_store_outside_the_project_serves_every_command(tmp_path, tiny_model):
     assert "features    20 done, 0 failed, 0 pending  (other.keras)" in cli("status").stdout
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_an_fsspec_url_store(tmp_path):
     """memory:// goes through zarr's FsspecStore as s3:// would (one process: the memory is this process's)."""
-    project, _ = make_feature_project(tmp_path)
+    project, _ = feature_project(tmp_path)
     config = yaml.safe_load((project / "patchwork.yaml").read_text())
     config["storage"] = {"features": f"memory://{tmp_path.name}/features.zarr"}
     (project / "patchwork.yaml").write_text(yaml.safe_dump(config))
@@ -210,6 +217,7 @@ def test_bad_storage_settings_are_clear_errors(tmp_path, project_dir):
         assert message in Cli(project_dir)("status", expect=1).stderr
 
 
+@pytest.mark.slow
 def test_dask_option_errors_change_nothing(tmp_path, project_dir, monkeypatch):
     cli = Cli(project_dir)
     assert "--workers: only with --dask local" in cli("extract", "--workers", "2", expect=1).stderr
@@ -231,8 +239,9 @@ def test_dask_option_errors_change_nothing(tmp_path, project_dir, monkeypatch):
     assert not (project_dir / "features.zarr").exists() and not (project_dir / "models").exists()
 
 
-def test_extract_without_dask_never_imports_it(tmp_path, tiny_model):  # noqa: F811
-    project = make_image_project(tmp_path, 3, tiny_model)
+@pytest.mark.slow
+def test_extract_without_dask_never_imports_it(tmp_path, tiny_model):
+    project = image_project(tmp_path, 3, tiny_model)
     script = (
         "import sys\n"
         "from patchwork_cli.cli.app import app\n"

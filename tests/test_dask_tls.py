@@ -18,9 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import Cli, snapshot
-from test_dask import _assert_same_store
-from test_extract import make_project, store, tiny_model  # noqa: F401  (tiny_model is a fixture)
+from builders import Cli, assert_same_store, image_project, snapshot, store
 
 from patchwork_cli.distributed.cluster import ClusterSpec, connect, is_plain_tcp_beyond_this_host, is_this_host
 from patchwork_cli.store.config import Config, DaskConfig
@@ -85,7 +83,7 @@ def _with_dask_section(project: Path, **section) -> Path:
 
 def _project_with_certificates(root: Path, certificates: Path, model: Path, cert: str = "dask") -> Path:
     """A project over ROWS images whose dask: section names copies of the certificates in certs/."""
-    project = make_project(root, ROWS, model, name="tls")
+    project = image_project(root, ROWS, model, name="tls")
     (project / "certs").mkdir()
     for name in ("ca.pem", f"{cert}.pem", f"{cert}.key"):
         shutil.copy(certificates / name, project / "certs" / name)
@@ -94,26 +92,31 @@ def _project_with_certificates(root: Path, certificates: Path, model: Path, cert
     )
 
 
-def test_extract_over_tls_gets_the_single_process_features(tmp_path, certificates, tls_cluster, tiny_model):  # noqa: F811
-    alone = make_project(tmp_path, ROWS, tiny_model, name="alone")
+@pytest.mark.slow
+@pytest.mark.tensorflow
+@pytest.mark.dask
+def test_extract_over_tls_gets_the_single_process_features(tmp_path, certificates, tls_cluster, tiny_model):
+    alone = image_project(tmp_path, ROWS, tiny_model, name="alone")
     Cli(alone)("extract")
     project = _project_with_certificates(tmp_path, certificates, tiny_model)
     result = Cli(project)("extract", "--dask", tls_cluster, "--json")
     assert json.loads(result.stdout)["done"] == ROWS
     assert "warning" not in result.stderr
-    _assert_same_store(store(project), store(alone))
+    assert_same_store(store(project), store(alone))
 
 
+@pytest.mark.tensorflow
+@pytest.mark.dask
 def test_dask_configuration_names_the_certificates_when_the_project_does_not(
     tmp_path,
     certificates,
     tls_cluster,
-    tiny_model,  # noqa: F811
+    tiny_model,
     monkeypatch,
 ):
     import dask
 
-    project = make_project(tmp_path, 20, tiny_model)
+    project = image_project(tmp_path, 20, tiny_model)
     for variable, name in (("CA_FILE", "ca.pem"), ("CLIENT__CERT", "dask.pem"), ("CLIENT__KEY", "dask.key")):
         monkeypatch.setenv(f"DASK_DISTRIBUTED__COMM__TLS__{variable}", str(certificates / name))
     dask.config.refresh()
@@ -131,6 +134,7 @@ def test_dask_configuration_names_the_certificates_when_the_project_does_not(
     )
 
 
+@pytest.mark.dask
 def test_the_scheduler_refuses_a_client_without_the_clusters_certificate(certificates, tls_cluster, caplog):
     host, port = tls_cluster.removeprefix("tls://").rsplit(":", 1)
     trusting = ssl.create_default_context(cafile=str(certificates / "ca.pem"))  # trusts the scheduler, shows nothing
@@ -146,11 +150,12 @@ def test_the_scheduler_refuses_a_client_without_the_clusters_certificate(certifi
     assert "TLS handshake failed" in caplog.text and "peer did not return a certificate" in caplog.text
 
 
+@pytest.mark.dask
 def test_patchwork_with_a_strangers_certificate_is_refused_and_changes_nothing(
     tmp_path,
     certificates,
     tls_cluster,
-    tiny_model,  # noqa: F811
+    tiny_model,
 ):
     project = _project_with_certificates(tmp_path, certificates, tiny_model, cert="stranger")
     before = snapshot(project)
@@ -160,7 +165,8 @@ def test_patchwork_with_a_strangers_certificate_is_refused_and_changes_nothing(
     assert len(result.stderr.strip().splitlines()) == 1 and snapshot(project) == before
 
 
-def test_tls_settings_that_cannot_work_are_one_line_errors_that_change_nothing(tmp_path, certificates, tiny_model):  # noqa: F811
+@pytest.mark.tensorflow
+def test_tls_settings_that_cannot_work_are_one_line_errors_that_change_nothing(tmp_path, certificates, tiny_model):
     project = _project_with_certificates(tmp_path, certificates, tiny_model)
     config_path = project / "patchwork.yaml"
     (project / "certs" / "garbled.pem").write_text("not a certificate\n")
@@ -200,6 +206,7 @@ def test_tls_settings_that_cannot_work_are_one_line_errors_that_change_nothing(t
     assert "dask: tls_ca_file, tls_cert, tls_key" in stderr and "DASK_DISTRIBUTED__COMM__TLS__CA_FILE" in stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -276,6 +283,7 @@ def test_plain_tcp_to_another_host_warns_and_to_this_host_does_not(project_dir, 
     assert "warning" not in local and "no Dask scheduler answered there" in local
 
 
+@pytest.mark.dask
 def test_dask_local_listens_on_127_0_0_1_only(project_dir):
     """Scheduler, its HTTP server, nanny and worker: every socket the cluster listens on is loopback."""
     import psutil

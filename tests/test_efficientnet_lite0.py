@@ -17,6 +17,8 @@ from patchwork_cli.extractors import efficientnet_lite0
 from patchwork_cli.extractors.efficientnet_lite0 import build_efficientnet_lite0, weights_checksum
 from patchwork_cli.extractors.torch_pickle import LEGACY_MAGIC_NUMBER, LEGACY_PROTOCOL_VERSION, load_legacy_state_dict
 
+pytestmark = pytest.mark.tensorflow  # efficientnet_lite0 imports TensorFlow
+
 # ImageNet class indices (the standard 1000-class order).
 CAT_CLASSES = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
 COFFEE_CLASSES = {967, 968}  # espresso, cup
@@ -92,6 +94,7 @@ def test_reader_refuses_a_forbidden_global(tmp_path):
 # --- ImageNet predictions ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_chelsea_is_a_cat(classifier):
     assert CAT_CLASSES & set(top5(classifier, skimage.data.chelsea()))
 
@@ -119,6 +122,7 @@ def test_second_build_reuses_the_cached_weights(classifier, cache_dir, monkeypat
     assert weights_file.stat().st_mtime_ns == modified
 
 
+@pytest.mark.slow
 def test_damaged_cache_is_converted_again(classifier, cache_dir, tmp_path, monkeypatch):
     checksum = weights_checksum()
     record = efficientnet_lite0.RECORD_FILENAME

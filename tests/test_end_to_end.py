@@ -4,41 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-from conftest import write_images
+import pytest
+from builders import probe, run, write_images
 
 ROOT = Path(__file__).resolve().parents[1]
 PATCHWORK = Path(sys.executable).parent / "patchwork"
 
-# Runs the CLI in-process inside a fresh interpreter, then reports which heavy modules it imported.
-PROBE = """
-import json, sys
-from patchwork_cli.cli.app import main
-sys.argv = ["patchwork", *sys.argv[1:]]
-try:
-    main()
-except SystemExit as exit:
-    code = exit.code
-print(json.dumps({"code": code, "tensorflow": "tensorflow" in sys.modules, "pandas": "pandas" in sys.modules}),
-      file=sys.stderr)
-"""
 
-
-def run(*args, cwd: Path, env: dict | None = None, input: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(a) for a in args], cwd=cwd, capture_output=True, text=True, input=input, env=env, timeout=120
-    )
-
-
-def probe(*args, cwd: Path) -> dict:
-    result = run(sys.executable, "-c", PROBE, *args, cwd=cwd)
-    return json.loads(result.stderr.strip().splitlines()[-1])
-
-
+@pytest.mark.slow
 def test_console_script_walkthrough(tmp_path):
     write_images(tmp_path / "images", 4)
     assert run(PATCHWORK, "init", "proj", "--images", "images", "--classes", "cat,dog", cwd=tmp_path).returncode == 0
@@ -54,6 +31,7 @@ def test_console_script_walkthrough(tmp_path):
     assert bad.stdout == "" and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_light_commands_do_not_import_tensorflow(tmp_path):
     write_images(tmp_path / "images", 3)
     for args in (["init", "proj", "--images", "images", "--classes", "a"], ["--project", "proj", "status"]):
@@ -71,6 +49,7 @@ def test_help_imports_neither_tensorflow_nor_pandas(tmp_path):
     assert report == {"code": 0, "tensorflow": False, "pandas": False}
 
 
+@pytest.mark.slow
 def test_the_built_wheel_carries_the_project_template(tmp_path):
     build = run(
         sys.executable,

@@ -63,6 +63,7 @@ def metrics():
     return compute_metrics(PROBABILITIES, LABELS, VALIDATION, EXCLUDE, CLASSES)
 
 
+@pytest.mark.slow
 def test_training_metrics_by_hand(metrics):
     cat = metrics["train"]["classes"]["cat"]
     # cat, training cells rows 0-2 (row 3 has no prediction): y = 1, 0, 1; p = .9, .7, .4
@@ -283,6 +284,7 @@ def test_safe_file_stems():
     ]
 
 
+@pytest.mark.slow
 def test_class_histograms(tmp_path):
     classes = ["cat/dog", "a b:c", "../etc"]
     rng = np.random.default_rng(1)
@@ -306,6 +308,7 @@ def test_class_histograms(tmp_path):
     assert again == paths and len(list(out.iterdir())) == 3
 
 
+@pytest.mark.slow
 def test_learning_curve(tmp_path):
     runs = [
         {"run_id": "20261129-0736", "labels": 20, "val_macro_auc": None, "train_macro_auc": 0.99},

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.slow, pytest.mark.tensorflow]
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -20,10 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-import zarr
-from conftest import Cli, snapshot, write_images
-from test_end_to_end import probe
-from test_train import make_project as make_npy_project
+from builders import IMSHAPE, Cli, copy_of_project, feature_project, probe, run_predictions, snapshot, trained_project
+from builders import TRAINED_CLASSES as CLASSES
 
 from patchwork_cli import PatchworkError, open_project
 from patchwork_cli.deploy.model import end_to_end_model, without_lambdas
@@ -31,53 +29,12 @@ from patchwork_cli.extractors import conversion
 from patchwork_cli.store import runs
 from patchwork_cli.util.images import load_image
 
-IMSHAPE = (32, 32)
-CLASSES = ["a", "b"]
-
-
-def build_trained_project(root: Path) -> Path:
-    """A real project: 30 PNG images and one broken file, a small .keras extractor (avg-pooled,
-    float16 store), 24 labelled rows (8 for validation), one training run."""
-    keras.utils.set_random_seed(11)
-    inputs = keras.Input((*IMSHAPE, 3))
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
-    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
-    x = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(x)
-    keras.Model(inputs, x).save(root / "extractor.keras")
-    write_images(root / "images", 30)
-    (root / "images" / "broken.png").write_bytes(b"not a png")
-    Cli(root)("init", "proj", "--images", "images", "--classes", ",".join(CLASSES))
-    project = root / "proj"
-    config = yaml.safe_load((project / "patchwork.yaml").read_text())
-    config["imshape"] = list(IMSHAPE)
-    config["extractor"].update(name="../extractor.keras", pooling="avg", batch_size=8)
-    config["model"]["head"] = "mlp:16"
-    config["training"].update(epochs=3, batches_per_epoch=10, batch_size=8, learning_rate=0.01)
-    (project / "patchwork.yaml").write_text(yaml.safe_dump(config))
-    rng = np.random.default_rng(5)
-    edits = pd.DataFrame(
-        {
-            "filepath": [f"images/img_{i:04d}.png" for i in range(24)],
-            "a": rng.integers(0, 2, 24),
-            "b": rng.integers(0, 2, 24),
-            "validation": np.arange(24) >= 16,
-        }
-    )
-    edits.to_csv(root / "edits.csv", index=False)
-    Cli(project)("extract")
-    Cli(root)("--project", "proj", "label", "--import", "edits.csv")
-    Cli(project)("train")
-    return project
-
-
-def run_predictions(project: Path) -> np.ndarray:
-    run = (project / "models" / "LATEST").read_text().strip()
-    return zarr.open_array(str(project / "models" / run / "predictions.zarr"), mode="r")[:]
+pytestmark = pytest.mark.tensorflow
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    return build_trained_project(tmp_path_factory.mktemp("export"))
+    return trained_project(tmp_path_factory.mktemp("export"))
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +43,7 @@ def exported(trained) -> Path:
     return trained.parent / "deploy"
 
 
+@pytest.mark.slow
 def test_export_writes_model_card_labels_and_predictions(trained, exported):
     run_id = (trained / "models" / "LATEST").read_text().strip()
     names = sorted(p.name for p in exported.iterdir())
@@ -167,6 +125,7 @@ def assert_reloaded_models_reproduce(directory: Path, size: int, paths: list[str
     assert difference <= 1e-4
 
 
+@pytest.mark.slow
 def test_exported_models_reproduce_the_run_in_a_fresh_process(trained, exported):
     paths = sorted(str(p) for p in (trained.parent / "images").glob("img_*.png"))
     assert_reloaded_models_reproduce(exported, IMSHAPE[0], paths, run_predictions(trained)[1:])  # 0 is broken.png
@@ -197,6 +156,7 @@ def default_extractor_export(tmp_path_factory) -> Path:
     return project
 
 
+@pytest.mark.slow
 def test_the_default_extractor_exports_without_custom_objects(default_extractor_export):
     project = default_extractor_export
     card = json.loads((project.parent / "deploy" / "model_card.json").read_text())
@@ -205,6 +165,7 @@ def test_the_default_extractor_exports_without_custom_objects(default_extractor_
     assert_reloaded_models_reproduce(project.parent / "deploy", 64, list(map(str, DIGITS)), run_predictions(project))
 
 
+@pytest.mark.slow
 def test_predict_with_the_default_extractor_gives_its_keras_models_numbers(default_extractor_export):
     """predict --model runs model.tflite, predict from the run runs the extractor on LiteRT: both
     within 1e-4 of the Keras models (the exported one, and the end-to-end one of the run)."""
@@ -225,12 +186,7 @@ def test_predict_with_the_default_extractor_gives_its_keras_models_numbers(defau
         np.testing.assert_allclose(predicted, from_keras, rtol=0, atol=1e-4)
 
 
-def copy_of_project(trained: Path, destination: Path) -> Path:
-    """The trained project with its images and extractor copied under `destination` (no exports)."""
-    shutil.copytree(trained.parent, destination / "copy", ignore=shutil.ignore_patterns("deploy"))
-    return destination / "copy" / "proj"
-
-
+@pytest.mark.slow
 def test_a_tflite_that_strays_from_the_keras_model_fails_the_export(trained, exported, tmp_path, monkeypatch):
     """A run trained with another seed, its conversion replaced by the first run's model.tflite: the
     export is refused and an earlier export in the destination stays as it was."""
@@ -250,6 +206,7 @@ def test_a_tflite_that_strays_from_the_keras_model_fails_the_export(trained, exp
     assert snapshot(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["copy", "deploy"]
 
 
+@pytest.mark.slow
 def test_without_an_inference_engine_the_tflite_is_written_unchecked(trained, tmp_path, monkeypatch):
     for package in ("ai_edge_litert", "openvino"):
         monkeypatch.setitem(sys.modules, package, None)  # how Python marks a module as not importable
@@ -262,6 +219,7 @@ def test_without_an_inference_engine_the_tflite_is_written_unchecked(trained, tm
     assert note in (tmp_path / "deploy" / "model_card.md").read_text()
 
 
+@pytest.mark.slow
 def test_with_openvino_alone_the_tflite_is_checked_and_run_on_it(trained, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # how Python marks a module as not importable
     Cli(trained)("export", "--out", tmp_path / "deploy", "--what", "model")
@@ -328,7 +286,7 @@ def test_bad_what_is_a_clear_error(trained, tmp_path):
 
 
 def test_labels_round_trip_through_init(tmp_path):
-    project, _ = make_npy_project(tmp_path, rows=20, labelled=10, validation=4)
+    project, _ = feature_project(tmp_path, rows=20, labelled=10, validation=4)
     opened = open_project(project)
     paths = opened.labels()["filepath"]
     opened.label(paths[15], a=1, exclude=True)  # in the journal only: export must fold it in
@@ -343,16 +301,18 @@ def test_labels_round_trip_through_init(tmp_path):
     assert copy.loc[15, "a"] == 1 and copy.loc[15, "exclude"] and copy.loc[16, "validation"]
 
 
+@pytest.mark.slow
 def test_labels_and_predictions_export_without_tensorflow(tmp_path):
-    project, _ = make_npy_project(tmp_path, rows=20, labelled=10, validation=4)
+    project, _ = feature_project(tmp_path, rows=20, labelled=10, validation=4)
     Cli(project)("train")
     report = probe("--project", "proj", "export", "--out", "deploy", "--what", "labels,predictions", cwd=tmp_path)
     assert report["code"] in (0, None) and not report["tensorflow"]
     assert len(pd.read_csv(tmp_path / "deploy" / "predictions.csv")) == 20
 
 
+@pytest.mark.slow
 def test_a_model_from_imported_features_cannot_be_exported(tmp_path):
-    project, _ = make_npy_project(tmp_path, rows=20, labelled=10, validation=4)
+    project, _ = feature_project(tmp_path, rows=20, labelled=10, validation=4)
     Cli(project)("train")
     result = Cli(project)("export", "--out", "../deploy", expect=1)
     assert "trained on features imported from features.npy" in result.stderr

@@ -9,53 +9,21 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-import yaml
-import zarr
-from conftest import Cli, write_images
+from builders import IMSHAPE, Cli, image_project, store, write_images
 
 from patchwork_cli.store.features import DONE, FAILED
 from patchwork_cli.util.images import load_image
 
-IMSHAPE = (32, 32)
+pytestmark = pytest.mark.tensorflow
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    """A small deterministic conv net on 32x32 RGB, feature maps 16x16x64 (256-row chunks)."""
-    keras.utils.set_random_seed(7)
-    inputs = keras.Input((*IMSHAPE, 3))
-    x = keras.layers.Rescaling(1 / 255)(inputs)
-    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
-    x = keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(x)
-    path = tmp_path_factory.mktemp("models") / "tiny.keras"
-    keras.Model(inputs, x).save(path)
-    return path
-
-
-def make_project(root: Path, count: int, model: Path, name: str = "proj", **settings) -> Path:
-    """A project over `count` images in root/images, its extractor the tiny model."""
-    if not (root / "images").exists():
-        write_images(root / "images", count)
-    Cli(root)("init", name, "--images", "images", "--classes", "a,b")
-    config_path = root / name / "patchwork.yaml"
-    config = yaml.safe_load(config_path.read_text())
-    config["imshape"] = list(IMSHAPE)
-    config["extractor"].update(name=str(model), batch_size=16, **settings)
-    config_path.write_text(yaml.safe_dump(config))
-    return root / name
-
-
-def store(project: Path) -> zarr.Group:
-    return zarr.open_group(str(project / "features.zarr"), mode="r")
-
-
+@pytest.mark.slow
 def test_features_are_the_models_output_for_each_image(tmp_path, tiny_model):
-    project = make_project(tmp_path, 40, tiny_model, runtime="keras")
+    project = image_project(tmp_path, 40, tiny_model, runtime="keras")
     result = Cli(project)("extract", "--json")
     report = json.loads(result.stdout)
     assert report["processed"] == 40 and report["done"] == 40 and report["failed"] == 0
@@ -75,8 +43,9 @@ def test_features_are_the_models_output_for_each_image(tmp_path, tiny_model):
     assert "features    40 done, 0 failed, 0 pending  (tiny.keras)" in Cli(project)("status").stdout
 
 
+@pytest.mark.slow
 def test_bad_images_are_recorded_not_fatal(tmp_path, tiny_model):
-    project = make_project(tmp_path, 6, tiny_model)
+    project = image_project(tmp_path, 6, tiny_model)
     images = sorted((tmp_path / "images").iterdir())
     images[1].write_bytes(b"")
     images[3].write_text("this is not a picture")
@@ -101,8 +70,9 @@ def test_bad_images_are_recorded_not_fatal(tmp_path, tiny_model):
     assert len((project / "features_failures.csv").read_text().splitlines()) == 3
 
 
+@pytest.mark.slow
 def test_pooling_stores_vectors(tmp_path, tiny_model):
-    project = make_project(tmp_path, 5, tiny_model, pooling="avg")
+    project = image_project(tmp_path, 5, tiny_model, pooling="avg")
     Cli(project)("extract")
     features = store(project)["features"]
     assert features.shape == (5, 64)
@@ -111,9 +81,10 @@ def test_pooling_stores_vectors(tmp_path, tiny_model):
     np.testing.assert_allclose(features[0], model.predict(first, verbose=0).mean(axis=(1, 2))[0], rtol=2e-3, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_two_shards_equal_one_unsharded_run(tmp_path, tiny_model):
-    whole = make_project(tmp_path, 600, tiny_model, name="whole")
-    sharded = make_project(tmp_path, 600, tiny_model, name="sharded")
+    whole = image_project(tmp_path, 600, tiny_model, name="whole")
+    sharded = image_project(tmp_path, 600, tiny_model, name="sharded")
     Cli(whole)("extract")
     first = json.loads(Cli(sharded)("extract", "--shard", "1/2", "--json").stdout)
     assert first["done"] == 256 + 88 and first["pending"] == 256  # chunks 0 and 2 of 0..2 (256 rows each)
@@ -125,7 +96,7 @@ def test_two_shards_equal_one_unsharded_run(tmp_path, tiny_model):
 
 
 def test_add_then_extract_does_only_the_new_rows(tmp_path, tiny_model):
-    project = make_project(tmp_path, 20, tiny_model)
+    project = image_project(tmp_path, 20, tiny_model)
     Cli(project)("extract")
     before = store(project)["features"][:]
     write_images(tmp_path / "more", 5, prefix="more")
@@ -135,14 +106,15 @@ def test_add_then_extract_does_only_the_new_rows(tmp_path, tiny_model):
     assert report["processed"] == 5 and report["done"] == 25
     after = store(project)["features"][:]
     np.testing.assert_array_equal(after[:20], before)
-    fresh = make_project(tmp_path, 0, tiny_model, name="fresh")
+    fresh = image_project(tmp_path, 0, tiny_model, name="fresh")
     Cli(tmp_path)("add", "more", "--project", "fresh")
     Cli(fresh)("extract")
     np.testing.assert_array_equal(store(fresh)["features"][:], after)
 
 
+@pytest.mark.slow
 def test_a_different_extractor_is_refused_unless_overwrite(tmp_path, tiny_model):
-    project = make_project(tmp_path, 4, tiny_model)
+    project = image_project(tmp_path, 4, tiny_model)
     Cli(project)("extract")
     other = tmp_path / "other.keras"
     keras.utils.set_random_seed(1)
@@ -156,7 +128,7 @@ def test_a_different_extractor_is_refused_unless_overwrite(tmp_path, tiny_model)
 
 
 def test_user_model_errors(tmp_path, tiny_model):
-    project = make_project(tmp_path, 2, tiny_model)
+    project = image_project(tmp_path, 2, tiny_model)
     cli = Cli(project)
     assert "no such model file" in cli("extract", "--model", "missing.keras", expect=1).stderr
     assert "unknown extractor 'resnet'" in cli("extract", "--model", "resnet", expect=1).stderr
@@ -165,15 +137,16 @@ def test_user_model_errors(tmp_path, tiny_model):
     assert "unknown keras application 'NoSuchNet'" in cli("extract", "--model", "keras:NoSuchNet", expect=1).stderr
 
 
+@pytest.mark.slow
 def test_keras_application_offline_is_a_clear_error(tmp_path, tiny_model):
-    project = make_project(tmp_path, 2, tiny_model)
+    project = image_project(tmp_path, 2, tiny_model)
     result = Cli(project)("extract", "--model", "keras:MobileNetV2", expect=1)
     assert "keras:MobileNetV2: could not get its ImageNet weights" in result.stderr
     assert "efficientnet_lite0" in result.stderr and result.stdout == ""
 
 
 def test_from_npy(tmp_path, tiny_model):
-    project = make_project(tmp_path, 10, tiny_model)
+    project = image_project(tmp_path, 10, tiny_model)
     cli = Cli(project)
     np.save(project / "short.npy", np.zeros((9, 8), np.float32))
     assert (
@@ -192,9 +165,10 @@ def test_from_npy(tmp_path, tiny_model):
     assert "holds features from 'npy:feats.npy'" in cli("extract", expect=1).stderr
 
 
+@pytest.mark.slow
 def test_killed_extract_resumes_to_the_identical_store(tmp_path, tiny_model):
-    killed = make_project(tmp_path, 1500, tiny_model, name="killed")
-    reference = make_project(tmp_path, 1500, tiny_model, name="reference")
+    killed = image_project(tmp_path, 1500, tiny_model, name="killed")
+    reference = image_project(tmp_path, 1500, tiny_model, name="reference")
     Cli(reference)("extract")
     chunk_dir = killed / "features.zarr" / "features" / "c"
     process = subprocess.Popen(

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 import zarr
-from conftest import Cli
+from builders import Cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -28,6 +28,8 @@ from sklearn.datasets import load_digits
 from patchwork_cli.sampling.scores import max_entropy
 from patchwork_cli.store import runs
 from patchwork_cli.store.project import open_project
+
+pytestmark = pytest.mark.tensorflow
 
 IMAGES = 90
 LABELLED = 50  # the first 50 rows; the last 15 of them are validation rows
@@ -133,6 +135,7 @@ edits = st.builds(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(edit=edits)
 def test_a_hand_edited_table_keeps_every_image_with_its_own_features_and_predictions(base, tmp_path_factory, edit):
@@ -170,6 +173,7 @@ def test_a_hand_edited_table_keeps_every_image_with_its_own_features_and_predict
             np.testing.assert_allclose(after[path], expected[path], rtol=0, atol=1e-6, err_msg=path)
 
 
+@pytest.mark.slow
 def test_sorting_by_filepath_is_reported_and_followed(base, tmp_path):
     project, _ = edited_copy(base, tmp_path, lambda t: (t.sort_values("filepath", ascending=False), {}))
     cli = Cli(project)
@@ -186,6 +190,7 @@ def test_sorting_by_filepath_is_reported_and_followed(base, tmp_path):
     assert json.loads(cli("status", "--json").stdout)["model"]["unpredicted"] == 0
 
 
+@pytest.mark.slow
 def test_deleting_rows_is_reported_and_their_features_stay_unused(base, tmp_path):
     project, _ = edited_copy(base, tmp_path, lambda t: (t.drop(index=[60, 61, 62]).reset_index(drop=True), {}))
     cli = Cli(project)
@@ -205,6 +210,7 @@ def test_deleting_rows_is_reported_and_their_features_stay_unused(base, tmp_path
     assert "extracted 0 image(s)" in cli("extract").stderr
 
 
+@pytest.mark.slow
 def test_deleting_labelled_rows_trains_as_excluding_them(base, tmp_path):
     """A labelled row deleted by hand is out of training, exactly as if marked exclude."""
     deleted, _ = edited_copy(base, tmp_path / "a", lambda t: (t.drop(index=[3, 7]).reset_index(drop=True), {}))
@@ -247,6 +253,7 @@ def test_journal_edits_of_a_renamed_row_are_kept_not_dropped(base, tmp_path):
     assert labels.loc[labels["filepath"] == "../images/d070.png", "low"].item() == 1
 
 
+@pytest.mark.slow
 def test_evaluate_and_the_labelling_window_use_each_images_own_prediction(base, tmp_path):
     project, _ = edited_copy(base, tmp_path, lambda t: (t.sample(frac=1, random_state=4).reset_index(drop=True), {}))
     untouched = json.loads(Cli(base)("evaluate", "--json").stdout)

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from conftest import snapshot  # noqa: E402
+from builders import snapshot  # noqa: E402
 from matplotlib.backend_bases import KeyEvent, MouseEvent  # noqa: E402
 from matplotlib.transforms import offset_copy  # noqa: E402
 
@@ -110,6 +110,7 @@ def test_the_next_image_replaces_the_old_one_in_place(multiclass, clock, figures
     assert len(window._image_axes.images) == 1 and not np.array_equal(image.get_array(), first)
 
 
+@pytest.mark.slow
 def test_multilabel_keys_stay_and_advance_after_n_moves_on(tmp_path, multilabel, clock, figures):
     window = open_window(multilabel, [0, 1], clock, figures)
     press(window, "1", "n")
@@ -274,6 +275,7 @@ def test_label_grid_refuses_bad_options_naming_them(project_dir, cli):
     assert snapshot(project_dir) == before
 
 
+@pytest.mark.slow
 def test_label_grid_chooses_the_rows_where_the_class_is_unlabelled(project_dir, cli):
     project = open_project(project_dir)
     project.edit_labels((path, {"dog": 0}) for path in project.labels()["filepath"])

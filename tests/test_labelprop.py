@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 import zarr
-from conftest import Cli, snapshot
+from builders import Cli, cluster_project, snapshot
 
 from patchwork_cli.modeling.labelprop import knn_graph, normalise_rows, probabilities_from, propagate
 
@@ -110,41 +110,10 @@ def test_rows_no_seed_reaches_get_equal_shares():
 
 # --- a labelprop run through the CLI -----------------------------------------------------
 
-CLASSES = ["a", "b", "c"]
-
-
-def make_project(root: Path, task: str = "multiclass", rows: int = 300, **model) -> tuple[Path, np.ndarray]:
-    """Three clusters of non-negative 32-d vectors (like pooled ReLU features); 30 labels (10 a class,
-    every fifth only a 0 for a wrong class), 60 validation rows, the rest unlabelled."""
-    rng = np.random.default_rng(0)
-    truth = np.arange(rows) % 3
-    centres = rng.uniform(0, 1, (3, 32)) * (rng.uniform(0, 1, (3, 32)) > 0.5)
-    features = np.maximum(centres[truth] + rng.normal(0, 0.25, (rows, 32)), 0).astype(np.float32)
-    (root / "list.txt").write_text("\n".join(f"img/{i:05d}.png" for i in range(rows)))
-    cli = Cli(root)
-    cli("init", "proj", "--images", "list.txt", "--classes", ",".join(CLASSES), "--task", task)
-    project = root / "proj"
-    config = yaml.safe_load((project / "patchwork.yaml").read_text())
-    config["model"].update(model)
-    (project / "patchwork.yaml").write_text(yaml.safe_dump(config))
-    np.save(project / "features.npy", features)
-    cli("--project", "proj", "extract", "--from-npy", "proj/features.npy")
-    labelled = 90
-    cells = np.eye(3)[truth[:labelled]].astype(object)
-    for i in range(0, 30, 5):
-        cells[i] = [""] * 3
-        cells[i][(truth[i] + 1) % 3] = 0
-    edits = pd.DataFrame(cells, columns=CLASSES)
-    edits.insert(0, "filepath", [f"img/{i:05d}.png" for i in range(labelled)])
-    edits["validation"] = np.arange(labelled) >= 30
-    edits.to_csv(root / "edits.csv", index=False)
-    cli("--project", "proj", "label", "--import", "edits.csv")
-    return project, truth
-
 
 @pytest.fixture(scope="module")
 def labelprop_run(tmp_path_factory) -> tuple[Path, dict, np.ndarray]:
-    project, truth = make_project(tmp_path_factory.mktemp("labelprop"))
+    project, truth = cluster_project(tmp_path_factory.mktemp("labelprop"))
     result = Cli(project)("train", "--head", "labelprop", "--json")
     report = json.loads(result.stdout)
     assert f"propagated the labels of 30 rows in {report['epochs']} iterations (60 validation)" in result.stderr
@@ -152,6 +121,7 @@ def labelprop_run(tmp_path_factory) -> tuple[Path, dict, np.ndarray]:
     return project, report, truth
 
 
+@pytest.mark.slow
 def test_a_labelprop_run_looks_like_any_run(labelprop_run):
     project, report, truth = labelprop_run
     run_dir = project / "models" / report["run_id"]
@@ -173,6 +143,7 @@ def test_a_labelprop_run_looks_like_any_run(labelprop_run):
     assert list(history.columns) == ["epoch", "loss", "seconds"] and len(history) == report["epochs"] <= 20
 
 
+@pytest.mark.slow
 def test_a_labelprop_run_serves_sample_and_evaluate(labelprop_run):
     project, report, _ = labelprop_run
     cli = Cli(project)
@@ -189,6 +160,7 @@ def test_a_labelprop_run_serves_sample_and_evaluate(labelprop_run):
     assert f"model       {report['run_id']}" in cli("status").stdout
 
 
+@pytest.mark.slow
 def test_export_and_predict_of_a_labelprop_run_refuse_in_one_line(labelprop_run, tmp_path):
     project, report, _ = labelprop_run
     before = snapshot(project)
@@ -207,7 +179,7 @@ def test_export_and_predict_of_a_labelprop_run_refuse_in_one_line(labelprop_run,
 
 
 def test_a_multilabel_labelprop_run(tmp_path):
-    project, truth = make_project(tmp_path, task="multilabel", labelprop_k=5, labelprop_iterations=10)
+    project, truth = cluster_project(tmp_path, task="multilabel", labelprop_k=5, labelprop_iterations=10)
     report = json.loads(Cli(project)("train", "--head", "labelprop", "--json").stdout)
     predictions = zarr.open_array(str(project / "models" / report["run_id"] / "predictions.zarr"), mode="r")[:]
     assert ((predictions >= 0) & (predictions <= 1)).all() and report["epochs"] <= 10
@@ -215,8 +187,9 @@ def test_a_multilabel_labelprop_run(tmp_path):
     assert report["metrics"]["validation"]["macro"]["roc_auc"] > 0.9
 
 
+@pytest.mark.slow
 def test_labelprop_needs_no_tensorflow(tmp_path):
-    project, _ = make_project(tmp_path, head="labelprop")
+    project, _ = cluster_project(tmp_path, head="labelprop")
     code = (
         "import sys; from patchwork_cli.store.project import open_project; "
         "from patchwork_cli.training.train import train; "
@@ -227,6 +200,7 @@ def test_labelprop_needs_no_tensorflow(tmp_path):
     assert out.strip() == "[]"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "key, value, message",
     [
@@ -249,6 +223,6 @@ def test_bad_labelprop_settings_are_refused_naming_the_key(tmp_path, key, value,
 
 
 def test_a_bad_labelprop_head_is_refused(tmp_path):
-    project, _ = make_project(tmp_path)
+    project, _ = cluster_project(tmp_path)
     error = Cli(project)("train", "--head", "labelprop:5", expect=1).stderr
     assert "head 'labelprop:5': labelprop takes no arguments (its settings are model.labelprop_*)" in error

@@ -174,6 +174,7 @@ def _append_many(directory: str, worker: int, count: int) -> None:
         store.edit([make_edit(f"img{i}.png", {CLASSES[worker]: i % 2}, CLASSES, seconds=float(worker))])
 
 
+@pytest.mark.slow
 def test_two_processes_appending_at_once_lose_no_edit(tmp_path):
     count = 300
     store = store_with_rows(tmp_path, count)

@@ -17,6 +17,8 @@ from patchwork_cli.modeling.losses import UNLABELLED, masked_loss
 from patchwork_cli.modeling.spec import HeadSpec, parse_head_spec
 from patchwork_cli.store.config import ModelConfig
 
+pytestmark = pytest.mark.tensorflow
+
 MAP_SHAPE, VECTOR_SHAPE = (7, 7, 32), (64,)
 CLASSES = 3
 
@@ -148,6 +150,7 @@ def toy_problem(input_shape, rows=256):
     return x, y
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("output", ["sigmoid", "focal"])
 @pytest.mark.parametrize(("head", "input_shape"), [("mlp:16", VECTOR_SHAPE), ("conv:8,p,d,r", MAP_SHAPE)])
 def test_training_reduces_the_loss(output, head, input_shape):
@@ -165,6 +168,7 @@ def test_training_reduces_the_loss(output, head, input_shape):
 
 
 # Keras' own variable saving trips a NumPy 2 deprecation; nothing of ours.
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
 def test_save_and_load_reproduce_predictions(tmp_path):
     config = ModelConfig(head="conv:8,p,d,r", batch_norm=True)
@@ -303,6 +307,7 @@ def test_softmax_loss_with_focal_and_smoothing_follows_the_binary_formula():
     assert smoothed == pytest.approx(-(0.9 * math.log(0.6) + 0.1 * math.log(0.4)), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_a_multiclass_model_outputs_softmax_and_learns():
     config = ModelConfig(head="mlp:16", dropout=0.1)
     model = build_model(VECTOR_SHAPE, CLASSES, config, task="multiclass")

@@ -7,13 +7,13 @@ import io
 import json
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 import zarr
-from conftest import Cli, snapshot, write_images
+from builders import MULTICLASS_CLASSES as MC_CLASSES
+from builders import Cli, multiclass_project, snapshot, write_images
 from PIL import Image
 
 from patchwork_cli import PatchworkError, open_project
@@ -219,37 +219,6 @@ def test_status_sample_and_classes_work_on_a_multiclass_project(tmp_path, cli):
 
 # --- training, evaluation and export of a multiclass project ---
 
-MC_CLASSES = ["a", "b", "c"]
-
-
-def make_multiclass_project(root: Path, rows: int = 150, labelled: int = 100, validation: int = 40) -> Path:
-    """Features are random vectors and the class is the largest of features 0..2. The first
-    `labelled` rows are labelled (the last `validation` of them for validation); every fourth
-    training row says only what it is not (0 for one wrong class)."""
-    rng = np.random.default_rng(0)
-    features = rng.normal(size=(rows, 16)).astype(np.float32)
-    truth = features[:, :3].argmax(axis=1)
-    (root / "list.txt").write_text("\n".join(f"img/{i:05d}.png" for i in range(rows)))
-    cli = Cli(root)
-    cli("init", "proj", "--images", "list.txt", "--classes", ",".join(MC_CLASSES), "--task", "multiclass")
-    project = root / "proj"
-    config = yaml.safe_load((project / "patchwork.yaml").read_text())
-    config["model"]["head"] = "mlp:16"
-    config["training"].update(epochs=5, batches_per_epoch=20, batch_size=16, learning_rate=0.01)
-    (project / "patchwork.yaml").write_text(yaml.safe_dump(config))
-    np.save(project / "features.npy", features)
-    cli("--project", "proj", "extract", "--from-npy", "proj/features.npy")
-    cells = np.eye(3)[truth[:labelled]].astype(object)
-    for i in range(0, labelled - validation, 4):
-        cells[i] = [""] * 3
-        cells[i][(truth[i] + 1) % 3] = 0
-    edits = pd.DataFrame(cells, columns=MC_CLASSES)
-    edits.insert(0, "filepath", [f"img/{i:05d}.png" for i in range(labelled)])
-    edits["validation"] = np.arange(labelled) >= labelled - validation
-    edits.to_csv(root / "edits.csv", index=False)
-    cli("--project", "proj", "label", "--import", "edits.csv")
-    return project
-
 
 def predictions_of(project: Path, run_id: str) -> np.ndarray:
     return zarr.open_array(str(project / "models" / run_id / "predictions.zarr"), mode="r")[:]
@@ -257,10 +226,12 @@ def predictions_of(project: Path, run_id: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def trained_multiclass(tmp_path_factory) -> tuple[Path, dict]:
-    project = make_multiclass_project(tmp_path_factory.mktemp("multiclass"))
+    project = multiclass_project(tmp_path_factory.mktemp("multiclass"))
     return project, json.loads(Cli(project)("train", "--seed", "7", "--json").stdout)
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_a_multiclass_run_is_a_softmax_and_records_its_task(trained_multiclass):
     project, report = trained_multiclass
     run_dir = project / "models" / report["run_id"]
@@ -275,6 +246,8 @@ def test_a_multiclass_run_is_a_softmax_and_records_its_task(trained_multiclass):
     assert report["metrics"]["train"]["multiclass"]["rows"] == 45 and report["train_rows"] == 60
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_train_seed_makes_a_run_reproducible(trained_multiclass):
     project, report = trained_multiclass
     cli = Cli(project)
@@ -287,6 +260,8 @@ def test_train_seed_makes_a_run_reproducible(trained_multiclass):
     assert not json.loads(cli("train", "--if-changed", "--seed", "9", "--json").stdout)["skipped"]
 
 
+@pytest.mark.tensorflow
+@pytest.mark.slow
 def test_evaluate_reports_the_confusion_matrix(trained_multiclass):
     project, report = trained_multiclass
     cli = Cli(project)
@@ -314,7 +289,11 @@ def test_evaluate_reports_the_confusion_matrix(trained_multiclass):
     assert [int(n) for n in lines[start + 2].split()[1:]] == confusion[0].tolist()
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_exported_multiclass_model_outputs_softmax(tmp_path):
+    import keras
+
     keras.utils.set_random_seed(3)
     inputs = keras.Input((16, 16, 3))
     x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)

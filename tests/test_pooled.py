@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import yaml
 import zarr
-from conftest import Cli, write_images
+from builders import Cli, write_images
 
 from patchwork_cli.store import runs
 from patchwork_cli.store.features import POOLED_NAME, FeatureStore
+
+pytestmark = [pytest.mark.slow, pytest.mark.tensorflow]
 
 IMSHAPE = (32, 32)
 

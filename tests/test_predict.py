@@ -14,18 +14,20 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import Cli
-from test_export import CLASSES, IMSHAPE, build_trained_project, copy_of_project, run_predictions
+from builders import IMSHAPE, Cli, copy_of_project, run_predictions, trained_project
+from builders import TRAINED_CLASSES as CLASSES
 
 from patchwork_cli import open_project
 from patchwork_cli.deploy.model import end_to_end_model
 from patchwork_cli.store import runs
 from patchwork_cli.util.images import load_image
 
+pytestmark = pytest.mark.tensorflow
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
-    project = build_trained_project(tmp_path_factory.mktemp("predict"))
+    project = trained_project(tmp_path_factory.mktemp("predict"))
     Cli(project)("export", "--out", "../deploy", "--what", "model")
     return project
 
@@ -42,6 +44,7 @@ def keras_predictions(model, paths: list[Path]) -> np.ndarray:
     return np.asarray(model.predict_on_batch(np.stack([load_image(str(p), IMSHAPE, 3) for p in paths])))
 
 
+@pytest.mark.slow
 def test_predict_on_a_directory_gives_the_runs_numbers(trained):
     result = Cli(trained.parent)("--project", "proj", "predict", "images")
     table = read_csv(result.stdout)

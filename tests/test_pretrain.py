@@ -61,6 +61,8 @@ def losses(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_pretrain_writes_an_extractor_that_extract_takes(cli, digits_project, digits_dir):
     import keras
 
@@ -93,6 +95,8 @@ def test_pretrain_writes_an_extractor_that_extract_takes(cli, digits_project, di
     assert store.identity["output_shape"] == [7, 7, 1280]  # at the project's 224x224
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_a_finished_pretrain_is_not_resumed(cli, digits_project):
     first = Path(
         cli(
@@ -107,6 +111,8 @@ def test_a_finished_pretrain_is_not_resumed(cli, digits_project):
     assert first != second and first.is_file() and second.is_file()
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_a_killed_pretrain_resumes_from_its_checkpoint(cli, digits_project):
     args = ["--epochs", "4", "--image-size", "32", "--batch-size", "8"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
@@ -139,6 +145,8 @@ def test_a_killed_pretrain_resumes_from_its_checkpoint(cli, digits_project):
     assert list(models.glob("pretrain-*")) == [directory]
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_no_resume_starts_afresh(cli, digits_project):
     models = Path(digits_project) / "models"
     (models / "pretrain-20000101-000000-abcd").mkdir(parents=True)  # an unfinished one, other settings
@@ -159,6 +167,7 @@ def test_no_resume_starts_afresh(cli, digits_project):
     assert out.parent.name != "pretrain-20000101-000000-abcd"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "section, message",
     [
@@ -184,6 +193,7 @@ def test_bad_flags_are_refused_naming_the_flag(cli, project_dir):
     assert not (project_dir / "models").exists()
 
 
+@pytest.mark.tensorflow
 def test_augmentations_keep_pixels_in_range_and_grey_grey():
     from patchwork_cli.pretraining.simclr import augment, is_grey, knn_accuracy
     from patchwork_cli.util.tensorflow_runtime import start_tensorflow

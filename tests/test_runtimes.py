@@ -15,12 +15,14 @@ import pytest
 import skimage.data
 import yaml
 import zarr
-from conftest import Cli, snapshot
+from builders import Cli, image_project, snapshot
 from PIL import Image
 
 from patchwork_cli.extractors import runtimes
 from patchwork_cli.extractors.loading import load_extractor
 from patchwork_cli.util.images import load_image
+
+pytestmark = pytest.mark.tensorflow
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "camera", "coins")
 
@@ -72,6 +74,7 @@ def relative_error(features: np.ndarray, reference: np.ndarray) -> float:
     return float(np.abs(features - reference).max() / np.abs(reference).max())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["keras", "litert", "openvino", "auto"])
 def test_every_runtime_gives_keras_features_on_real_photographs(tmp_path, photos, keras_features, runtime):
     project = make_project(tmp_path, photos, runtime=runtime)
@@ -87,6 +90,7 @@ def test_every_runtime_gives_keras_features_on_real_photographs(tmp_path, photos
     assert np.abs(features[0] - features[2]).max() > 0.1
 
 
+@pytest.mark.slow
 def test_exact_features_of_any_runtime_share_a_store_and_a_fast_store_is_not_mixed_in(tmp_path, photos):
     project = make_project(tmp_path, photos, runtime="litert")
     cli = Cli(project)
@@ -117,6 +121,7 @@ def test_exact_features_of_any_runtime_share_a_store_and_a_fast_store_is_not_mix
         (photos[0].parent / "extra.jpg").unlink()
 
 
+@pytest.mark.slow
 def test_fast_precision_records_what_the_cpu_could_do(tmp_path, photos, keras_features):
     project = make_project(tmp_path, photos, precision="fast")
     result = Cli(project)("extract", "--json")
@@ -133,6 +138,7 @@ def test_fast_precision_records_what_the_cpu_could_do(tmp_path, photos, keras_fe
     assert stored(project).attrs["extractor"]["precision"] == report["precision"]
 
 
+@pytest.mark.slow
 def test_without_the_engine_packages_auto_falls_back_and_an_explicit_runtime_is_an_error(
     tmp_path, photos, keras_features, monkeypatch
 ):
@@ -166,6 +172,7 @@ def test_a_bad_runtime_or_precision_in_the_config_is_one_line(tmp_path, photos):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_an_engine_is_checked_against_keras_when_it_opens(photos):
     extractor = load_extractor("efficientnet_lite0", (224, 224), "avg")
     engine = runtimes.open_extractor_engine(extractor, "litert", "exact", 4)
@@ -178,15 +185,15 @@ def test_an_engine_is_checked_against_keras_when_it_opens(photos):
         runtimes.check_engine(engine, batch, reference * 1.01, "lite0")
 
 
+@pytest.mark.slow
+@pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"), reason="mounting a file system needs root")
 def test_extract_stops_before_the_disk_fills_and_resumes_when_there_is_room(tmp_path):
     """The store on a real small file system (tmpfs) with room for its first chunks but not all:
     extract stops with a one-line error, keeps what it wrote, and, once the file system is grown,
     goes on to exactly the store an extract with room to spare writes."""
-    from test_extract import make_project as make_tiny_project
-
     model = _tiny_keras_model(tmp_path / "tiny.keras")
-    project = make_tiny_project(tmp_path, 1024, model, name="proj")  # 4 chunks of 256 rows
+    project = image_project(tmp_path, 1024, model, name="proj")  # 4 chunks of 256 rows
     cli = Cli(project)
     cli("extract")
     reference = zarr.open_group(str(project / "features.zarr"), mode="r")

@@ -8,9 +8,9 @@ import json
 
 import numpy as np
 import pandas as pd
-from conftest import Cli, snapshot
-from test_end_to_end import probe
-from test_sampling import P, write_run
+import pytest
+from builders import SAMPLE_PREDICTIONS as P
+from builders import Cli, probe, snapshot, write_run
 
 from patchwork_cli.cli.sample import FILTER_HELP, STRATEGY_HELP
 from patchwork_cli.sampling.sample import FILTERS, STRATEGIES
@@ -107,6 +107,7 @@ def test_errors_are_one_line_and_change_nothing(project_dir, cli):
     assert {k: v for k, v in snapshot(project_dir).items() if not k.startswith("models")} == before
 
 
+@pytest.mark.slow
 def test_sample_does_not_import_tensorflow(project_dir):
     write_run(project_dir, P)
     report = probe("sample", "-s", "badge", "-n", "3", "--seed", "0", cwd=project_dir)

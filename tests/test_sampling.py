@@ -7,7 +7,8 @@ import itertools
 
 import numpy as np
 import pytest
-import zarr
+from builders import SAMPLE_PREDICTIONS as P
+from builders import write_run
 
 from patchwork_cli.errors import PatchworkError
 from patchwork_cli.sampling import geometry, scores, selection
@@ -15,22 +16,10 @@ from patchwork_cli.sampling.filters import filter_mask
 from patchwork_cli.sampling.geometry import GradientPoints, Points, nearest_squared_distance
 from patchwork_cli.sampling.sample import FILTERS, STRATEGIES, sample
 from patchwork_cli.sampling.strategies import Pool, choose, parse_strategy
-from patchwork_cli.store import runs
 from patchwork_cli.store.label_table import empty_table
 from patchwork_cli.store.project import open_project
 
 NAN = np.nan
-
-
-def write_run(project_dir, p, h=None, classes=None, run_id="20260101-000000-0001"):
-    """Publish a run directory holding only what sampling reads: run.json, predictions, embeddings."""
-    p = np.asarray(p, np.float32)
-    h = np.zeros((len(p), 2), np.float32) if h is None else np.asarray(h, np.float32)
-    staging = runs.staging_dir(project_dir, run_id)
-    zarr.create_array(str(staging / runs.PREDICTIONS_NAME), data=p)
-    zarr.create_array(str(staging / runs.EMBEDDINGS_NAME), data=h)
-    runs.write_json(staging / runs.RUN_FILE, {"run_id": run_id, "classes": classes or ["cat", "dog", "bird"]})
-    return runs.publish(project_dir, staging, run_id)
 
 
 # --- filters ---------------------------------------------------------------------------
@@ -279,23 +268,6 @@ def test_disagree_ranks_only_labelled_rows():
 
 
 # --- sample() over a project ---------------------------------------------------------------
-
-P = np.array(
-    [  # cat, dog, bird for the 12 images of the project_dir fixture
-        [0.5, 0.1, 0.1],  # 0 max entropy 1
-        [0.9, 0.9, 0.9],  # 1
-        [0.3, 0.3, 0.3],  # 2 the largest sum
-        [0.99, 0.01, 0.99],  # 3
-        [0.1, 0.6, 0.1],  # 4
-        [0.2, 0.2, 0.45],  # 5
-        [0.1, 0.1, 0.1],
-        [0.1, 0.1, 0.1],
-        [0.1, 0.1, 0.1],
-        [0.1, 0.1, 0.1],
-        [0.1, 0.1, 0.1],
-        [0.1, 0.1, 0.1],
-    ]
-)
 
 
 def test_sample_maxent_over_a_project(project_dir):

@@ -45,6 +45,7 @@ def test_margin_strategy_follows_the_pools_task():
 # --- cluster-margin ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cluster_margin_takes_the_most_uncertain_of_each_cluster():
     rng = np.random.default_rng(0)
     # Rows 0-2 near (0, 0) are the most uncertain, rows 3-5 near (100, 0) a little less, rows

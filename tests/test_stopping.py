@@ -7,10 +7,11 @@ import json
 
 import numpy as np
 import pytest
-from conftest import Cli
-from test_train import make_project
+from builders import Cli, feature_project
 
 from patchwork_cli.evaluation.metrics import prediction_agreement
+
+pytestmark = pytest.mark.slow
 
 
 def test_kappa_of_predicted_classes():
@@ -29,8 +30,9 @@ def test_kappa_of_predicted_classes():
     assert prediction_agreement(a[:1], a[:1], "multiclass") is None
 
 
+@pytest.mark.tensorflow
 def test_evaluate_reports_agreement_and_status_hints_when_runs_stop_changing(tmp_path):
-    project, _ = make_project(tmp_path)
+    project, _ = feature_project(tmp_path)
     cli = Cli(project)
     cli("train")
     first = json.loads(cli("evaluate", "--json").stdout)

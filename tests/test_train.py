@@ -16,45 +16,10 @@ import pandas as pd
 import pytest
 import yaml
 import zarr
-from conftest import Cli, write_images
+from builders import Cli, feature_project, write_images
 
 from patchwork_cli.store import runs
 from patchwork_cli.training.keras_head import stratified_indices
-
-CLASSES = ["a", "b"]
-
-
-def make_project(
-    root: Path, rows: int = 120, width: int = 16, labelled: int = 80, validation: int = 30, seed: int = 0, **training
-) -> tuple[Path, np.ndarray]:
-    """A project whose features are random vectors; class a = feature 0 > 0, class b = feature 1 > 0.
-    The first `labelled` rows are labelled, of which the last `validation` are validation rows."""
-    rng = np.random.default_rng(seed)
-    features = rng.normal(size=(rows, width)).astype(np.float32)
-    truth = (features[:, :2] > 0).astype(int)
-    (root / "list.txt").write_text("\n".join(f"img/{i:05d}.png" for i in range(rows)))
-    cli = Cli(root)
-    cli("init", "proj", "--images", "list.txt", "--classes", ",".join(CLASSES))
-    project = root / "proj"
-    config = yaml.safe_load((project / "patchwork.yaml").read_text())
-    config["model"]["head"] = "mlp:16"
-    config["training"].update(
-        {"epochs": 5, "batches_per_epoch": 20, "batch_size": 16, "learning_rate": 0.01, **training}
-    )
-    (project / "patchwork.yaml").write_text(yaml.safe_dump(config))
-    np.save(project / "features.npy", features)
-    cli("--project", "proj", "extract", "--from-npy", "proj/features.npy")
-    edits = pd.DataFrame(
-        {
-            "filepath": [f"img/{i:05d}.png" for i in range(labelled)],
-            "a": truth[:labelled, 0],
-            "b": truth[:labelled, 1],
-            "validation": [i >= labelled - validation for i in range(labelled)],
-        }
-    )
-    edits.to_csv(root / "edits.csv", index=False)
-    cli("--project", "proj", "label", "--import", "edits.csv")
-    return project, truth
 
 
 @pytest.mark.parametrize("mode", ["class", "instance", "squareroot"])
@@ -77,8 +42,10 @@ def test_stratified_sampling_frequencies_match_the_mode(mode):
         assert positives_a == pytest.approx(expected, abs=0.01)
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_train_publishes_a_complete_run(tmp_path):
-    project, truth = make_project(tmp_path)
+    project, truth = feature_project(tmp_path)
     result = Cli(project)("train", "--json")
     report = json.loads(result.stdout)
     run_dir = project / "models" / report["run_id"]
@@ -100,16 +67,20 @@ def test_train_publishes_a_complete_run(tmp_path):
     assert json.loads((run_dir / "run.json").read_text())["train_rows"] == 50
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_a_seed_makes_a_run_reproducible(tmp_path):
-    project, _ = make_project(tmp_path, seed=3)
+    project, _ = feature_project(tmp_path, seed=3)
     first = json.loads(Cli(project)("train", "--json").stdout)["run_id"]
     second = json.loads(Cli(project)("train", "--json").stdout)["run_id"]
     read = lambda run: zarr.open_array(str(project / "models" / run / "predictions.zarr"), mode="r")[:]  # noqa: E731
     np.testing.assert_array_equal(read(first), read(second))
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_if_changed_skips_then_trains_after_an_edit(tmp_path):
-    project, _ = make_project(tmp_path)
+    project, _ = feature_project(tmp_path)
     cli = Cli(project)
     first = json.loads(cli("train", "--json").stdout)["run_id"]
     skipped = cli("train", "--if-changed", "--json")
@@ -122,8 +93,10 @@ def test_if_changed_skips_then_trains_after_an_edit(tmp_path):
     assert runs.list_runs(project) == sorted([first, again["run_id"]])
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_rows_without_features_get_nan_predictions(tmp_path):
-    project, _ = make_project(tmp_path)
+    project, _ = feature_project(tmp_path)
     write_images(tmp_path / "late", 2, prefix="late")
     Cli(tmp_path)("--project", "proj", "add", "late")
     run_id = json.loads(Cli(project)("train", "--json").stdout)["run_id"]
@@ -132,10 +105,12 @@ def test_rows_without_features_get_nan_predictions(tmp_path):
     assert np.isnan(predictions[120:]).all() and np.isfinite(predictions[:120]).all()
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_clear_errors_and_warnings(tmp_path):
     Cli(tmp_path)("init", "bare", "--images", "-", "--classes", "a", input="x.png\n")
     assert "features not extracted yet" in Cli(tmp_path / "bare")("train", expect=1).stderr
-    project, _ = make_project(tmp_path, labelled=0, validation=0)
+    project, _ = feature_project(tmp_path, labelled=0, validation=0)
     assert "no training labels" in Cli(project)("train", expect=1).stderr
     assert not (project / "models").exists() or runs.list_runs(project) == []
     (tmp_path / "pos.csv").write_text("filepath,a,b\nimg/00000.png,1,0\nimg/00001.png,1,1\n")
@@ -146,8 +121,10 @@ def test_clear_errors_and_warnings(tmp_path):
     assert "head 'conv:8,q': token 2 'q'" in Cli(project)("train", "--head", "conv:8,q", expect=1).stderr
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_heads_and_outputs_train_on_feature_maps(tmp_path):
-    project, _ = make_project(tmp_path, epochs=1, batches_per_epoch=3)
+    project, _ = feature_project(tmp_path, epochs=1, batches_per_epoch=3)
     maps = np.random.default_rng(0).normal(size=(120, 4, 4, 8)).astype(np.float32)
     np.save(project / "maps.npy", maps)
     Cli(project)("extract", "--from-npy", "maps.npy", "--overwrite")
@@ -162,12 +139,14 @@ def test_heads_and_outputs_train_on_feature_maps(tmp_path):
         assert embeddings.shape == (120, width)
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_predictions_stream_chunk_by_chunk(tmp_path, monkeypatch):
     """Peak memory of the prediction pass does not grow with rows: it never reads more than one chunk."""
     from patchwork_cli.store import features as features_module
     from patchwork_cli.training import prediction as prediction_module
 
-    project, _ = make_project(
+    project, _ = feature_project(
         tmp_path, rows=3000, width=1100, labelled=60, validation=20, epochs=1, batches_per_epoch=2
     )
     reads = []
@@ -197,9 +176,11 @@ def test_predictions_stream_chunk_by_chunk(tmp_path, monkeypatch):
     assert sum(reads) == 3000  # every row predicted, one chunk at a time
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("stage", ["fitting", "writing the run"])
 def test_a_killed_train_keeps_latest(tmp_path, stage):
-    project, _ = make_project(tmp_path, rows=30_000, width=64, epochs=1, batches_per_epoch=2)
+    project, _ = feature_project(tmp_path, rows=30_000, width=64, epochs=1, batches_per_epoch=2)
     first = json.loads(Cli(project)("train", "--json").stdout)["run_id"]
     config_text = (project / "patchwork.yaml").read_text()
     if stage == "fitting":
@@ -229,6 +210,8 @@ def test_a_killed_train_keeps_latest(tmp_path, stage):
     assert runs.list_runs(project) == sorted([first, second])
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_real_digits_through_the_default_extractor(tmp_path):
     """The bundled 200 handwritten digits (scikit-learn's load_digits): 140 training labels,
     60 validation. A trivial model scores a macro ROC AUC of 0.5; this run scored about 0.98
@@ -249,8 +232,10 @@ def test_real_digits_through_the_default_extractor(tmp_path):
     assert auc > 0.9
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_evaluate_reports_tables_plots_and_runs(tmp_path):
-    project, _ = make_project(tmp_path)
+    project, _ = feature_project(tmp_path)
     cli = Cli(project)
     first = json.loads(cli("train", "--json").stdout)["run_id"]
     result = cli("evaluate")
@@ -274,8 +259,10 @@ def test_evaluate_reports_tables_plots_and_runs(tmp_path):
     assert f"unknown run 'nope'; runs: {first}, {second}" in unknown
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_evaluate_without_validation_labels_says_so(tmp_path):
-    project, _ = make_project(tmp_path, validation=0)
+    project, _ = feature_project(tmp_path, validation=0)
     cli = Cli(project)
     assert "no trained model yet" in cli("evaluate", expect=1).stderr
     cli("train")
@@ -284,15 +271,19 @@ def test_evaluate_without_validation_labels_says_so(tmp_path):
     assert json.loads(cli("evaluate", "--json").stdout)["validation"]["macro"]["roc_auc"] is None
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_sgd_with_cosine_decay_and_weight_decay(tmp_path):
-    project, _ = make_project(tmp_path, optimizer="sgd", momentum=0.9, cosine_decay_steps=20, weight_decay=0.01)
+    project, _ = feature_project(tmp_path, optimizer="sgd", momentum=0.9, cosine_decay_steps=20, weight_decay=0.01)
     report = json.loads(Cli(project)("train", "--json").stdout)
     saved = yaml.safe_load((project / "models" / report["run_id"] / "config.yaml").read_text())["training"]
     assert saved["optimizer"] == "sgd" and saved["cosine_decay_steps"] == 20 and saved["weight_decay"] == 0.01
     assert report["metrics"]["validation"]["macro"]["roc_auc"] > 0.7
 
 
+@pytest.mark.slow
+@pytest.mark.tensorflow
 def test_early_stopping_on_validation_loss(tmp_path):
-    project, _ = make_project(tmp_path, epochs=80, batches_per_epoch=10, patience=2, learning_rate=0.05)
+    project, _ = feature_project(tmp_path, epochs=80, batches_per_epoch=10, patience=2, learning_rate=0.05)
     report = json.loads(Cli(project)("train", "--json").stdout)
     assert report["epochs"] < 80  # validation loss stopped improving, so training stopped

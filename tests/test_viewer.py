@@ -14,10 +14,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import zarr  # noqa: E402
-from conftest import CLASSES, snapshot  # noqa: E402
+from builders import CLASSES, probe, snapshot  # noqa: E402
 from matplotlib.backend_bases import CloseEvent, KeyEvent, key_press_handler  # noqa: E402
 from PIL import Image  # noqa: E402
-from test_end_to_end import probe  # noqa: E402
 
 from patchwork_cli import open_project  # noqa: E402
 from patchwork_cli.errors import PatchworkError  # noqa: E402
@@ -330,6 +329,7 @@ def test_without_a_display_the_window_refuses_clearly(project_dir, cli):
     assert snapshot(project_dir) == before
 
 
+@pytest.mark.slow
 def test_label_does_not_import_tensorflow(project_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     (tmp_path / "queue.txt").write_text("images/img_0000.png\n")

@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_images
+from builders import write_images
 from PIL import Image
+
+pytestmark = [pytest.mark.slow, pytest.mark.xvfb]
 
 PATCHWORK = Path(sys.executable).parent / "patchwork"
 REQUIRED = os.environ.get("PATCHWORK_REQUIRE_XVFB") == "1"

@@ -10,15 +10,14 @@ import subprocess
 import sys
 
 import numpy as np
-from conftest import Cli
+import pytest
+from builders import Cli, report
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from patchwork_cli.store.project import Project
 from patchwork_cli.util.images import ImageError, load_image
-
-from .conftest import report
 
 
 def encoded(fmt: str) -> bytes:
@@ -52,6 +51,7 @@ def mutated_images(draw) -> tuple[str, bytes]:
     return fmt, bytes(data)
 
 
+@pytest.mark.slow
 def test_fuzzed_image_bytes_decode_or_fail_cleanly(tmp_path):
     outcomes = collections.Counter()
     path = tmp_path / "image"
@@ -86,6 +86,7 @@ ODD_NAMES = [
 ]
 
 
+@pytest.mark.slow
 def test_odd_paths_survive_every_command(tmp_path):
     images = tmp_path / "odd dir -x"
     images.mkdir()

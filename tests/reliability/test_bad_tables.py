@@ -18,15 +18,13 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import Cli, snapshot
+from builders import Cli, report, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from patchwork_cli.errors import PatchworkError
 from patchwork_cli.store.config import load_config
 from patchwork_cli.store.project import Project
-
-from .conftest import report
 
 EXAMPLES = 100
 FUZZ = settings(
@@ -107,6 +105,7 @@ def mutated_config(draw, valid: str) -> bytes:
     return data
 
 
+@pytest.mark.slow
 def test_mutated_config_is_refused_clearly_or_valid(project):
     valid = (project / "patchwork.yaml").read_text()
     cli = Cli(project.parent)
@@ -138,6 +137,7 @@ def assert_usable(config) -> None:
     assert 0 <= config.model.dropout < 1, f"dropout {config.model.dropout} was accepted"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "line, message",
     [
@@ -160,6 +160,7 @@ def test_regression_non_finite_numbers_and_dropout_rates_are_refused(project, li
         load_config(path)
 
 
+@pytest.mark.slow
 def test_broken_config_from_the_real_executable_is_one_line(project):
     (project / "patchwork.yaml").write_text("classes: [a, b\nimshape: [224, 224]\n")
     result = subprocess.run(
@@ -223,6 +224,7 @@ def label_tables(draw):
     return text.getvalue().encode(encoding, errors="replace"), mutation, expect, cells
 
 
+@pytest.mark.slow
 def test_fuzzed_labels_csv_is_read_exactly_or_refused_clearly(project):
     cli = Cli(project.parent)
     outcomes = collections.Counter()
@@ -292,6 +294,7 @@ def import_files(draw):
     return text.getvalue(), error
 
 
+@pytest.mark.slow
 def test_fuzzed_import_applies_whole_or_changes_nothing(project):
     cli = Cli(project.parent)
     outcomes = collections.Counter()

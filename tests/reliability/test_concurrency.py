@@ -8,13 +8,13 @@ import random
 import subprocess
 import sys
 
-from conftest import Cli
+import pytest
+from builders import LABEL_DRIVER, Cli, apply_to_model, feature_project, read_acks, report, table_matches
 
 from patchwork_cli.store import runs
 from patchwork_cli.store.project import Project
 
-from .conftest import apply_to_model, feature_project, read_acks, report, table_matches
-from .test_kill_labels import LABEL_DRIVER
+pytestmark = [pytest.mark.slow, pytest.mark.tensorflow]
 
 ROUNDS = 2  # each round lasts one real `train` (TensorFlow start-up included)
 ROWS = 300
@@ -35,7 +35,7 @@ while not os.path.exists(ARGS["stop"]):
 # Reads the table every way there is, checking that it only ever grows and never tears.
 READER = """
 import os, time
-from patchwork_cli import runs
+from patchwork_cli.store import runs
 from patchwork_cli.store.label_table import read_label_table
 from patchwork_cli.store.project import Project
 from patchwork_cli.cli.app import app
@@ -76,7 +76,9 @@ print("samples", samples)
 
 
 def test_label_add_sample_read_and_train_at_once(tmp_path, forks):
-    project = feature_project(tmp_path, rows=ROWS)
+    project, _ = feature_project(
+        tmp_path, rows=ROWS, labelled=200, validation=50, epochs=4, batches_per_epoch=10, learning_rate=0.001
+    )
     Cli(project)("train")  # sample's maxent and badge need a model from the start
     rng = random.Random(9)
     base = Project(project).labels()

@@ -22,12 +22,12 @@ import pandas as pd
 import pytest
 import yaml
 import zarr
-from conftest import Cli, write_images
+from builders import Cli, feature_project, report, write_images
 
 from patchwork_cli.store import runs
 from patchwork_cli.store.features import DONE, FAILED, PENDING, FeatureStore
 
-from .conftest import feature_project, report
+pytestmark = [pytest.mark.slow, pytest.mark.tensorflow]
 
 KILLS = 3  # each costs a TensorFlow start-up (about 5 s), so fewer than the label store's 40
 IMSHAPE = (32, 32)
@@ -220,7 +220,9 @@ def assert_runs_are_whole(project: Path) -> str:
 
 
 def test_killed_train_leaves_latest_on_a_complete_run(tmp_path):
-    project = feature_project(tmp_path)
+    project, _ = feature_project(
+        tmp_path, rows=300, labelled=200, validation=50, epochs=4, batches_per_epoch=10, learning_rate=0.001
+    )
     Cli(project)("train")
     first = assert_runs_are_whole(project)
     rng = random.Random(6)

@@ -15,12 +15,9 @@ import time
 
 import pandas as pd
 import pytest
-from conftest import Cli, write_images
-
-from patchwork_cli.store.journal import Journal
-from patchwork_cli.store.project import Project
-
-from .conftest import (
+from builders import (
+    LABEL_DRIVER,
+    Cli,
     ForkServer,
     apply_to_model,
     image_list_project,
@@ -28,23 +25,16 @@ from .conftest import (
     read_acks,
     report,
     table_matches,
+    write_images,
 )
+
+from patchwork_cli.store.journal import Journal
+from patchwork_cli.store.project import Project
+
+pytestmark = pytest.mark.slow
 
 KILLS = 40  # kill iterations per case
 EDITS_PER_RUN = 60
-
-# Appends edits one at a time, acknowledging each once `label` has returned, and compacts now and then.
-LABEL_DRIVER = """
-import json, os
-from patchwork_cli.store.project import Project
-project = Project(ARGS["project"])
-acks = os.open(ARGS["acks"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-for number, (path, fields) in enumerate(ARGS["edits"], start=1):
-    project.label(path, **fields)
-    os.write(acks, (json.dumps([path, fields]) + "\\n").encode())
-    if number % ARGS["compact_every"] == 0:
-        project.compact()
-"""
 
 IMPORT_CLI = """
 from patchwork_cli.cli.app import app

@@ -7,24 +7,14 @@ import collections
 import os
 
 import numpy as np
+import pytest
 import zarr
-from conftest import Cli, snapshot
+from builders import Cli, fill, report, snapshot, storage_project
 
 from patchwork_cli.store.features import FeatureStore
 from patchwork_cli.store.project import Project
 
-from .conftest import fill, report
-
 ROWS = 200
-
-
-def make_project(root):
-    (root / "list.txt").write_text("".join(f"img/{i}.png\n" for i in range(ROWS)))
-    Cli(root)("init", "proj", "--images", "list.txt", "--classes", "a,b")
-    (root / "edits.csv").write_text("filepath,a,b\n" + "".join(f"img/{i}.png,1,0\n" for i in range(ROWS)))
-    (root / "more.txt").write_text("".join(f"more/{i}.png\n" for i in range(ROWS)))
-    np.save(root / "features.npy", np.arange(ROWS * 64, dtype=np.float32).reshape(ROWS, 64))
-    return root / "proj"
 
 
 def one_error_line(result, *words):
@@ -37,8 +27,9 @@ def leftovers(directory):
     return [p.name for p in directory.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.root
 def test_full_disk_at_every_point_of_an_import_changes_nothing_or_everything(small_disk):
-    directory = make_project(small_disk)
+    directory = storage_project(small_disk)
     cli = Cli(small_disk)
     pristine = snapshot(directory)
     outcomes = collections.Counter()
@@ -73,8 +64,9 @@ def test_full_disk_at_every_point_of_an_import_changes_nothing_or_everything(sma
     report("full disk: label --import", attempts=sum(outcomes.values()), **outcomes)
 
 
+@pytest.mark.root
 def test_full_disk_add_and_extract_then_resume(small_disk):
-    directory = make_project(small_disk)
+    directory = storage_project(small_disk)
     cli = Cli(small_disk)
     filler = fill(small_disk)
     before = snapshot(directory)
@@ -100,8 +92,9 @@ def test_full_disk_add_and_extract_then_resume(small_disk):
     report("full disk: add, extract --from-npy", attempts=sum(outcomes.values()) + 1, **outcomes)
 
 
+@pytest.mark.root
 def test_read_only_project_reads_and_refuses_writes(tmp_path, read_only):
-    directory = make_project(tmp_path)
+    directory = storage_project(tmp_path)
     cli = Cli(tmp_path)
     cli("--project", "proj", "label", "--import", "edits.csv")
     Project(directory).label("../img/0.png", a=0)  # a journal to replay on read
@@ -125,7 +118,7 @@ def test_regression_a_store_cut_short_is_recreated_or_completed(tmp_path):
     """Found by the full-disk case: a features.zarr whose creation was cut short (group written,
     arrays not) made every later command fail with KeyError; a grow cut short between its arrays
     left status shorter than features."""
-    directory = make_project(tmp_path)
+    directory = storage_project(tmp_path)
     cli = Cli(tmp_path)
     zarr.open_group(str(directory / "features.zarr"), mode="w").create_array("features", shape=(ROWS, 64), dtype="f2")
     assert "features    not extracted yet" in cli("--project", "proj", "status").stdout
