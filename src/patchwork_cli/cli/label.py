@@ -73,11 +73,11 @@ def label(
     if not rows:
         say("nothing to label")
         return
-    from patchwork_cli.labelling import display as viewer
+    from patchwork_cli.labelling.display import run as show_window
 
     session = LabelSession(opened, rows, table, advance_after_n=advance_after_n)
     pages = None if shape is None else GridPages(session, shape, class_name)
-    viewer.run(session, title=f"patchwork label - {opened.directory.name}", grid=pages)
+    show_window(session, title=f"patchwork label - {opened.directory.name}", grid=pages)
     say(f"{session.edits} label edit(s) on {len(session)} image(s); labels.csv is up to date")
 
 

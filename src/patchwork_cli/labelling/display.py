@@ -9,7 +9,7 @@ from patchwork_cli.labelling.image_window import LabelWindow
 from patchwork_cli.labelling.session import GridPages, LabelSession
 
 
-def run(session: LabelSession, title: str = "patchwork label", grid: GridPages | None = None) -> None:
+def run(session: LabelSession, *, title: str = "patchwork label", grid: GridPages | None = None) -> None:
     """Show the window (the grid's, when given) until the person quits; the session is
     finished (compacted) however it ends."""
     import matplotlib.pyplot as plt
