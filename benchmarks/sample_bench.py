@@ -112,7 +112,7 @@ import json, sys, time
 import numpy as np
 from patchwork_cli.store import runs
 from patchwork_cli.store.project import open_project
-from patchwork_cli.sampling.sample import scores, selection
+from patchwork_cli.sampling import scores, selection
 from patchwork_cli.sampling.geometry import GradientPoints, Points
 
 project = open_project(sys.argv[1])
