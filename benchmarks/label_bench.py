@@ -97,14 +97,25 @@ def grid_queue(truth: list[int], page: int) -> list[int]:
 # --- drivers: run in a subprocess with the patchwork_cli under test first on the path ---
 
 
+def _module(name: str, before_packages: str):
+    """Module `name`, or where it was before the code moved into packages: the baseline
+    revision runs these drivers on its own, older layout."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError:
+        return importlib.import_module(before_packages)
+
+
 def _window(project_dir: str, rows: list[int]):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from patchwork_cli.labelling.session import LabelSession
-    from patchwork_cli.store.project import Project
+    LabelSession = _module("patchwork_cli.labelling.session", "patchwork_cli.labelling").LabelSession
+    Project = _module("patchwork_cli.store.project", "patchwork_cli.project").Project
 
     session = LabelSession(Project(project_dir), rows)
     return session, plt.figure(figsize=(13, 7.5))  # the size viewer.run opens
@@ -136,8 +147,8 @@ class _Keys:
 
 def drive_single(project_dir: str, truth: list[int], next_key: str | None) -> dict:
     """Label every image with its digit's key (then `next_key`, if the window needs one)."""
-    from patchwork_cli.labelling.image_window import LabelWindow
-    from patchwork_cli.labelling.session import CLASS_KEYS
+    LabelWindow = _module("patchwork_cli.labelling.image_window", "patchwork_cli.viewer").LabelWindow
+    CLASS_KEYS = _module("patchwork_cli.labelling.session", "patchwork_cli.labelling").CLASS_KEYS
 
     session, figure = _window(project_dir, list(range(len(truth))))
     LabelWindow(session, figure)
