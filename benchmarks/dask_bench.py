@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from extract_bench import write_images  # noqa: E402  (the same images as the extract benchmark)
 
 from patchwork_cli.distributed.cluster import ClusterSpec, connect  # noqa: E402
-from patchwork_cli.store.project import init_project  # noqa: E402
+from patchwork_cli.store.project import init_project, open_project  # noqa: E402
 
 CLI = Path(sys.executable).parent / "patchwork"
 WORKERS = 2
@@ -70,7 +70,8 @@ def measure(tmp: Path, count: int) -> dict:
         init_project(tmp / name, images=images, classes=["a"], cwd=tmp)
     single = run_extract(tmp / "single")
     started = time.perf_counter()
-    with connect(ClusterSpec("local", WORKERS)) as client:  # the cluster `--dask local --workers 2` starts
+    # the cluster `--dask local --workers 2` starts (a local cluster needs no project's TLS files)
+    with connect(ClusterSpec("local", WORKERS), open_project(tmp / "single")) as client:
         address = client.scheduler.address
         run_extract(tmp / "warm", "--dask", address)
         warm_up = time.perf_counter() - started
