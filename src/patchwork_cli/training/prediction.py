@@ -53,11 +53,12 @@ def predict_all_on_cluster(
 
     probabilities, _ = run_arrays(directory, rows, store.chunk_rows, *_output_widths(model))
     model_path = str(directory / runs.MODEL_FILE)
+    chunks = _prediction_chunks(store, rows)
     arguments = [
         (location, model_path, start, stop, has_features[start:stop], str(directory), from_average)
-        for start, stop in _prediction_chunks(store, rows)
+        for start, stop in chunks
     ]
-    total = sum(stop - start for _, _, start, stop, *_ in arguments)
+    total = sum(stop - start for start, stop in chunks)
     run_chunk_tasks(
         client, predict_chunk_task, arguments, total=total, desc="predict", unit="row", count=int, progress=None
     )
