@@ -58,8 +58,17 @@ def train(
     else:
         done = f"{report.epochs} epochs on {report.train_rows} labelled rows"
     say(
-        f"trained run {report.run_id}: {done} ({report.validation_rows} validation) "
-        f"in {report.seconds:.1f} s; {headline}"
+        f"trained run {report.run_id}{_head_chosen(head or opened.config.model.head, report.head)}: {done} "
+        f"({report.validation_rows} validation) in {report.seconds:.1f} s; {headline}"
     )
     if as_json:
         typer.echo(json.dumps({"skipped": False, **report.as_dict()}, indent=2))
+
+
+def _head_chosen(asked: str, used: str) -> str:
+    """What `head: auto` chose, for the summary line ("" for a head the person named)."""
+    from patchwork_cli.modeling.spec import AUTO, AUTO_ON_MAPS
+
+    if asked.strip() != AUTO:
+        return ""
+    return f" (head auto: {used}, for {'feature maps' if used == AUTO_ON_MAPS else 'vector features'})"

@@ -1,5 +1,6 @@
 """The ``model.head`` grammar, parsed into a HeadSpec (pure Python: no TensorFlow here).
 
+    auto                   the default: pool:avg on feature maps, flatten (a linear head) on vectors
     pool:avg | pool:max    global average / max pooling of a feature map
     flatten                flatten a feature map; on vector features the vector is used as is
     mlp:256,128            dense ReLU layers of those widths; a feature map is average-pooled first
@@ -19,10 +20,13 @@ from dataclasses import dataclass
 
 from patchwork_cli.errors import PatchworkError
 
-POOL, FLATTEN, MLP, CONV, LABELPROP = "pool", "flatten", "mlp", "conv", "labelprop"
+AUTO, POOL, FLATTEN, MLP, CONV, LABELPROP = "auto", "pool", "flatten", "mlp", "conv", "labelprop"
 POOLINGS = ("avg", "max")
 MAX_POOL, SPATIAL_DROPOUT, RESIDUAL = "p", "d", "r"
-EXPECTED_HEADS = "pool:avg, pool:max, flatten, mlp:W,..., conv:..., labelprop"
+EXPECTED_HEADS = "auto, pool:avg, pool:max, flatten, mlp:W,..., conv:..., labelprop"
+# What `auto` stands for: on maps, the spatial average then a dense layer; on vectors (pooled at
+# extraction, or imported with extract --from-npy) the same linear model on the vector as it is.
+AUTO_ON_MAPS, AUTO_ON_VECTORS = "pool:avg", "flatten"
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,7 @@ class HeadSpec:
     """A parsed head. Only the fields of its `kind` are set."""
 
     text: str  # as the user wrote it, for messages
-    kind: str  # POOL, FLATTEN, MLP, CONV or LABELPROP
+    kind: str  # AUTO, POOL, FLATTEN, MLP, CONV or LABELPROP
     pooling: str | None = None  # POOL: "avg" or "max"
     widths: tuple[int, ...] = ()  # MLP: dense layer widths
     steps: tuple[int | str, ...] = ()  # CONV: filter counts and MAX_POOL / SPATIAL_DROPOUT / RESIDUAL
@@ -46,10 +50,22 @@ def is_labelprop(head: str) -> bool:
     return head.strip() == LABELPROP
 
 
+def resolve_head(text: str, feature_shape: tuple[int, ...]) -> str:
+    """The head that `text` stands for on features of `feature_shape`: `auto` picks the one that
+    fits (AUTO_ON_MAPS on (h, w, c) maps, AUTO_ON_VECTORS on (d,) vectors); any other head is itself."""
+    if text.strip() != AUTO:
+        return text
+    return AUTO_ON_MAPS if len(tuple(feature_shape)) == 3 else AUTO_ON_VECTORS
+
+
 def parse_head_spec(text: str) -> HeadSpec:
     """Parse a head such as 'pool:avg' or 'conv:128,p,d,r,128'; PatchworkError if it is malformed."""
     text = text.strip()
     kind, colon, arguments = text.partition(":")
+    if kind == AUTO:
+        if colon:
+            raise PatchworkError(f"head {text!r}: auto takes no arguments")
+        return HeadSpec(text, AUTO)
     if kind == POOL:
         if arguments not in POOLINGS:
             raise PatchworkError(f"head {text!r}: expected pool:avg or pool:max")

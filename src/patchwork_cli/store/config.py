@@ -44,7 +44,7 @@ class ExtractorConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    head: str = "pool:avg"
+    head: str = "auto"  # modeling/spec.py: pool:avg on feature maps, flatten on vectors
     kernel_size: int = field(default=3, metadata={"minimum": 1})
     dropout: float = field(default=0.5, metadata={"minimum": 0.0, "below": 1.0})
     batch_norm: bool = False

@@ -6,6 +6,7 @@ so the two fit the same rows and the run they write covers the same images.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -13,18 +14,21 @@ import numpy as np
 import pandas as pd
 
 from patchwork_cli.errors import PatchworkError
+from patchwork_cli.modeling.spec import resolve_head
 from patchwork_cli.store.config import Config
 from patchwork_cli.store.features import DONE, FeatureStore
 from patchwork_cli.store.project import Project
 from patchwork_cli.store.rowindex import RowMatch
 from patchwork_cli.store.splits import Parts
+from patchwork_cli.training.fingerprint import fingerprint
 
 log = logging.getLogger("patchwork")
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrainingInputs:
-    config: Config  # the project's, with the command line's --head and --seed in place
+    config: Config  # the project's, with the command line's --head and --seed in place, and head auto resolved
+    fingerprint: str  # of the config as asked (head auto, not what it resolved to): what --if-changed compares
     seed: int
     table: pd.DataFrame
     labels: np.ndarray  # (table rows, classes), NaN = unlabelled
@@ -55,6 +59,10 @@ def gather_inputs(project: Project, config: Config) -> TrainingInputs:
     learnable = has_features & ~np.isnan(labels).all(axis=1)
     train_rows, val_rows = np.flatnonzero(learnable & parts.train), np.flatnonzero(learnable & parts.validation)
     _check_labels(labels, parts, has_features, train_rows, config.classes)
+    asked = fingerprint(table, config, store)
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, head=resolve_head(config.model.head, store.row_shape))
+    )
     seed = config.training.seed if config.training.seed is not None else int(np.random.default_rng().integers(2**31))
     # The run's rows are the feature store's (predictions are written chunk for chunk beside
     # the features), and its filepaths are recorded; readers match them to labels.csv. While
@@ -66,6 +74,7 @@ def gather_inputs(project: Project, config: Config) -> TrainingInputs:
     predicted[: match.store_rows] = store.status()[: match.store_rows] == DONE
     return TrainingInputs(
         config=config,
+        fingerprint=asked,
         seed=seed,
         table=table,
         labels=labels,

@@ -25,7 +25,7 @@ from patchwork_cli.modeling.spec import is_labelprop
 from patchwork_cli.store import runs
 from patchwork_cli.store.project import Project
 from patchwork_cli.store.splits import label_summary
-from patchwork_cli.training.fingerprint import fingerprint, with_options
+from patchwork_cli.training.fingerprint import with_options
 from patchwork_cli.training.inputs import TrainingInputs, gather_inputs
 from patchwork_cli.training.keras_head import fit_keras_head
 from patchwork_cli.training.prediction import Fitted
@@ -117,5 +117,5 @@ def _write_run_files(
         validation_rows=len(inputs.val_rows),
         labelled_images=counts["labelled"]["full"] + counts["labelled"]["partial"],
         features=inputs.store.identity,
-        fingerprint=fingerprint(table, config, inputs.store),
+        fingerprint=inputs.fingerprint,
     ).write(directory)
