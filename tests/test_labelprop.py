@@ -16,7 +16,8 @@ import yaml
 import zarr
 from builders import Cli, cluster_project, snapshot
 
-from patchwork_cli.modeling.labelprop import knn_graph, normalise_rows, probabilities_from, propagate
+from patchwork_cli.modeling.labelprop import knn_graph, probabilities_from, propagate
+from patchwork_cli.util.projection import unit_rows
 
 # --- the algorithm, by hand ------------------------------------------------------------
 
@@ -46,18 +47,18 @@ def hand_propagation(w: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
 
 
 def test_the_knn_graph_is_the_hand_built_one():
-    w, used = knn_graph(normalise_rows(POINTS), 3)
+    w, used = knn_graph(unit_rows(POINTS), 3)
     assert used == 3
     np.testing.assert_allclose(w.toarray(), hand_affinity(NEIGHBOURS_K3), rtol=1e-6)
     assert w.nnz == np.count_nonzero(hand_affinity(NEIGHBOURS_K3))  # sparse: only the kNN edges
     # k = 2: two triangles, no edge between the clusters
-    w2, _ = knn_graph(normalise_rows(POINTS), 2)
+    w2, _ = knn_graph(unit_rows(POINTS), 2)
     assert not w2.toarray()[:3, 3:].any() and not w2.toarray()[3:, :3].any()
 
 
 @pytest.mark.parametrize("block_bytes", [4 * 6, 4 * 6 * 2, 64 * 2**20])  # one row a block, two, all
 def test_the_graph_does_not_depend_on_the_block_size(block_bytes):
-    w, _ = knn_graph(normalise_rows(POINTS), 3, block_bytes=block_bytes)
+    w, _ = knn_graph(unit_rows(POINTS), 3, block_bytes=block_bytes)
     np.testing.assert_allclose(w.toarray(), hand_affinity(NEIGHBOURS_K3), rtol=1e-6)
 
 

@@ -41,7 +41,8 @@ def extract(
     """Run every pending image through the feature extractor into features.zarr."""
     from patchwork_cli.errors import PatchworkError
     from patchwork_cli.extraction.extract import extract as run_extract
-    from patchwork_cli.extraction.extract import import_npy, parse_shard
+    from patchwork_cli.extraction.extract import parse_shard
+    from patchwork_cli.extraction.npy_import import import_npy
 
     cluster = dask_cluster(dask, workers)
     opened = open_from(ctx, project)
@@ -58,10 +59,16 @@ def extract(
     summary = report.as_dict()
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
+    if from_npy is not None:  # no extractor ran: the rows were copied
+        done = f"imported {summary['processed']} feature row(s) from {from_npy}"
+    else:
+        done = (
+            f"extracted {summary['processed']} image(s) with {summary['extractor']} on {summary['runtime']} "
+            f"({summary['precision'].split(':')[0]})"
+        )
     say(
-        f"extracted {summary['processed']} image(s) with {summary['extractor']} on {summary['runtime']} "
-        f"({summary['precision'].split(':')[0]}) in {summary['seconds']:.1f} s "
-        f"({summary['images_per_second']:.1f} img/s); store: {summary['done']} done, "
+        f"{done} in {summary['seconds']:.1f} s ({summary['images_per_second']:.1f} "
+        f"{'rows' if from_npy is not None else 'img'}/s); store: {summary['done']} done, "
         f"{summary['failed']} failed, {summary['pending']} pending"
     )
     if summary["note"]:

@@ -26,11 +26,10 @@ import numpy as np
 from patchwork_cli.errors import PatchworkError
 from patchwork_cli.extraction.chunks import fill_chunks
 from patchwork_cli.extraction.diskspace import DiskGuard, disk_full_message
-from patchwork_cli.store.features import DONE, FAILED, PENDING, FeatureStore, identity_difference, normalised_identity
+from patchwork_cli.store.features import FAILED, PENDING, FeatureStore, identity_difference, normalised_identity
 from patchwork_cli.store.project import FAILURES_NAME, Project
 from patchwork_cli.store.rowindex import NO_ROW, RowMatch
 from patchwork_cli.util.atomic import atomic_write
-from patchwork_cli.util.checksums import file_sha256
 from patchwork_cli.util.images import load_image
 from patchwork_cli.util.locking import project_lock
 
@@ -134,6 +133,9 @@ def extract(
         )
     seconds = time.perf_counter() - started
     write_failures_csv(project.directory, store, match, table_filepaths)
+    if not _to_do(store, paths).any():  # the last of the shards to finish: the reduced copy catches up
+        with project_lock(project.directory, exclusive=True):
+            store.update_reduced()
     return ExtractReport(processed, failed, seconds, store.counts(match), identity["name"], runtime, precision, note)
 
 
@@ -146,46 +148,6 @@ def _paths_to_extract(project: Project, store: FeatureStore, match: RowMatch) ->
     for row in np.flatnonzero(taken):
         paths[row] = project.absolute_path(filepaths[row])
     return paths
-
-
-def import_npy(project: Project, npy_path: Path, *, overwrite: bool = False) -> ExtractReport:
-    """Fill the store from pre-extracted features, one row per labels.csv row, in order."""
-    npy_path = Path(npy_path)
-    try:
-        array = np.load(npy_path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise PatchworkError(f"{npy_path}: not a readable .npy array ({error})") from None
-    filepaths = project.labels()["filepath"].tolist()
-    rows = len(filepaths)
-    if array.ndim < 2 or array.shape[0] != rows:
-        raise PatchworkError(
-            f"{npy_path}: shape {array.shape} does not fit the project: expected ({rows}, ...), "
-            "one row per labels.csv row, in order"
-        )
-    dtype = project.config.extractor.dtype
-    identity = {
-        "name": f"npy:{npy_path.name}",
-        "weights_sha256": file_sha256(npy_path),
-        "imshape": None,
-        "channels": None,
-        "pooling": None,
-        "output_shape": list(array.shape[1:]),
-        "dtype": dtype,
-    }
-    # The .npy's rows are labels.csv's rows as they are now: a new store in that order, always.
-    store, match = prepare_store(project, filepaths, tuple(array.shape[1:]), dtype, identity, overwrite, fresh=True)
-    started = time.perf_counter()
-    failed = 0
-    for index in range(store.chunk_count):
-        start, stop = store.chunk_bounds(index)
-        values = np.array(array[start:stop])  # a writable copy of the memory-mapped rows
-        finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
-        values[~finite] = 0
-        reasons = ["" if ok else "features not finite in the .npy file" for ok in finite]
-        store.write_chunk(index, values, np.where(finite, DONE, FAILED).astype(np.uint8), reasons)
-        failed += int((~finite).sum())
-    write_failures_csv(project.directory, store, match, filepaths)
-    return ExtractReport(rows, failed, time.perf_counter() - started, store.counts(match), identity["name"])
 
 
 def prepare_store(

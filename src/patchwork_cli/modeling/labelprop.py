@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from patchwork_cli.store.config import MULTICLASS
+from patchwork_cli.util.projection import unit_rows
 
 GAMMA = 3.0  # the paper's power of the similarities: sharpens the graph towards the closest neighbours
 BLOCK_BYTES = 64 * 2**20  # float32 similarities of one block of rows against all rows
@@ -45,13 +46,6 @@ class Propagation:
     probabilities: np.ndarray  # (N, C) float32
     residuals: list[float]  # the largest relative residual over the columns after each iteration
     neighbours: int  # the k actually used (at most N - 1)
-
-
-def normalise_rows(features: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (float32); all-zero rows stay zero."""
-    x = np.asarray(features, np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
 
 
 def knn_graph(x: np.ndarray, k: int, gamma: float = GAMMA, block_bytes: int = BLOCK_BYTES):
@@ -166,7 +160,7 @@ def propagate(
 ) -> Propagation:
     """Probabilities (N, C) for every row of `features` (N, d), propagated from the rows `seeds`
     (indices into features) labelled `seed_labels` (len(seeds), C; NaN unlabelled)."""
-    x = normalise_rows(features)
+    x = unit_rows(features)
     w, used = knn_graph(x, k, gamma)
     w_n = normalised_affinity(w)
     classes = seed_labels.shape[1]

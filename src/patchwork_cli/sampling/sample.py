@@ -126,11 +126,7 @@ def _pool(table: pd.DataFrame, strategy: Strategy, candidates: np.ndarray, run: 
     # by filepath: a labels.csv sorted or edited by hand never scores an image by another's prediction
     match = runs.run_match(run_dir, table["filepath"].tolist(), project.directory)
     p = runs.read_run_array(run_dir, runs.PREDICTIONS_NAME, match)
-    usable = ~np.isnan(p).any(axis=1)
-    h = None
-    if strategy.needs_embeddings:
-        h = runs.read_run_array(run_dir, runs.EMBEDDINGS_NAME, match)
-        usable &= ~np.isnan(h).any(axis=1)
+    usable = ~np.isnan(p).any(axis=1)  # a row's embedding is written with its prediction
     skipped = int((~usable[candidates]).sum())
     if skipped:
         log.warning(
@@ -145,22 +141,22 @@ def _pool(table: pd.DataFrame, strategy: Strategy, candidates: np.ndarray, run: 
         target=run_classes.index(strategy.target) if strategy.target is not None else None,
         task=project.config.task,
     )
-    if strategy.form == "disagree" or h is not None:
+    if strategy.form == "disagree" or strategy.needs_embeddings:
         # The labels of the classes the run knows, in its column order (NaN for one renamed since).
         labels = table.reindex(columns=run_classes).to_numpy(np.float64)
         pool.labels = labels[candidates]
-    if h is not None:
-        pool.h = h[candidates]
+    if strategy.needs_embeddings:
         # What the model has already learnt from: badge and coreset start with them as centres.
-        seen = _learnt_from(table, labels, usable, candidates)
-        pool.seen_p, pool.seen_h = p[seen], h[seen]
+        seen = np.flatnonzero(_learnt_from(table, labels, usable, candidates))
+        h = runs.read_run_rows(run_dir, runs.EMBEDDINGS_NAME, match, np.concatenate([candidates, seen]))
+        pool.h, pool.seen_h, pool.seen_p = h[: len(candidates)], h[len(candidates) :], p[seen]
     return pool, candidates
 
 
 def _feature_pool(table: pd.DataFrame, candidates: np.ndarray, project) -> tuple[Pool, np.ndarray]:
-    """The candidates' pooled, L2-normalised features for the coverage strategies, with those of
-    the labelled rows (already covered), matched to labels.csv by filepath; candidates without
-    features are dropped with a warning."""
+    """The candidates' reduced features (the store's reduced copy: unit pooled rows on its principal
+    axes) for the coverage strategies, with those of the labelled rows (already covered), matched to
+    labels.csv by filepath; candidates without features are dropped with a warning."""
     from patchwork_cli.store.features import DONE
 
     store = project.open_features()
@@ -177,8 +173,7 @@ def _feature_pool(table: pd.DataFrame, candidates: np.ndarray, project) -> tuple
     candidates = candidates[has_features[candidates]]
     seen = _learnt_from(table, table[project.classes].to_numpy(np.float64), has_features, candidates)
     source = match.store_rows_of_table()
-    wanted = source[np.concatenate([candidates, np.flatnonzero(seen)])]
-    vectors = _unit_rows(np.asarray(store.pooled.get_orthogonal_selection((wanted,)), dtype=np.float32))
+    vectors = store.reduced_rows(source[np.concatenate([candidates, np.flatnonzero(seen)])])
     pool = Pool(
         count=len(candidates),
         features=vectors[: len(candidates)],
@@ -187,12 +182,6 @@ def _feature_pool(table: pd.DataFrame, candidates: np.ndarray, project) -> tuple
         class_count=len(project.classes),
     )
     return pool, candidates
-
-
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (a zero row stays zero): coverage is measured by cosine distance."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, np.finfo(np.float32).tiny)
 
 
 def _learnt_from(table: pd.DataFrame, labels: np.ndarray, usable: np.ndarray, candidates: np.ndarray) -> np.ndarray:

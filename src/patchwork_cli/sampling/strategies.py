@@ -71,10 +71,12 @@ class Strategy:
 class Pool:
     """The candidates' arrays, aligned row for row, columns in the run's class order.
 
-    p: (n, C) probabilities; h: (n, d) embeddings; labels: (n, C), NaN = unlabelled;
-    target: the column of the strategy's class; seen_h / seen_p: the labelled rows that
-    are not candidates, the initial centres of badge and coreset. features: (n, d) float32,
-    the extracted features, pooled and L2-normalised; seen_features: those of the labelled
+    p: (n, C) probabilities; h: (n, d) embeddings (as the run stores them: on its principal
+    axes when the head's are wider than util.projection.REDUCED_WIDTH); labels: (n, C), NaN =
+    unlabelled; target: the column of the strategy's class; seen_h / seen_p: the labelled rows
+    that are not candidates, the initial centres of badge and coreset. features: (n, r) float32,
+    the store's reduced copy (the pooled features, L2-normalised, on the store's principal
+    axes: features.FeatureStore.reduced_rows); seen_features: those of the labelled
     non-candidate rows, which typiclust and probcover count as covered. task: "multilabel"
     (sigmoid outputs) or "multiclass" (softmax), for margin; class_count: the number of
     classes, probcover's number of pseudo-labels (None: its default)."""

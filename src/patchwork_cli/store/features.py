@@ -1,19 +1,21 @@
 """features.zarr: the feature store, one row per image, each row recording which image it is.
 
-A zarr group with three arrays chunked alike along rows:
-  features  (N, ...)  the extractor's output, float16 by default, zstd-compressed;
-  status    (N,)      0 pending, 1 done, 2 failed;
-  reason    (N,)      why a failed row failed ("" otherwise);
-for feature maps (N, h, w, c), a `pooled` (N, c) float32 copy, their spatial average,
-chunked like them: what the coverage strategies and pooling heads read, at a fraction of
-the maps' bytes (a 7x7x1280 map is 125 KB a row as float16, its average 5 KB);
-a `filepath` (N,) array naming the image of each row as labels.csv wrote it when the
-row was made, with the count and digest of that column in the attrs under `rows` (see
-rowindex.py: a hand-edited labels.csv is matched to the store by filepath); and the
-extractor's identity in the attrs. Work is done and written a whole chunk at a time (zarr
-writes each chunk file atomically), so processes that own disjoint chunks never touch each
-other's files, and a killed run leaves every chunk either as it was or complete. Rows are
-only appended: an image new to the store gets the next row, whatever its line in labels.csv.
+A zarr group with three arrays chunked alike along rows: features (N, ...) the extractor's
+output, float16 by default, zstd-compressed; status (N,) 0 pending, 1 done, 2 failed; reason
+(N,) why a failed row failed ("" otherwise); for feature maps (N, h, w, c), a `pooled` (N, c)
+float32 copy, their spatial average, chunked like them: what the coverage strategies and pooling
+heads read, at a fraction of the maps' bytes (a 7x7x1280 map is 125 KB a row as float16, its
+average 5 KB); a `reduced` (N, r) float32 copy, the pooled rows (unit length) on the store's
+principal axes (`reduced_axes`, (d, r), fitted once per store on a sample: util/projection.py),
+which the coverage strategies read at a million rows instead of 5 GB of pooled vectors (NaN: a
+row not projected yet, computed from the pooled copy by the reader); a `filepath` (N,) array
+naming the image of each row as labels.csv wrote it when the row was made, with the count and
+digest of that column in the attrs under `rows` (see rowindex.py: a hand-edited labels.csv is
+matched to the store by filepath); and the extractor's identity in the attrs. Work is done and
+written a whole chunk at a time (zarr writes each chunk file atomically), so processes that own
+disjoint chunks never touch each other's files, and a killed run leaves every chunk either as it
+was or complete. Rows are only appended: an image new to the store gets the next row, whatever
+its line in labels.csv.
 
 A store is named by its location: a local path, or a URL that zarr opens through fsspec
 (s3://bucket/x.zarr, ...), so that workers on other hosts can write it.
@@ -29,10 +31,13 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from patchwork_cli.store.rowindex import FILEPATH_CHUNK, ROWS_ATTR, RowMatch, RowRecord, match_rows
+from patchwork_cli.util.chunked import chunk_groups
+from patchwork_cli.util.projection import principal_axes, project, sample_chunks, sample_rows, unit_rows
 
 PENDING, DONE, FAILED = 0, 1, 2
 _CHUNK_BYTES = 8 * 2**20  # about 8 MiB of features per chunk
 POOLED_NAME = "pooled"
+REDUCED_NAME, AXES_NAME = "reduced", "reduced_axes"
 # zstd level 1 on EfficientNet-Lite0's float16 maps (90% zeros after its ReLU6), measured on real
 # photographs: 19.5 KiB a row in 0.46 ms; level 3: 20.4 KiB in 0.67 ms; blosc-lz4 with byte
 # shuffle 39.2 KiB in 0.20 ms. Level 1 is both smaller and faster than 3; lz4's saving of 0.2 ms
@@ -67,6 +72,7 @@ class FeatureStore:
         self.features = group["features"]
         self.status_array = group["status"]
         self.reason_array = group["reason"]
+        self._axes: np.ndarray | None = None
 
     @classmethod
     def open(cls, location: str | Path, writable: bool = False) -> FeatureStore | None:
@@ -165,6 +171,8 @@ class FeatureStore:
         arrays = [self.features, self.status_array, self.reason_array]
         if self.has_maps and POOLED_NAME in self.group:
             arrays.append(self.group[POOLED_NAME])
+        if self.axes() is not None:
+            arrays.append(self.group[REDUCED_NAME])
         return arrays
 
     def status(self) -> np.ndarray:
@@ -185,6 +193,11 @@ class FeatureStore:
         self.features[start:stop] = features
         if self.has_maps:
             self.group[POOLED_NAME][start:stop] = spatial_average(features)
+        axes = self.axes()
+        if axes is not None:
+            # from the pooled rows as stored (float16 vectors rounded): what a reader projecting them gets
+            pooled = np.asarray(spatial_average(features) if self.has_maps else features, dtype=self.pooled.dtype)
+            self.group[REDUCED_NAME][start:stop] = _reduced(pooled, status, axes)
         self.reason_array[start:stop] = np.array(reasons, dtype=object)
         self.status_array[start:stop] = status
 
@@ -211,6 +224,75 @@ class FeatureStore:
             start, stop = self.chunk_bounds(index)
             pooled[start:stop] = spatial_average(self.features[start:stop])
         self.group.attrs[POOLED_NAME] = True
+
+    def axes(self) -> np.ndarray | None:
+        """The store's principal axes (d, r), or None before they are fitted (see fit_axes)."""
+        if self._axes is None and self.group.attrs.get(AXES_NAME):
+            self._axes = self.group[AXES_NAME][:]
+        return self._axes
+
+    def fit_axes(self, pooled_sample: np.ndarray) -> None:
+        """Fix the store's principal axes from a sample of its pooled rows, once: from now on every
+        chunk written is projected with it (rows written before: see update_reduced)."""
+        axes = principal_axes(unit_rows(pooled_sample))
+        self.group.create_array(AXES_NAME, shape=axes.shape, dtype="float32", overwrite=True)[:] = axes
+        self.group.create_array(
+            REDUCED_NAME,
+            shape=(self.rows, axes.shape[1]),
+            chunks=(self.chunk_rows, axes.shape[1]),
+            dtype="float32",
+            fill_value=np.nan,
+            overwrite=True,
+        )
+        self.group.attrs[AXES_NAME] = True  # last: a fit cut short leaves no axes, and is fitted again
+        self._axes = axes
+
+    def update_reduced(self) -> None:
+        """Fit the axes if the store has none, and project every done row not projected yet (rows
+        extracted before the axes, or by a process that opened the store before they existed)."""
+        if self.axes() is None:
+            self.fit_axes(self._pooled_sample(np.random.default_rng(0)))
+        reduced = self.group[REDUCED_NAME]
+        if reduced.shape[0] < self.rows:
+            reduced.resize((self.rows, reduced.shape[1]))
+        for index in range(self.chunk_count):
+            start, stop = self.chunk_bounds(index)
+            status = self.status_array[start:stop]
+            stale = (status == DONE) & np.isnan(reduced[start:stop, 0])
+            if stale.any():
+                reduced[start:stop] = _reduced(self.pooled[start:stop], status, self._axes)
+
+    def reduced_rows(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), r) float32: the reduced copy of store `rows` (rows with features), a chunk at a
+        time; rows not projected yet are projected from the pooled copy here, and a store without
+        axes (written before stores kept them) gets axes fitted for this read alone."""
+        axes = self.axes()
+        cached = None if axes is None else self.group[REDUCED_NAME]
+        if axes is None:
+            axes = principal_axes(unit_rows(self._pooled_sample(np.random.default_rng(0))))
+        out = np.empty((len(rows), axes.shape[1]), np.float32)
+        for chunk, positions, offsets in chunk_groups(rows, self.chunk_rows):
+            start, stop = self.chunk_bounds(chunk)
+            if cached is not None and stop <= cached.shape[0]:
+                values = cached[start:stop][offsets]
+            else:
+                values = np.full((len(offsets), axes.shape[1]), np.nan, np.float32)
+            missing = np.isnan(values[:, 0])
+            if missing.any():
+                pooled = np.asarray(self.pooled[start:stop], dtype=np.float32)[offsets[missing]]
+                values[missing] = project(unit_rows(pooled), axes)
+            out[positions] = values
+        return out
+
+    def _pooled_sample(self, rng: np.random.Generator) -> np.ndarray:
+        """Pooled rows with features from a few chunks drawn at random (projection.sample_chunks)."""
+        parts = []
+        for index in sample_chunks(self.chunk_count, rng):
+            start, stop = self.chunk_bounds(int(index))
+            done = self.status_array[start:stop] == DONE
+            parts.append(np.asarray(self.pooled[start:stop], dtype=np.float32)[done])
+        sample = np.concatenate(parts) if parts else np.zeros((0, self.pooled.shape[1]), np.float32)
+        return sample[sample_rows(len(sample), rng)]
 
     def retry_failed(self, chunks: list[int]) -> int:
         """Mark the failed rows of `chunks` pending again (a fixed file gets another go)."""
@@ -253,6 +335,13 @@ def spatial_average(maps: np.ndarray) -> np.ndarray:
     over one flattened axis: twice as fast as over two (21 -> 10 ms a 64-row chunk of 7x7x1280)."""
     n, h, w, c = maps.shape
     return np.asarray(maps, dtype=np.float32).reshape(n, h * w, c).mean(axis=1)
+
+
+def _reduced(pooled: np.ndarray, status: np.ndarray, axes: np.ndarray) -> np.ndarray:
+    """A chunk's reduced copy: its unit pooled rows on `axes`, NaN for the rows without features."""
+    reduced = project(unit_rows(pooled), axes)
+    reduced[status != DONE] = np.nan
+    return reduced
 
 
 def _create_pooled(group: zarr.Group, rows: int, chunk: int, width: int) -> None:

@@ -20,8 +20,9 @@ import numpy as np
 
 from patchwork_cli.errors import PatchworkError
 from patchwork_cli.store.config import MULTILABEL
-from patchwork_cli.store.rowindex import FILEPATH_CHUNK, ROWS_ATTR, RowMatch, RowRecord, match_rows
+from patchwork_cli.store.rowindex import FILEPATH_CHUNK, NO_ROW, ROWS_ATTR, RowMatch, RowRecord, match_rows
 from patchwork_cli.util.atomic import atomic_write_text, fsync_directory
+from patchwork_cli.util.chunked import gather_rows
 
 MODELS_NAME = "models"
 LATEST_NAME = "LATEST"
@@ -38,6 +39,9 @@ EMBEDDINGS_NAME = "embeddings.zarr"
 # The image of each row of the two arrays above, with the count and digest in its attrs
 # (rowindex.py): a run's predictions are only ever used for the images they were made for.
 FILEPATHS_NAME = "filepaths.zarr"
+# The principal axes a run's embeddings are stored on, when the head's are wider than
+# util.projection.REDUCED_WIDTH (training/prediction.py): (embedding width, REDUCED_WIDTH) float32.
+EMBEDDING_AXES_FILE = "embedding_axes.npy"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,3 +181,13 @@ def read_run_array(run_dir: Path, name: str, match: RowMatch) -> np.ndarray:
         out[:present] = stored[:present]
         return out
     return match.gather(np.asarray(stored[: match.store_rows], dtype=np.float32))
+
+
+def read_run_rows(run_dir: Path, name: str, match: RowMatch, table_rows: np.ndarray) -> np.ndarray:
+    """Some labels.csv rows (`table_rows`) of a run's per-row zarr array, as float32, a chunk at a
+    time: memory for those rows alone (NaN for a row the run has no prediction for)."""
+    import zarr
+
+    stored = zarr.open_array(str(Path(run_dir) / name), mode="r")
+    run_rows = match.store_rows_of_table()[np.asarray(table_rows, dtype=np.int64)]
+    return gather_rows(stored, np.where(run_rows < match.store_rows, run_rows, NO_ROW))

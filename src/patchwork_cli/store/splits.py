@@ -43,13 +43,21 @@ def label_summary(table: pd.DataFrame, classes: list[str]) -> dict:
     values = table[classes].to_numpy(dtype=np.float64)
     labelled_count = (~np.isnan(values)).sum(axis=1)
     kept = ~parts.excluded
-    per_class = {}
-    for k, name in enumerate(classes):
-        column = values[:, k]
-        per_class[name] = {
-            part: {"positive": int(((column == 1) & rows).sum()), "negative": int(((column == 0) & rows).sum())}
-            for part, rows in (("train", parts.train), ("validation", parts.validation))
+    # counted over the labelled rows alone: a few thousand of a million, where a mask per class and
+    # part over every row took 0.15 s at a million rows
+    labelled = np.flatnonzero(labelled_count)
+    cells = values[labelled]
+    counts = {
+        (part, value): ((cells == value) & rows[labelled, None]).sum(axis=0).tolist()
+        for part, rows in (("train", parts.train), ("validation", parts.validation))
+        for value in (1, 0)
+    }
+    per_class = {
+        name: {
+            part: {"positive": counts[part, 1][k], "negative": counts[part, 0][k]} for part in ("train", "validation")
         }
+        for k, name in enumerate(classes)
+    }
     return {
         "images": int(len(table)),
         "excluded": int(parts.excluded.sum()),

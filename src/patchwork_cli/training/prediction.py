@@ -13,6 +13,7 @@ import zarr
 
 from patchwork_cli.store import runs
 from patchwork_cli.store.features import FeatureStore
+from patchwork_cli.util.projection import REDUCED_WIDTH, principal_axes, project, sample_chunks, sample_rows
 
 PREDICT_BATCH = 256
 PREDICT_BLOCK_BYTES = 32 * 2**20  # float32 features read and predicted at once in train's prediction pass
@@ -34,15 +35,39 @@ def predict_all(
     """Probabilities (rows, C) and embeddings for the store's first `rows` rows, a few whole
     feature chunks at a time, into the run's zarr arrays; NaN where `has_features` is False.
     `from_average`: the model takes the store's pooled copy. Returns the probabilities."""
-    probabilities, embeddings = run_arrays(directory, rows, store.chunk_rows, *_output_widths(model))
+    axes = embedding_axes(model, store, has_features, directory, from_average)
+    probabilities, embeddings = run_arrays(directory, rows, store.chunk_rows, *_output_widths(model, axes))
     source = store.pooled if from_average else store.features
     row_bytes = int(np.prod(source.shape[1:])) * 4
     per_block = store.chunk_rows * max(1, PREDICT_BLOCK_BYTES // (row_bytes * store.chunk_rows))
     end = min(rows, store.rows)
     for start in range(0, end, per_block):
         stop = min(start + per_block, end)
-        predict_chunk(model, store, start, stop, has_features[start:stop], probabilities, embeddings, from_average)
+        block = has_features[start:stop]
+        predict_chunk(model, store, start, stop, block, probabilities, embeddings, from_average, axes)
     return probabilities[:]
+
+
+def embedding_axes(model, store: FeatureStore, has_features, directory: Path, from_average: bool):
+    """The principal axes (width, REDUCED_WIDTH) the run stores its embeddings on, fitted on the
+    embeddings of a sample of rows and saved in the run (EMBEDDING_AXES_FILE); None when the head's
+    embedding is no wider than that (stored as it is). At a million rows a 1280-d embedding is 5 GB
+    that sampling would have to read; on 128 axes, 0.5 GB."""
+    width, _ = _output_widths(model, None)
+    if width <= REDUCED_WIDTH:
+        return None
+    rng = np.random.default_rng(0)
+    chunks = [c for c in range(store.chunk_count) if has_features[slice(*store.chunk_bounds(c))].any()]
+    sample = []
+    for index in np.asarray(chunks)[sample_chunks(len(chunks), rng)]:
+        start, stop = store.chunk_bounds(int(index))
+        present = np.flatnonzero(has_features[start:stop])
+        source = store.pooled if from_average else store.features
+        sample.append(model.predict_on_batch(np.asarray(source[start:stop], dtype=np.float32)[present])[0])
+    sample = np.concatenate(sample)
+    axes = principal_axes(sample[sample_rows(len(sample), rng)])
+    np.save(directory / runs.EMBEDDING_AXES_FILE, axes)
+    return axes
 
 
 def predict_all_on_cluster(
@@ -51,7 +76,8 @@ def predict_all_on_cluster(
     """predict_all with each chunk a Dask task; the workers load the head from the run's model.keras."""
     from patchwork_cli.distributed.tasks import run_chunk_tasks
 
-    probabilities, _ = run_arrays(directory, rows, store.chunk_rows, *_output_widths(model))
+    axes = embedding_axes(model, store, has_features, directory, from_average)  # the tasks load them from the run
+    probabilities, _ = run_arrays(directory, rows, store.chunk_rows, *_output_widths(model, axes))
     model_path = str(directory / runs.MODEL_FILE)
     chunks = _prediction_chunks(store, rows)
     arguments = [
@@ -65,10 +91,11 @@ def predict_all_on_cluster(
     return probabilities[:]
 
 
-def _output_widths(model) -> tuple[int, int]:
-    """The widths of an embedding model's two outputs: its embedding, and the classes."""
+def _output_widths(model, axes) -> tuple[int, int]:
+    """The widths of what the run stores of an embedding model's two outputs: its embedding (on
+    `axes`, when not None), and the classes."""
     embedding_width, classes = (int(o.shape[-1]) for o in model.outputs)
-    return embedding_width, classes
+    return (embedding_width if axes is None else axes.shape[1]), classes
 
 
 def run_arrays(
@@ -92,17 +119,19 @@ def _prediction_chunks(store: FeatureStore, rows: int) -> list[tuple[int, int]]:
 
 
 def predict_chunk(
-    model, store: FeatureStore, start: int, stop: int, has_features, probabilities, embeddings, from_average: bool
+    model, store: FeatureStore, start: int, stop: int, has_features, probabilities, embeddings, from_average, axes
 ) -> None:
-    """Embeddings and probabilities of rows start..stop (whole feature chunks) that have features,
-    written over those rows of the run's arrays: one Dask task is one chunk. `from_average`: the
-    model reads the store's pooled copy, not the maps."""
+    """Embeddings (on `axes`, when not None) and probabilities of rows start..stop (whole feature
+    chunks) that have features, written over those rows of the run's arrays: one Dask task is one
+    chunk. `from_average`: the model reads the store's pooled copy, not the maps."""
     present = np.flatnonzero(has_features)
     if not len(present):
         return
     source = store.pooled if from_average else store.features
     features = np.asarray(source[start:stop], dtype=np.float32)[present]
     embedded, predicted = model.predict_on_batch(features)  # a block is a few tens of MiB: one batch
+    if axes is not None:
+        embedded = project(embedded, axes)
     block_p = np.full((stop - start, probabilities.shape[1]), np.nan, np.float32)
     block_e = np.full((stop - start, embeddings.shape[1]), np.nan, np.float32)
     block_p[present], block_e[present] = predicted, embedded
@@ -119,7 +148,9 @@ def predict_chunk_task(
     model = load_once("head", (model_path, from_average), lambda: _load_head(model_path, from_average))
     probabilities = zarr.open_array(str(Path(run_dir) / runs.PREDICTIONS_NAME), mode="r+")
     embeddings = zarr.open_array(str(Path(run_dir) / runs.EMBEDDINGS_NAME), mode="r+")
-    predict_chunk(model, store, start, stop, np.asarray(has_features), probabilities, embeddings, from_average)
+    axes_file = Path(run_dir) / runs.EMBEDDING_AXES_FILE
+    axes = np.load(axes_file) if axes_file.is_file() else None
+    predict_chunk(model, store, start, stop, np.asarray(has_features), probabilities, embeddings, from_average, axes)
     return stop - start
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from patchwork_cli.errors import PatchworkError
-from patchwork_cli.modeling.labelprop import normalise_rows, propagate
+from patchwork_cli.modeling.labelprop import propagate
 from patchwork_cli.training.inputs import TrainingInputs
 from patchwork_cli.training.prediction import Fitted, run_arrays
 
@@ -19,7 +19,8 @@ log = logging.getLogger("patchwork")
 def propagate_labels(inputs: TrainingInputs) -> Fitted:
     """Label propagation (modeling/labelprop.py) over the store's pooled features of every row that has
     them: the training rows are the seeds, the validation rows are only scored. No model, no
-    TensorFlow; the run's embeddings are the unit-normalised pooled features its graph joined."""
+    TensorFlow; the run's embeddings are the store's reduced copy of the features its graph joined
+    (unit-normalised, on the store's principal axes)."""
     store, config, predicted = inputs.store, inputs.config, inputs.predicted
     if store.needs_pooled():
         raise PatchworkError("the feature store has no pooled copy yet: run 'patchwork extract' once to build it")
@@ -54,17 +55,18 @@ def propagate_labels(inputs: TrainingInputs) -> Fitted:
     }
 
     def write(staging: Path) -> np.ndarray:
+        reduced = store.reduced_rows(nodes)
         probabilities, embeddings = run_arrays(
-            staging, len(predicted), store.chunk_rows, features.shape[1], len(config.classes)
+            staging, len(predicted), store.chunk_rows, reduced.shape[1], len(config.classes)
         )
         full = np.full((len(predicted), len(config.classes)), np.nan, np.float32)
         full[nodes] = result.probabilities
         probabilities[:] = full
-        for start in range(0, len(predicted), store.chunk_rows):  # chunk by chunk: one (N, d) copy at most
+        for start in range(0, len(predicted), store.chunk_rows):  # chunk by chunk: one (N, r) copy at most
             stop = min(start + store.chunk_rows, len(predicted))
-            block = np.full((stop - start, features.shape[1]), np.nan, np.float32)
+            block = np.full((stop - start, reduced.shape[1]), np.nan, np.float32)
             inside = (nodes >= start) & (nodes < stop)
-            block[nodes[inside] - start] = normalise_rows(features[inside])
+            block[nodes[inside] - start] = reduced[inside]
             embeddings[start:stop] = block
         return full
 
