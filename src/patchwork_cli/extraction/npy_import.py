@@ -18,9 +18,7 @@ from patchwork_cli.extraction.extract import ExtractReport, prepare_store, write
 from patchwork_cli.store.features import DONE, FAILED, spatial_average
 from patchwork_cli.store.project import Project
 from patchwork_cli.util.checksums import file_sha256
-from patchwork_cli.util.projection import sample_rows
-
-SAMPLE_BLOCK = 256  # rows of the axes' sample read (and averaged, for maps) at a time
+from patchwork_cli.util.projection import sample_from_chunks
 
 
 def import_npy(project: Project, npy_path: Path, *, overwrite: bool = False) -> ExtractReport:
@@ -47,7 +45,7 @@ def import_npy(project: Project, npy_path: Path, *, overwrite: bool = False) -> 
     # The .npy's rows are labels.csv's rows as they are now: a new store in that order, always.
     store, match = prepare_store(project, filepaths, tuple(shape[1:]), dtype, identity, overwrite, fresh=True)
     started = time.perf_counter()
-    store.fit_axes(_pooled_sample(npy_path, rows, store.has_maps))  # so that each chunk is reduced as it is written
+    store.fit_axes(_pooled_sample(npy_path, store))  # so that each chunk is reduced as it is written
     failed = 0
     for index in range(store.chunk_count):
         start, stop = store.chunk_bounds(index)
@@ -69,12 +67,13 @@ def _open(npy_path: Path) -> np.ndarray:
         raise PatchworkError(f"{npy_path}: not a readable .npy array ({error})") from None
 
 
-def _pooled_sample(npy_path: Path, rows: int, maps: bool) -> np.ndarray:
-    """The pooled vectors of a random sample of the finite rows: what the store's axes are fitted on."""
-    chosen = sample_rows(rows, np.random.default_rng(0))
-    parts = []
-    for offset in range(0, len(chosen), SAMPLE_BLOCK):
-        block = np.asarray(_open(npy_path)[chosen[offset : offset + SAMPLE_BLOCK]], dtype=np.float32)
+def _pooled_sample(npy_path: Path, store) -> np.ndarray:
+    """The pooled vectors of a sample of the finite rows, drawn as the store draws its own
+    (projection.sample_from_chunks, over the store's chunks): what the store's axes are fitted on."""
+
+    def finite_rows(index: int) -> np.ndarray:
+        block = np.asarray(_open(npy_path)[slice(*store.chunk_bounds(index))], dtype=np.float32)
         block = block[np.isfinite(block.reshape(len(block), -1)).all(axis=1)]
-        parts.append(spatial_average(block) if maps else block)
-    return np.concatenate(parts)
+        return spatial_average(block) if store.has_maps else block
+
+    return sample_from_chunks(store.chunk_count, finite_rows, np.random.default_rng(0))

@@ -32,7 +32,7 @@ from zarr.codecs import ZstdCodec
 
 from patchwork_cli.store.rowindex import FILEPATH_CHUNK, ROWS_ATTR, RowMatch, RowRecord, match_rows
 from patchwork_cli.util.chunked import chunk_groups
-from patchwork_cli.util.projection import principal_axes, project, sample_chunks, sample_rows, unit_rows
+from patchwork_cli.util.projection import principal_axes, project, sample_from_chunks, unit_rows
 
 PENDING, DONE, FAILED = 0, 1, 2
 _CHUNK_BYTES = 8 * 2**20  # about 8 MiB of features per chunk
@@ -285,14 +285,13 @@ class FeatureStore:
         return out
 
     def _pooled_sample(self, rng: np.random.Generator) -> np.ndarray:
-        """Pooled rows with features from a few chunks drawn at random (projection.sample_chunks)."""
-        parts = []
-        for index in sample_chunks(self.chunk_count, rng):
-            start, stop = self.chunk_bounds(int(index))
-            done = self.status_array[start:stop] == DONE
-            parts.append(np.asarray(self.pooled[start:stop], dtype=np.float32)[done])
-        sample = np.concatenate(parts) if parts else np.zeros((0, self.pooled.shape[1]), np.float32)
-        return sample[sample_rows(len(sample), rng)]
+        """Pooled rows with features from a few chunks drawn at random (projection.sample_from_chunks)."""
+
+        def done_rows(index: int) -> np.ndarray:
+            start, stop = self.chunk_bounds(index)
+            return np.asarray(self.pooled[start:stop], dtype=np.float32)[self.status_array[start:stop] == DONE]
+
+        return sample_from_chunks(self.chunk_count, done_rows, rng)
 
     def retry_failed(self, chunks: list[int]) -> int:
         """Mark the failed rows of `chunks` pending again (a fixed file gets another go)."""

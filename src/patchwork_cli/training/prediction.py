@@ -13,7 +13,7 @@ import zarr
 
 from patchwork_cli.store import runs
 from patchwork_cli.store.features import FeatureStore
-from patchwork_cli.util.projection import REDUCED_WIDTH, principal_axes, project, sample_chunks, sample_rows
+from patchwork_cli.util.projection import REDUCED_WIDTH, principal_axes, project, sample_from_chunks
 
 PREDICT_BATCH = 256
 PREDICT_BLOCK_BYTES = 32 * 2**20  # float32 features read and predicted at once in train's prediction pass
@@ -56,16 +56,15 @@ def embedding_axes(model, store: FeatureStore, has_features, directory: Path, fr
     width, _ = _output_widths(model, None)
     if width <= REDUCED_WIDTH:
         return None
-    rng = np.random.default_rng(0)
+    source = store.pooled if from_average else store.features
     chunks = [c for c in range(store.chunk_count) if has_features[slice(*store.chunk_bounds(c))].any()]
-    sample = []
-    for index in np.asarray(chunks)[sample_chunks(len(chunks), rng)]:
-        start, stop = store.chunk_bounds(int(index))
+
+    def embedded(position: int) -> np.ndarray:
+        start, stop = store.chunk_bounds(chunks[position])
         present = np.flatnonzero(has_features[start:stop])
-        source = store.pooled if from_average else store.features
-        sample.append(model.predict_on_batch(np.asarray(source[start:stop], dtype=np.float32)[present])[0])
-    sample = np.concatenate(sample)
-    axes = principal_axes(sample[sample_rows(len(sample), rng)])
+        return model.predict_on_batch(np.asarray(source[start:stop], dtype=np.float32)[present])[0]
+
+    axes = principal_axes(sample_from_chunks(len(chunks), embedded, np.random.default_rng(0)))
     np.save(directory / runs.EMBEDDING_AXES_FILE, axes)
     return axes
 

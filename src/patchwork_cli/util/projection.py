@@ -29,9 +29,17 @@ def sample_rows(count: int, rng: np.random.Generator, limit: int = FIT_ROWS) -> 
     return np.sort(rng.choice(count, limit, replace=False))
 
 
-def sample_chunks(count: int, rng: np.random.Generator) -> np.ndarray:
-    """At most FIT_CHUNKS of `count` chunk indices, drawn at random, in order."""
-    return sample_rows(count, rng, FIT_CHUNKS)
+def sample_from_chunks(chunk_count: int, read_chunk, rng: np.random.Generator) -> np.ndarray:
+    """The rows to fit axes on: from each of at most FIT_CHUNKS of `chunk_count` chunks drawn at
+    random, an equal share (drawn at random) of FIT_ROWS of the rows `read_chunk(index)` returns
+    for it ((n, d) float32, the rows that count), so that no more than a chunk is held beyond them."""
+    chunks = sample_rows(chunk_count, rng, FIT_CHUNKS)
+    share = -(-FIT_ROWS // max(1, len(chunks)))
+    parts = []
+    for index in chunks:
+        rows = np.asarray(read_chunk(int(index)), dtype=np.float32)
+        parts.append(rows[sample_rows(len(rows), rng, share)])
+    return np.concatenate(parts)
 
 
 def principal_axes(sample: np.ndarray, width: int = REDUCED_WIDTH) -> np.ndarray:
