@@ -20,7 +20,11 @@ from patchwork_cli.cli.common import (
 
 def train(
     ctx: typer.Context,
-    head: str | None = typer.Option(None, "--head", help="Head spec, e.g. pool:avg, mlp:256 or conv:128,p,d,r,128."),
+    head: str | None = typer.Option(
+        None,
+        "--head",
+        help="Head spec, e.g. auto (the default: fits the features), pool:avg, mlp:256 or conv:128,p,d,r,128.",
+    ),
     seed: int | None = typer.Option(
         None, "--seed", help="Seed of this run (default: training.seed in patchwork.yaml); the same seed, the same run."
     ),
