@@ -65,8 +65,9 @@ def test_the_grammar_does_not_import_tensorflow():
         ("pool:mean", "head 'pool:mean': expected pool:avg or pool:max"),
         ("pool", "head 'pool': expected pool:avg or pool:max"),
         ("flatten:2", "head 'flatten:2': flatten takes no arguments"),
-        ("foo:1", "unknown head 'foo:1' (expected pool:avg, pool:max, flatten, mlp:W,..., conv:..., labelprop)"),
-        ("", "unknown head '' (expected pool:avg, pool:max, flatten, mlp:W,..., conv:..., labelprop)"),
+        ("auto:avg", "head 'auto:avg': auto takes no arguments"),
+        ("foo:1", "unknown head 'foo:1' (expected auto, pool:avg, pool:max, flatten, mlp:W,..., conv:..., labelprop)"),
+        ("", "unknown head '' (expected auto, pool:avg, pool:max, flatten, mlp:W,..., conv:..., labelprop)"),
     ],
 )
 def test_bad_head_spec_names_the_bad_token(text, message):
