@@ -15,8 +15,9 @@ truth=$(python "$here/../digits/make_images.py" "$work/digits" 1000)
 
 echo "== patchwork init $work/base" >&2
 patchwork init "$work/base" --images "$work/digits/images" --classes "$classes" --task multiclass
-# Pooled 1280-d vectors and a linear head keep the demo small and quick.
-sed -i -e 's/^  pooling: null/  pooling: avg/' -e 's/^  head: pool:avg/  head: flatten/' "$work/base/patchwork.yaml"
+# Pooled 1280-d vectors keep the demo small and quick; the default head (auto) takes them
+# with a linear layer (flatten).
+sed -i -e 's/^  pooling: null/  pooling: avg/' "$work/base/patchwork.yaml"
 
 echo "== patchwork extract (EfficientNet-Lite0)" >&2
 patchwork --project "$work/base" extract
