@@ -13,7 +13,9 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import itertools
+import os
 import queue
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -142,6 +144,7 @@ class ChunkWriter:
             raise self.error
 
     def _run(self) -> None:
+        yield_to_engine(WRITER_NICE)
         # after an error, or once the caller failed, the jobs are taken and dropped: a caller
         # blocked on a full queue is freed, and sees the error
         while (job := self.jobs.get()) is not None:
@@ -165,7 +168,9 @@ def prefetch(decode, rows: Iterator[int], lookahead: int) -> Iterator[tuple[int,
         except ImageError as error:
             return error
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=DECODE_THREADS or cpu_threads()) as pool:
+    with concurrent.futures.ThreadPoolExecutor(
+        max_workers=DECODE_THREADS or cpu_threads(), initializer=lambda: yield_to_engine(DECODE_NICE)
+    ) as pool:
         window: collections.deque = collections.deque()
         for row in rows:
             window.append((row, pool.submit(safe, row)))
@@ -178,3 +183,15 @@ def prefetch(decode, rows: Iterator[int], lookahead: int) -> Iterator[tuple[int,
 
 
 DECODE_THREADS = 0  # 0: one per core; set by measurement (see the module's notes)
+DECODE_NICE = 0
+WRITER_NICE = 0
+
+
+def yield_to_engine(nice: int) -> None:
+    """Lower the calling thread's priority by `nice` (Linux: each thread has its own nice value)."""
+    if nice and sys.platform.startswith("linux"):
+        tid = threading.get_native_id()
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+        except OSError:
+            pass
