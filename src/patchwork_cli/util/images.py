@@ -38,13 +38,10 @@ def load_image(path: str, size: tuple[int, int] | None = None, channels: int = 3
             if size is not None and image.format == "JPEG":
                 _draft(image, size)
             image.load()
-            # No copy that changes nothing: exif_transpose in place (it copies an image it does not
-            # turn), no convert() to the mode the image has, the resize before numpy rather than
-            # through it. Each cost 0.2-0.3 core-ms on a 640x480 JPEG photograph at 224x224: 1.68
-            # core-ms an image with them, 1.34 without, the same pixels (extract decodes every image).
-            ImageOps.exif_transpose(image, in_place=True)
+            ImageOps.exif_transpose(image, in_place=True)  # in place: without a turn, no copy
             image = _to_channels(image, channels)
             if size is not None and image.size != (size[1], size[0]):
+                # resized as a Pillow image, without a round trip through numpy (0.1 core-ms an image)
                 image = image.resize((size[1], size[0]), Image.BILINEAR)
             pixels = np.array(image, dtype=np.uint8)  # a writable copy, not a view of Pillow's buffer
     except ImageError:
@@ -62,13 +59,11 @@ def load_image(path: str, size: tuple[int, int] | None = None, channels: int = 3
 
 def _draft(image: Image.Image, size: tuple[int, int]) -> None:
     """Have libjpeg decode at 1/2, 1/4 or 1/8 scale, the smallest that keeps the image at least
-    `size` (Pillow's draft; 1/2 for a 640x480 photograph at 224x224): it scales in the DCT, and the
-    resize after it has fewer pixels to read. Measured on the 640x480 JPEG photographs of
-    benchmarks/extract_bench.py at 224x224: 1.45 core-ms an image against 1.96 for a full decode.
-    The pixels are not a full decode's resized (mean difference 0.9 of 255; EfficientNet-Lite0's
-    pooled features to a cosine of 0.990 at least, 0.998 on average) but they are the same on
-    every run and for every runtime, which is what a store needs. libjpeg scales the image as
-    stored, before the EXIF rotation, so a quarter-turned image needs the target turned too."""
+    `size` (Pillow's draft): its inverse DCT at that scale skips most of the work and the resize
+    that follows has fewer pixels. This decodes other pixels than a full-scale decode and resize
+    would (DCT-domain scaling, then bilinear), the same on every run and for every runtime.
+    libjpeg scales the image as stored, before the EXIF rotation, so a quarter-turned image needs
+    the target turned too."""
     turned = image.getexif().get(_ORIENTATION) in (5, 6, 7, 8)
     image.draft("RGB", (size[0], size[1]) if turned else (size[1], size[0]))
 
@@ -97,7 +92,7 @@ def _to_channels(image: Image.Image, channels: int) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
     mode = "L" if channels == 1 else "RGB"
-    return image if image.mode == mode else image.convert(mode)
+    return image if image.mode == mode else image.convert(mode)  # convert() to its own mode is a copy
 
 
 def _high_bit_depth_to_8bit(image: Image.Image) -> Image.Image:
