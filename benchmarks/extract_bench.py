@@ -11,15 +11,14 @@ what patchwork did before runtimes), `litert` and `openvino` (both exact) and
 it falls back to exact features, as the table's "fast resolves to" row says). Then, in one run:
 
 - the core-milliseconds per image (CPU time of this whole process, every thread counted, not wall
-  time) of the three stages of extract, each on its own, per mode; half of each stage's work is
-  measured just before the mode's extract and half just after (a shared VM's CPU speed drifts by
-  10% and more within a minute):
-  - engine: the mode's engine as extract opens it (the same threads), on every image decoded into
-    memory first, in batches of 32 after warm-up batches; their wall time gives the engine-alone rate.
+  time) of the three stages of extract, each on its own, per mode:
+  - engine: the mode's engine as extract opens it (the same threads), on images decoded into
+    memory first, in batches of 32 after a warm-up batch. Half of the batches run just before
+    the mode's extract and half just after (a shared VM's CPU speed drifts by several per cent
+    within a minute); their wall time gives the engine-alone rate too.
   - decoder: util/images.load_image of DECODE_SAMPLE of the JPEGs at 224x224, one thread.
-  - writer: what extract's writer thread does with a chunk (extraction/chunks.write_chunk: the cast
-    to float16, the pooled copy, zstd, zarr's writes) for the mode's own float32 outputs on the
-    first WRITE_SAMPLE images, in whole chunks of a scratch store.
+  - writer: FeatureStore.write_chunk (zstd, zarr's writes, the pooled copy) of the mode's own
+    feature maps of the first WRITE_SAMPLE images, in whole chunks of a scratch store.
 - the bound: a machine of C cores (the cores this process may use) cannot extract faster than
   C * 1000 / (engine + decoder + writer core-ms) images a second, however the stages overlap.
 - `patchwork extract --json` on the mode's project as a subprocess: its own
@@ -120,14 +119,19 @@ def run_extract(project: Path) -> dict:
     return {**json.loads(child.stdout), "rss_mib": int(rss_file.read_text().split()[-1]) / 1024}
 
 
-def engine_pass(engine, pixels: np.ndarray) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) in the engine over `pixels` in batches of BATCH, the last one zero-padded."""
+def engine_pass(engine, pixels: np.ndarray, keep: int = 0) -> tuple[float, float, np.ndarray]:
+    """(wall seconds, CPU seconds) in the engine over `pixels` in batches of BATCH (the last one
+    zero-padded), and its float16 outputs for the first `keep` rows."""
     wall = cpu = 0.0
+    kept = []
     for start in range(0, len(pixels), BATCH):
+        batch = pixels[start : start + BATCH]
         began, began_cpu = time.perf_counter(), time.process_time()
-        engine.predict(pixels[start : start + BATCH])
+        outputs = engine.predict(batch)
         wall, cpu = wall + time.perf_counter() - began, cpu + time.process_time() - began_cpu
-    return wall, cpu
+        if start < keep:
+            kept.append(outputs[: keep - start].astype(np.float16))
+    return wall, cpu, np.concatenate(kept) if kept else np.zeros((0,))
 
 
 def core_ms(work, count: int) -> float:
@@ -144,27 +148,17 @@ def decoder_core_ms(paths: list[str]) -> float:
 
 
 def writer_core_ms(directory: Path, maps: np.ndarray) -> float:
-    """The writer thread's CPU per image (chunks.write_chunk: the cast to float16, the pooled copy,
-    zstd and zarr's writes) for `maps`, the engine's float32 outputs, in whole chunks of a new store
-    laid out as extract's is."""
-    from patchwork_cli.extraction.chunks import write_chunk
-
+    """FeatureStore.write_chunk's CPU per image for `maps` (real float16 feature maps), whole chunks
+    of a new store laid out as extract's is (chunks of about 8 MiB, zstd level 1, the pooled copy)."""
     store = FeatureStore.create(directory, [str(i) for i in range(len(maps))], maps.shape[1:], "float16", {})
     whole = len(maps) // store.chunk_rows * store.chunk_rows or len(maps)
 
     def write() -> None:
         for index in range(-(-whole // store.chunk_rows)):
             start, stop = index * store.chunk_rows, min(whole, (index + 1) * store.chunk_rows)
-            write_chunk(store, index, maps[start:stop], np.full(stop - start, DONE, np.uint8), [""] * (stop - start))
+            store.write_chunk(index, maps[start:stop], np.full(stop - start, DONE, np.uint8), [""] * (stop - start))
 
     return core_ms(write, whole)
-
-
-def stage_costs(engine, pixels: np.ndarray, paths: list[str], maps: np.ndarray, scratch: Path) -> dict:
-    """Each stage on its own: the engine's wall and CPU seconds over `pixels`, the decoder's and the
-    writer's core-ms per image on `paths` and `maps`."""
-    wall, cpu = engine_pass(engine, pixels)
-    return {"wall": wall, "cpu": cpu, "decoder": decoder_core_ms(paths), "writer": writer_core_ms(scratch, maps)}
 
 
 def cpu_model() -> str:
@@ -202,15 +196,14 @@ def measure_speed(tmp: Path, count: int) -> dict:
     for mode, (runtime, precision) in MODES.items():
         project = make_project(tmp / mode, paths, runtime, precision, tmp)
         engine = open_extractor_engine(extractor, runtime, precision, BATCH)
-        maps = np.concatenate([engine.predict(pixels[i : i + BATCH]) for i in range(0, WRITE_SAMPLE, BATCH)])
-        half = DECODE_SAMPLE // 2  # each stage measured half before the extract, half after
-        before = stage_costs(engine, pixels[:split], paths[:half], maps, tmp / f"{mode}-before.zarr")
+        engine.predict(pixels[:BATCH])  # warm-up
+        wall_before, cpu_before, maps = engine_pass(engine, pixels[:split], keep=WRITE_SAMPLE)
+        figures[f"{mode}_decoder_ms"] = decoder_core_ms(paths[:DECODE_SAMPLE])
+        figures[f"{mode}_writer_ms"] = writer_core_ms(tmp / f"{mode}-writer.zarr", maps)
         report = run_extract(project)
-        after = stage_costs(engine, pixels[split:], paths[half:DECODE_SAMPLE], maps, tmp / f"{mode}-after.zarr")
-        figures[f"{mode}_engine_ms"] = (before["cpu"] + after["cpu"]) * 1000 / count
-        figures[f"{mode}_engine"] = count / (before["wall"] + after["wall"])
-        for stage in ("decoder", "writer"):
-            figures[f"{mode}_{stage}_ms"] = (before[stage] + after[stage]) / 2
+        wall_after, cpu_after, _ = engine_pass(engine, pixels[split:])
+        figures[f"{mode}_engine_ms"] = (cpu_before + cpu_after) * 1000 / count
+        figures[f"{mode}_engine"] = count / (wall_before + wall_after)
         stages = sum(figures[f"{mode}_{stage}_ms"] for stage in ("engine", "decoder", "writer"))
         figures[f"{mode}_bound"] = cores * 1000 / stages
         figures[f"{mode}_extract"] = report["images_per_second"]
