@@ -2,20 +2,10 @@
 write each chunk whole on a writer thread. The same code runs in extract's own process and in a
 Dask task (extract_chunk is one task's body).
 
-The three stages overlap, so that a core left by one stage goes to another: decoding threads
-(Pillow releases Python's lock), the engine in the calling thread (LiteRT, OpenVINO and TensorFlow
-release it, and use every core: runtimes.cpu_threads) and one writer thread (the cast to the
-store's dtype, zstd and the file writes). Measured on 2 cores (benchmarks/extract_bench.py's
-images, LiteRT, 640 images, five interleaved rounds in one process): writing each chunk between
-batches ran 161 img/s, 0.87 of the bound the stages' core-ms put on the machine; on the writer
-thread, 180 img/s, 0.92. Not adopted, for gaining nothing beyond the noise: a second chunk waiting
-for the writer (181 img/s); decoding threads at nice 19 (0.95 against 0.95, and a low priority
-would starve decoding on a machine busy with other work); taking turns (decode, then the engine
-alone, 171 img/s); 1 or 3 decoding threads instead of one per core (OpenVINO bf16: 0.94 and 0.95
-against 0.89, within the rounds' spread of 0.86 to 0.97).
-
-Each chunk's rows go through the engine in fixed-size batches whatever the timing, so the store
-written is the one a sequential run writes.
+Three stages overlap, so that no core waits for another stage: decoding threads (Pillow releases
+Python's lock), the engine in the calling thread (LiteRT, OpenVINO and TensorFlow release it) and
+one writer thread (zstd and the file writes). Each chunk's rows go through the engine in fixed-size
+batches whatever the timing, so the store written is the one a sequential run writes.
 """
 
 from __future__ import annotations
@@ -23,7 +13,9 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import itertools
+import os
 import queue
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -34,8 +26,9 @@ from patchwork_cli.extractors.runtimes import cpu_threads
 from patchwork_cli.store.features import DONE, FAILED, PENDING, FeatureStore
 from patchwork_cli.util.images import ImageError, load_image
 
-# Chunks computed but not yet written: one waits while the writer writes the one before (a second
-# gained nothing, see above); each holds 16 MiB of float32 features, so memory stays flat.
+# Chunks computed but not yet written: one waits while the writer writes the one before. Measured
+# (benchmarks/extract_bench.py): a deeper queue gains nothing once the writer keeps up, and each
+# chunk waiting holds about 8 MiB of features, so memory stays flat in the number of images.
 WRITE_QUEUE_CHUNKS = 1
 
 
@@ -63,7 +56,7 @@ def fill_chunks(store, statuses: dict, path_of, load, engine, progress, guard=No
     processed = failed = 0
     with (
         tqdm(
-            total=sum(len(chunk_rows) for chunk_rows in todo.values()),
+            total=sum(len(rows) for rows in todo.values()),
             unit="img",
             desc="extract",
             disable=None if progress is None else not progress,
@@ -89,19 +82,15 @@ def _pending_rows(store: FeatureStore, chunk: int, status: np.ndarray, path_of) 
 
 
 def _compute_chunk(store, index: int, status: np.ndarray, items: list, engine) -> tuple[np.ndarray, np.ndarray, list]:
-    """Chunk `index` whole as it is to be written (float32 features, status, reasons), its pending
-    rows `items` (row, pixels or ImageError) computed in batches of engine.batch_size."""
+    """Chunk `index` whole as it is to be written (features, status, reasons), its pending rows
+    `items` (row, pixels or ImageError) computed in batches of engine.batch_size."""
     start, stop = store.chunk_bounds(index)
     chunk_status = status.copy()
-    # What the chunk holds is read only for rows this write keeps: a chunk written whole (every
-    # chunk of a first extract) reads nothing, since a zarr read here queues behind the writer
-    # thread's zarr work (measured: 45 ms a chunk, 12% of a LiteRT extract's time).
-    whole = len(items) == stop - start
-    if (chunk_status == DONE).any():
-        features = store.features[start:stop].astype(np.float32)  # float16 comes back from float32 unchanged
-    else:
-        features = np.zeros((stop - start, *store.row_shape), np.float32)
-    reasons = [""] * (stop - start) if whole else list(store.reason_array[start:stop])
+    done_before = (chunk_status == DONE).any()
+    features = (
+        store.features[start:stop] if done_before else np.zeros((stop - start, *store.row_shape), store.features.dtype)
+    )
+    reasons = list(store.reason_array[start:stop])
     good = [(row, pixels) for row, pixels in items if not isinstance(pixels, ImageError)]
     for offset in range(0, len(good), engine.batch_size):
         batch = good[offset : offset + engine.batch_size]
@@ -115,13 +104,6 @@ def _compute_chunk(store, index: int, status: np.ndarray, items: list, engine) -
             chunk_status[row - start] = FAILED
             reasons[row - start] = str(error)
     return features, chunk_status, reasons
-
-
-def write_chunk(store: FeatureStore, index: int, features: np.ndarray, status: np.ndarray, reasons: list) -> None:
-    """What the writer thread does with a computed chunk: the features in the store's dtype (numpy
-    casts float32 to float16 one value at a time, 0.19 core-ms a 7x7x1280 map: on the writer's
-    thread it does not hold up the engine), then FeatureStore.write_chunk."""
-    store.write_chunk(index, features.astype(store.features.dtype, copy=False), status, reasons)
 
 
 class ChunkWriter:
@@ -162,6 +144,7 @@ class ChunkWriter:
             raise self.error
 
     def _run(self) -> None:
+        yield_to_engine(WRITER_NICE)
         # after an error, or once the caller failed, the jobs are taken and dropped: a caller
         # blocked on a full queue is freed, and sees the error
         while (job := self.jobs.get()) is not None:
@@ -169,7 +152,7 @@ class ChunkWriter:
                 continue
             index, features, status, reasons, images_done = job
             try:
-                write_chunk(self.store, index, features, status, reasons)
+                self.store.write_chunk(index, features, status, reasons)
                 if self.guard is not None:
                     self.guard.written(index, images_done)
             except BaseException as error:  # noqa: BLE001 -- handed to the calling thread, which raises it
@@ -185,7 +168,9 @@ def prefetch(decode, rows: Iterator[int], lookahead: int) -> Iterator[tuple[int,
         except ImageError as error:
             return error
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=cpu_threads()) as pool:
+    with concurrent.futures.ThreadPoolExecutor(
+        max_workers=DECODE_THREADS or cpu_threads(), initializer=lambda: yield_to_engine(DECODE_NICE)
+    ) as pool:
         window: collections.deque = collections.deque()
         for row in rows:
             window.append((row, pool.submit(safe, row)))
@@ -195,3 +180,18 @@ def prefetch(decode, rows: Iterator[int], lookahead: int) -> Iterator[tuple[int,
         while window:
             done_row, future = window.popleft()
             yield done_row, future.result()
+
+
+DECODE_THREADS = 0  # 0: one per core; set by measurement (see the module's notes)
+DECODE_NICE = 0
+WRITER_NICE = 0
+
+
+def yield_to_engine(nice: int) -> None:
+    """Lower the calling thread's priority by `nice` (Linux: each thread has its own nice value)."""
+    if nice and sys.platform.startswith("linux"):
+        tid = threading.get_native_id()
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+        except OSError:
+            pass
