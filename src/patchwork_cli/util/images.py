@@ -36,14 +36,13 @@ def load_image(path: str, size: tuple[int, int] | None = None, channels: int = 3
             if width * height > MAX_PIXELS:
                 raise ImageError(f"refused: {width}x{height} pixels is over the {MAX_PIXELS:,} pixel limit")
             if size is not None and image.format == "JPEG":
-                _draft(image, size)
+                # libjpeg decodes at a reduced scale; it scales the image as stored, before
+                # the EXIF rotation, so a quarter-turned image needs the target turned too.
+                turned = image.getexif().get(_ORIENTATION) in (5, 6, 7, 8)
+                image.draft("RGB", (size[0], size[1]) if turned else (size[1], size[0]))
             image.load()
-            ImageOps.exif_transpose(image, in_place=True)  # in place: without a turn, no copy
-            image = _to_channels(image, channels)
-            if size is not None and image.size != (size[1], size[0]):
-                # resized as a Pillow image, without a round trip through numpy (0.1 core-ms an image)
-                image = image.resize((size[1], size[0]), Image.BILINEAR)
-            pixels = np.array(image, dtype=np.uint8)  # a writable copy, not a view of Pillow's buffer
+            image = ImageOps.exif_transpose(image)
+            pixels = _to_channels(image, channels)
     except ImageError:
         raise
     except FileNotFoundError:
@@ -54,18 +53,9 @@ def load_image(path: str, size: tuple[int, int] | None = None, channels: int = 3
         raise ImageError("not an image (or an unsupported format)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageError(f"unreadable: {error}") from None
-    return pixels[..., None] if channels == 1 else pixels
-
-
-def _draft(image: Image.Image, size: tuple[int, int]) -> None:
-    """Have libjpeg decode at 1/2, 1/4 or 1/8 scale, the smallest that keeps the image at least
-    `size` (Pillow's draft): its inverse DCT at that scale skips most of the work and the resize
-    that follows has fewer pixels. This decodes other pixels than a full-scale decode and resize
-    would (DCT-domain scaling, then bilinear), the same on every run and for every runtime.
-    libjpeg scales the image as stored, before the EXIF rotation, so a quarter-turned image needs
-    the target turned too."""
-    turned = image.getexif().get(_ORIENTATION) in (5, 6, 7, 8)
-    image.draft("RGB", (size[0], size[1]) if turned else (size[1], size[0]))
+    if size is not None and pixels.shape[:2] != tuple(size):
+        pixels = _resize(pixels, size)
+    return pixels
 
 
 def load_display_image(path: str, max_side: int = 1600) -> np.ndarray:
@@ -79,8 +69,7 @@ def load_display_image(path: str, max_side: int = 1600) -> np.ndarray:
     return _resize(pixels, (height, width))
 
 
-def _to_channels(image: Image.Image, channels: int) -> Image.Image:
-    """`image` in mode L (channels 1) or RGB (channels 3)."""
+def _to_channels(image: Image.Image, channels: int) -> np.ndarray:
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     if image.mode == "P":
@@ -91,8 +80,9 @@ def _to_channels(image: Image.Image, channels: int) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    mode = "L" if channels == 1 else "RGB"
-    return image if image.mode == mode else image.convert(mode)  # convert() to its own mode is a copy
+    image = image.convert("L" if channels == 1 else "RGB")
+    pixels = np.array(image, dtype=np.uint8)  # a writable copy, not a view of Pillow's buffer
+    return pixels[..., None] if channels == 1 else pixels
 
 
 def _high_bit_depth_to_8bit(image: Image.Image) -> Image.Image:
