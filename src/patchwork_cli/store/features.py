@@ -1,21 +1,23 @@
 """features.zarr: the feature store, one row per image, each row recording which image it is.
 
-A zarr group with three arrays chunked alike along rows: features (N, ...) the extractor's
-output, float16 by default, zstd-compressed; status (N,) 0 pending, 1 done, 2 failed; reason
-(N,) why a failed row failed ("" otherwise); for feature maps (N, h, w, c), a `pooled` (N, c)
-float32 copy, their spatial average, chunked like them: what the coverage strategies and pooling
-heads read, at a fraction of the maps' bytes (a 7x7x1280 map is 125 KB a row as float16, its
-average 5 KB); a `reduced` (N, r) float32 copy, the pooled rows (unit length) on the store's
-principal axes (`reduced_axes`, (d, r), fitted once per store on a sample: util/projection.py),
-which the coverage strategies read at a million rows instead of 5 GB of pooled vectors (NaN: a
-row not projected yet, computed from the pooled copy by the reader); a `filepath` (N,) array
-naming the image of each row as labels.csv wrote it when the row was made, with the count and
-digest of that column in the attrs under `rows` (see rowindex.py: a hand-edited labels.csv is
-matched to the store by filepath); and the extractor's identity in the attrs. Work is done and
-written a whole chunk at a time (zarr writes each chunk file atomically), so processes that own
-disjoint chunks never touch each other's files, and a killed run leaves every chunk either as it
-was or complete. Rows are only appended: an image new to the store gets the next row, whatever
-its line in labels.csv.
+A zarr group with three arrays chunked alike along rows:
+  features  (N, ...)  the extractor's output, float16 by default, zstd-compressed;
+  status    (N,)      0 pending, 1 done, 2 failed;
+  reason    (N,)      why a failed row failed ("" otherwise);
+for feature maps (N, h, w, c), a `pooled` (N, c) float32 copy, their spatial average,
+chunked like them: what the pooling heads read, at a fraction of the maps' bytes (a 7x7x1280
+map is 125 KB a row as float16, its average 5 KB);
+a `reduced` (N, r) float32 copy, the pooled rows scaled to unit length on the store's principal
+axes (`reduced_axes`, (d, r), fitted once per store on a sample: util/projection.py), chunked
+like them: what the coverage strategies read, 0.5 GB at a million rows where the pooled rows are
+5 GB (NaN: a row not projected yet, which the reader projects from the pooled copy);
+a `filepath` (N,) array naming the image of each row as labels.csv wrote it when the
+row was made, with the count and digest of that column in the attrs under `rows` (see
+rowindex.py: a hand-edited labels.csv is matched to the store by filepath); and the
+extractor's identity in the attrs. Work is done and written a whole chunk at a time (zarr
+writes each chunk file atomically), so processes that own disjoint chunks never touch each
+other's files, and a killed run leaves every chunk either as it was or complete. Rows are
+only appended: an image new to the store gets the next row, whatever its line in labels.csv.
 
 A store is named by its location: a local path, or a URL that zarr opens through fsspec
 (s3://bucket/x.zarr, ...), so that workers on other hosts can write it.
@@ -234,7 +236,7 @@ class FeatureStore:
     def fit_axes(self, pooled_sample: np.ndarray) -> None:
         """Fix the store's principal axes from a sample of its pooled rows, once: from now on every
         chunk written is projected with it (rows written before: see update_reduced)."""
-        axes = principal_axes(unit_rows(pooled_sample))
+        axes = _axes_of(pooled_sample)
         self.group.create_array(AXES_NAME, shape=axes.shape, dtype="float32", overwrite=True)[:] = axes
         self.group.create_array(
             REDUCED_NAME,
@@ -269,7 +271,7 @@ class FeatureStore:
         axes = self.axes()
         cached = None if axes is None else self.group[REDUCED_NAME]
         if axes is None:
-            axes = principal_axes(unit_rows(self._pooled_sample(np.random.default_rng(0))))
+            axes = _axes_of(self._pooled_sample(np.random.default_rng(0)))
         out = np.empty((len(rows), axes.shape[1]), np.float32)
         for chunk, positions, offsets in chunk_groups(rows, self.chunk_rows):
             start, stop = self.chunk_bounds(chunk)
@@ -334,6 +336,11 @@ def spatial_average(maps: np.ndarray) -> np.ndarray:
     over one flattened axis: twice as fast as over two (21 -> 10 ms a 64-row chunk of 7x7x1280)."""
     n, h, w, c = maps.shape
     return np.asarray(maps, dtype=np.float32).reshape(n, h * w, c).mean(axis=1)
+
+
+def _axes_of(pooled_sample: np.ndarray) -> np.ndarray:
+    """The principal axes of a sample of pooled rows, each scaled to unit length as the reduced copy is."""
+    return principal_axes(unit_rows(pooled_sample))
 
 
 def _reduced(pooled: np.ndarray, status: np.ndarray, axes: np.ndarray) -> np.ndarray:
