@@ -218,3 +218,53 @@ def test_a_head_named_by_the_person_is_not_mentioned_and_still_checked(tmp_path)
     assert "head 'pool:avg' needs feature maps" in result.stderr
     result = Cli(project)("train", "--head", "mlp:8")
     assert "head auto" not in result.stderr and "trained run" in result.stderr
+
+
+def test_the_status_copy_is_the_array_and_follows_every_chunk_written(tmp_path, monkeypatch):
+    from patchwork_cli.store import status_copy
+
+    monkeypatch.setattr(status_copy, "MIN_CHUNKS", 1)
+    group = zarr.open_group(tmp_path / "s.zarr", mode="w")
+    array = group.create_array("status", shape=(40,), chunks=(8,), dtype="u1", fill_value=0)
+    array[:16] = 1
+    copy = tmp_path / "s.zarr" / "status" / status_copy.COPY_NAME
+    assert status_copy.read_status(array).tolist() == [1] * 16 + [0] * 24
+    assert copy.is_file()  # written by the first read
+    array[8:16] = 2  # one chunk rewritten (same size on disk: only its inode and time tell)
+    assert status_copy.read_status(array).tolist() == [1] * 8 + [2] * 8 + [0] * 24
+    array[32:40] = 1  # a chunk that held no file yet
+    assert status_copy.read_status(array)[32:].tolist() == [1] * 8
+    array.resize((48,))  # the array's own zarr.json changes
+    assert len(status_copy.read_status(array)) == 48
+    copy.write_bytes(b"not a copy")  # a broken copy is ignored and replaced
+    assert status_copy.read_status(array).tolist() == array[:].tolist()
+
+
+def test_the_status_copy_is_never_used_for_a_chunk_written_after_its_key(tmp_path, monkeypatch):
+    """The key is taken before the read: a chunk written in between is read again next time."""
+    from patchwork_cli.store import status_copy
+
+    monkeypatch.setattr(status_copy, "MIN_CHUNKS", 1)
+    array = zarr.open_group(tmp_path / "s.zarr", mode="w").create_array("status", shape=(16,), chunks=(8,), dtype="u1")
+    taken = status_copy._files_key
+
+    def key_then_write(directory):
+        key = taken(directory)
+        array[:8] = 1  # lands between the key and the read
+        return key
+
+    monkeypatch.setattr(status_copy, "_files_key", key_then_write)
+    status_copy.read_status(array)
+    monkeypatch.setattr(status_copy, "_files_key", taken)
+    assert status_copy.read_status(array)[:8].tolist() == [1] * 8
+
+
+def test_a_label_tables_filepaths_digest_in_arrow_as_a_list_of_them_does(tmp_path):
+    from patchwork_cli.store.label_table import FILEPATH_DTYPE, filepath_column
+    from patchwork_cli.store.rowindex import DIGEST_SLICE, rows_digest
+
+    paths = [f"img/{i}-é.png" for i in range(2 * DIGEST_SLICE + 3)]
+    column = filepath_column(paths)
+    assert column.dtype == FILEPATH_DTYPE
+    for count in (0, 1, DIGEST_SLICE, DIGEST_SLICE + 1, len(paths)):
+        assert rows_digest(column[:count]) == rows_digest(paths[:count])

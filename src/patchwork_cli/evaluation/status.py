@@ -6,30 +6,33 @@ from pathlib import Path
 
 from patchwork_cli.store import runs
 from patchwork_cli.store.label_table import line_of
-from patchwork_cli.store.rowindex import NO_ROW
+from patchwork_cli.store.rowindex import NO_ROW, RowRecord
 from patchwork_cli.store.splits import label_summary
 
 
 def project_status(project) -> dict:
     """Everything `patchwork status` reports, as one JSON-ready dict."""
     table = project.labels()
-    filepaths = table["filepath"].tolist()
+    filepaths = table["filepath"]  # as the table holds it: its digest is taken in Arrow
+    table_record = RowRecord.of(filepaths)  # one digest for both matches
     return {
         "project": str(project.directory),
         "task": project.config.task,
         **label_summary(table, project.classes),
-        "features": feature_summary(project.open_features(), filepaths, project.directory),
-        "model": model_summary(project.directory, filepaths),
+        "features": feature_summary(project.open_features(), filepaths, project.directory, table_record),
+        "model": model_summary(project.directory, filepaths, table_record),
     }
 
 
-def feature_summary(store, filepaths: list[str], project_dir: Path) -> dict | None:
+def feature_summary(
+    store, filepaths: list[str], project_dir: Path, table_record: RowRecord | None = None
+) -> dict | None:
     """labels.csv's images by the state of their features in `store` (images the store has no
     row for yet count as pending), the store rows no image takes, the extractor's name, and
     whether the store still follows labels.csv row for row; None before any extract (no store)."""
     if store is None:
         return None
-    match = store.match(filepaths, project_dir)
+    match = store.match(filepaths, project_dir, table_record)
     return {
         "extractor": store.identity.get("name"),
         **store.counts(match),
@@ -38,7 +41,7 @@ def feature_summary(store, filepaths: list[str], project_dir: Path) -> dict | No
     }
 
 
-def model_summary(project_dir: Path, filepaths: list[str]) -> dict | None:
+def model_summary(project_dir: Path, filepaths: list[str], table_record: RowRecord | None = None) -> dict | None:
     """The latest run, its headline metric (validation macro ROC AUC, else training's), and how
     many of labels.csv's images it has no prediction for."""
     run_id = runs.latest_run(project_dir)
@@ -46,7 +49,7 @@ def model_summary(project_dir: Path, filepaths: list[str]) -> dict | None:
         return None
     directory = runs.models_dir(project_dir) / run_id
     metrics = runs.read_json(directory / runs.METRICS_FILE)
-    match = runs.run_match(directory, filepaths, project_dir)
+    match = runs.run_match(directory, filepaths, project_dir, table_record)
     from patchwork_cli.evaluation.report import stopping_hint
 
     summary = {

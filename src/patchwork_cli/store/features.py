@@ -33,6 +33,7 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from patchwork_cli.store.rowindex import FILEPATH_CHUNK, ROWS_ATTR, RowMatch, RowRecord, match_rows
+from patchwork_cli.store.status_copy import read_status
 from patchwork_cli.util.chunked import chunk_groups
 from patchwork_cli.util.projection import principal_axes, project, sample_from_chunks, unit_rows
 
@@ -141,9 +142,11 @@ class FeatureStore:
         record = self.record
         return [] if record is None else self.group["filepath"][: record.count].tolist()
 
-    def match(self, table_filepaths: list[str], directory: Path | None = None) -> RowMatch:
+    def match(
+        self, table_filepaths: list[str], directory: Path | None = None, table_record: RowRecord | None = None
+    ) -> RowMatch:
         """Where each labels.csv row's features are in this store (see rowindex.match_rows)."""
-        return match_rows(table_filepaths, self.record, self.rows, self.filepaths, directory)
+        return match_rows(table_filepaths, self.record, self.rows, self.filepaths, directory, table_record)
 
     def record_filepaths(self, filepaths: list[str]) -> None:
         """Record `filepaths` as the images of rows 0..len-1 (a prefix of them may be recorded
@@ -178,7 +181,7 @@ class FeatureStore:
         return arrays
 
     def status(self) -> np.ndarray:
-        return self.status_array[:]
+        return read_status(self.status_array)
 
     def chunk_bounds(self, index: int) -> tuple[int, int]:
         start = index * self.chunk_rows

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from patchwork_cli.store.label_table import assemble_table, read_label_table
+from patchwork_cli.store.label_table import assemble_table, filepath_column, read_label_table
 from patchwork_cli.util.atomic import atomic_write
 
 CACHE_NAME = ".labels.csv.arrow"
@@ -53,7 +53,7 @@ def _cache_key(path: Path, classes: list[str]) -> bytes:
 
 def _from_arrow(stored: pa.Table, classes: list[str]) -> pd.DataFrame:
     front = {
-        "filepath": pd.Series(stored.column("filepath").to_numpy(zero_copy_only=False), dtype=object, copy=False),
+        "filepath": filepath_column(stored.column("filepath")),
         "exclude": stored.column("exclude").to_numpy(zero_copy_only=False),
         "validation": stored.column("validation").to_numpy(zero_copy_only=False),
         "subset": pd.Series(stored.column("subset").to_numpy(zero_copy_only=False), dtype=object, copy=False),
@@ -67,7 +67,7 @@ def _from_arrow(stored: pa.Table, classes: list[str]) -> pd.DataFrame:
 
 def _write_cache(cache: Path, table: pd.DataFrame, classes: list[str], key: bytes) -> None:
     columns = {
-        "filepath": pa.array(table["filepath"].to_numpy(), pa.string()),
+        "filepath": pa.array(table["filepath"], pa.string()),
         "exclude": pa.array(table["exclude"].to_numpy(bool)),
         "validation": pa.array(table["validation"].to_numpy(bool)),
         "subset": pa.array(table["subset"].to_numpy(), pa.string()),

@@ -56,7 +56,7 @@ def empty_table(classes: list[str], filepaths: Iterable[str] = ()) -> pd.DataFra
     filepaths = list(filepaths)
     n = len(filepaths)
     data = {
-        "filepath": pd.Series(filepaths, dtype=object),
+        "filepath": filepath_column(filepaths),
         "exclude": np.zeros(n, dtype=bool),
         "validation": np.zeros(n, dtype=bool),
         "subset": pd.Series([""] * n, dtype=object),
@@ -101,7 +101,7 @@ def read_label_table(path: Path, classes: list[str] | None = None, allow_missing
             _raise_bad_class_cell(path, table_classes)
             raise  # pragma: no cover - _raise_bad_class_cell always raises for conversion errors
 
-    filepaths = pd.Series(raw["filepath"].to_numpy(dtype=object), dtype=object, copy=False)
+    filepaths = raw["filepath"] if fast else filepath_column(raw["filepath"].to_numpy(dtype=object))
     if not fast:
         _check_filepaths(path, filepaths)
     rows = len(filepaths)
@@ -128,6 +128,22 @@ def read_label_table(path: Path, classes: list[str] | None = None, allow_missing
             )
             values[:, k] = column
     return assemble_table(front, values, classes)
+
+
+def filepath_column(values) -> pd.Series:
+    """The filepath column in the dtype every table holds it in: pandas' Arrow-backed `str`. Built
+    from Arrow strings it is a view of them (no Python string per row: 0.1-0.4 s at a million
+    rows), and its digest is taken in Arrow (rowindex.rows_digest)."""
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        return values.to_pandas(types_mapper=_as_str_dtype)
+    return pd.Series(values, dtype=FILEPATH_DTYPE)
+
+
+FILEPATH_DTYPE = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas 3's `str`
+
+
+def _as_str_dtype(arrow_type: pa.DataType):
+    return FILEPATH_DTYPE if arrow_type in (pa.string(), pa.large_string()) else None
 
 
 def assemble_table(front: dict, values: np.ndarray, classes: list[str]) -> pd.DataFrame:
@@ -198,7 +214,7 @@ def _read_well_formed(path: Path, header: list[str], class_columns: list[str]) -
         if column in class_columns:
             columns[column] = pd.Series(values.to_numpy(zero_copy_only=False), dtype=np.float64, copy=False)
         elif column == "filepath":
-            columns[column] = pd.Series(values.to_numpy(zero_copy_only=False), dtype=object, copy=False)
+            columns[column] = filepath_column(values)
         else:
             categories = pd.Index(values.dictionary.to_pylist(), dtype=object)
             columns[column] = pd.Series(pd.Categorical.from_codes(values.indices.to_numpy(), categories))

@@ -34,10 +34,33 @@ FILEPATH_CHUNK = 65536
 
 
 def rows_digest(filepaths: Sequence[str]) -> str:
-    """A digest of a filepath column, in order (NUL cannot occur in a path, so the join is unambiguous)."""
+    """A digest of a filepath column, in order (NUL cannot occur in a path, so the join is unambiguous).
+    A label table's column (Arrow strings) is joined in Arrow, a slice at a time: no Python string
+    per row, and no copy of the whole column (fresh memory costs more than the hash here)."""
     digest = hashlib.sha256(str(len(filepaths)).encode())
-    digest.update("\0".join(filepaths).encode("utf-8", "surrogatepass"))
+    arrow = getattr(getattr(filepaths, "array", None), "__arrow_array__", None)
+    if arrow is None:
+        digest.update("\0".join(filepaths).encode("utf-8", "surrogatepass"))
+        return digest.hexdigest()
+    strings = arrow()
+    for start in range(0, len(strings), DIGEST_SLICE):
+        if start:
+            digest.update(b"\0")
+        digest.update(_joined(strings.slice(start, DIGEST_SLICE)))
     return digest.hexdigest()
+
+
+DIGEST_SLICE = 65536
+
+
+def _joined(strings) -> memoryview:
+    """The UTF-8 bytes of Arrow `strings` joined by NUL, as "\0".join would make them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    strings = strings.combine_chunks() if isinstance(strings, pa.ChunkedArray) else strings
+    whole = pa.ListArray.from_arrays(pa.array([0, len(strings)], pa.int32()), strings)
+    return memoryview(pc.binary_join(whole, pa.scalar("\0", strings.type))[0].as_buffer())
 
 
 @dataclass(frozen=True)
@@ -112,6 +135,7 @@ def match_rows(
     store_rows: int,
     read_filepaths: Callable[[], list[str]],
     directory: str | os.PathLike | None = None,
+    table_record: RowRecord | None = None,
 ) -> RowMatch:
     """Match labels.csv's filepaths against a store of `store_rows` rows with `record`.
 
@@ -119,14 +143,20 @@ def match_rows(
     The match's store_rows are the rows with a recorded image.
     A store with no record (written before patchwork recorded one) is taken to be in the
     order of labels.csv, as it was meant to be; `directory` resolves relative paths when
-    two spellings of one file are compared.
+    two spellings of one file are compared. `table_record` is RowRecord.of(table_filepaths) when
+    the caller matches several stores against one table (the digest is then taken once).
     """
     table_rows = len(table_filepaths)
     if record is None:
         return RowMatch(table_rows, store_rows)
     count = record.count  # written after the rows it counts: rows past it (a grow cut short) have no image yet
-    if count <= table_rows and rows_digest(table_filepaths[:count]) == record.digest:
+    whole_table = table_record is not None and table_record.count == count
+    if (
+        count <= table_rows
+        and (table_record.digest if whole_table else rows_digest(table_filepaths[:count])) == record.digest
+    ):
         return RowMatch(table_rows, count)
+    table_filepaths = list(table_filepaths)  # a Series' [] is by label: off the fast path, by position
     stored = list(read_filepaths())[:count]
     row_of = {path: row for row, path in enumerate(stored)}
     source = np.fromiter((row_of.get(path, NO_ROW) for path in table_filepaths), np.int64, table_rows)
@@ -144,6 +174,12 @@ def match_rows(
     if not len(moved):  # only rows at the end were deleted: the rest is still in order
         return RowMatch(table_rows, count, orphans=orphans)
     return RowMatch(table_rows, count, source=source, first_moved=int(moved[0]), orphans=orphans)
+
+
+def _prefix_digest(table_filepaths: Sequence[str], count: int, table_record: RowRecord | None) -> str:
+    if table_record is not None and table_record.count == count:
+        return table_record.digest
+    return rows_digest(table_filepaths[:count])
 
 
 def _location(path: str, directory) -> str:

@@ -153,7 +153,9 @@ def record_run_rows(run_dir: Path, filepaths: list[str]) -> None:
     column.attrs[ROWS_ATTR] = RowRecord.of(filepaths).as_dict()
 
 
-def run_match(run_dir: Path, table_filepaths: list[str], directory: Path | None = None) -> RowMatch:
+def run_match(
+    run_dir: Path, table_filepaths: list[str], directory: Path | None = None, table_record: RowRecord | None = None
+) -> RowMatch:
     """Where each labels.csv row's predictions are among the run's rows. A run trained before
     runs recorded their images is taken to follow labels.csv row for row, as it was meant to."""
     import zarr
@@ -164,7 +166,7 @@ def run_match(run_dir: Path, table_filepaths: list[str], directory: Path | None 
     except FileNotFoundError:
         return match_rows(table_filepaths, None, stored.shape[0], list)
     record = RowRecord.from_dict(column.attrs.get(ROWS_ATTR))
-    return match_rows(table_filepaths, record, stored.shape[0], lambda: column[:].tolist(), directory)
+    return match_rows(table_filepaths, record, stored.shape[0], lambda: column[:].tolist(), directory, table_record)
 
 
 def read_run_array(run_dir: Path, name: str, match: RowMatch) -> np.ndarray:
