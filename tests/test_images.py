@@ -306,13 +306,15 @@ def test_exif_orientation_then_resize(tmp_path):
 
 @pytest.fixture
 def draft_calls(monkeypatch):
-    """The (mode, size) of every JpegImageFile.draft call, to see that the reduced-scale path is taken."""
+    """The (mode, size) of every JpegImageFile.draft call and the (width, height) libjpeg then decodes at,
+    to see that the reduced-scale path is taken and at which scale."""
     calls = []
     original = JpegImagePlugin.JpegImageFile.draft
 
     def draft(self, mode, size):
-        calls.append((mode, size))
-        return original(self, mode, size)
+        result = original(self, mode, size)
+        calls.append((mode, size, self.size))
+        return result
 
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", draft)
     return calls
@@ -321,9 +323,38 @@ def draft_calls(monkeypatch):
 def test_large_jpeg_resizes_exactly_through_draft_mode(tmp_path, draft_calls):
     path = save(two_halves(2000, 1500), tmp_path / "large.jpg", quality=90)
     pixels = load_image(path, size=(100, 300))
-    assert draft_calls == [("RGB", (300, 100))]  # (width, height) for Pillow
+    assert draft_calls == [("RGB", (300, 100), (500, 375))]  # (width, height) for Pillow; decoded at 1/4
     assert_image(pixels, (100, 300, 3))  # aspect ratio not kept
     assert_halves(pixels, RED, BLUE, tolerance=8, margin=4)
+
+
+@pytest.mark.parametrize(
+    "stored, decoded",
+    [
+        ((692, 490), (346, 245)),  # the benchmark's photographs at 224x224: 1/2
+        ((1000, 900), (250, 225)),  # 1/4
+        ((4032, 3024), (504, 378)),  # a 12-megapixel phone photo: 1/8, the smallest libjpeg offers
+        ((447, 600), (447, 600)),  # under twice the target on one side: decoded in full
+    ],
+)
+def test_reduced_scale_decoding_takes_the_smallest_scale_that_keeps_the_target_size(
+    tmp_path, draft_calls, stored, decoded
+):
+    path = save(two_halves(*stored), tmp_path / "photo.jpg", quality=90)
+    pixels = load_image(path, size=(224, 224))
+    assert draft_calls == [("RGB", (224, 224), decoded)]
+    assert_image(pixels, (224, 224, 3))
+    assert_halves(pixels, RED, BLUE, tolerance=8, margin=4)
+
+
+def test_reduced_scale_decoding_is_deterministic_and_near_a_full_decode(tmp_path):
+    """The pixels of a 1/2-scale decode differ from a full decode then resize (DCT-domain scaling), but
+    by little, and are the same every time."""
+    path = save(noise(87, 62).resize((692, 490), Image.BICUBIC), tmp_path / "photo.jpg", quality=90)  # smooth blobs
+    reduced = load_image(path, size=(224, 224))
+    np.testing.assert_array_equal(load_image(path, size=(224, 224)), reduced)
+    full = np.asarray(Image.fromarray(load_image(path)).resize((224, 224), Image.BILINEAR))
+    assert np.abs(reduced.astype(int) - full).mean() < 4
 
 
 def test_no_draft_without_a_size(tmp_path, draft_calls):
