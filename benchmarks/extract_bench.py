@@ -34,6 +34,10 @@ it falls back to exact features, as the table's "fast resolves to" row says). Th
   the CPU has no bfloat16 (OpenVINO's fast mode cannot run), fast is emulated by Keras'
   mixed_bfloat16 policy, said in the table.
 
+- steal: the share of the machine's CPU time its VM host took during each extract (/proc/stat):
+  the stages' core-ms are CPU time, which steal does not lengthen, while extract's rate is wall
+  time, which it does; a mode's ratio to its bound is only meaningful with little steal.
+
 The title names the CPU (lscpu's model name, and its bfloat16 instructions). Exit code 0 whatever
 the verdicts. Run it on an otherwise idle machine: other load takes cores from extract, not from
 the bound.
@@ -118,6 +122,20 @@ def run_extract(project: Path) -> dict:
     if child.returncode != 0:
         sys.exit(f"patchwork extract failed ({child.returncode}):\n{child.stderr[-2000:]}")
     return {**json.loads(child.stdout), "rss_mib": int(rss_file.read_text().split()[-1]) / 1024}
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(steal, total) jiffies of the machine's CPUs so far (/proc/stat): a VM's host taking cores."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[7], sum(fields[:8])
+
+
+def steal_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of CPU time the host took from this VM between two cpu_ticks(): an extract's wall
+    rate falls with it while the stages' core-ms (CPU time) do not, so a run with more than a few
+    per cent says more about the host than about extract."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total else 0.0
 
 
 def engine_pass(engine, pixels: np.ndarray) -> tuple[float, float]:
@@ -205,7 +223,9 @@ def measure_speed(tmp: Path, count: int) -> dict:
         maps = np.concatenate([engine.predict(pixels[i : i + BATCH]) for i in range(0, WRITE_SAMPLE, BATCH)])
         half = DECODE_SAMPLE // 2  # each stage measured half before the extract, half after
         before = stage_costs(engine, pixels[:split], paths[:half], maps, tmp / f"{mode}-before.zarr")
+        stolen_before = cpu_ticks()
         report = run_extract(project)
+        figures[f"{mode}_steal"] = steal_share(stolen_before, cpu_ticks())
         after = stage_costs(engine, pixels[split:], paths[half:DECODE_SAMPLE], maps, tmp / f"{mode}-after.zarr")
         figures[f"{mode}_engine_ms"] = (before["cpu"] + after["cpu"]) * 1000 / count
         figures[f"{mode}_engine"] = count / (before["wall"] + after["wall"])
@@ -290,6 +310,7 @@ def print_figures(figures: dict) -> None:
         rows[f"{mode}_engine"] = f"{mode}: engine alone on decoded tensors (img/s)"
         rows[f"{mode}_extract"] = f"{mode}: patchwork extract end to end (img/s)"
         rows[f"{mode}_vs_bound"] = f"{mode}: extract / bound"
+        rows[f"{mode}_steal"] = f"{mode}: CPU taken by the VM's host during extract (share)"
     rows |= {
         "default_vs_keras": f"default ({DEFAULT_MODE}, exact) extract / keras extract",
         "fast_vs_keras": "precision fast extract / keras extract",
