@@ -107,12 +107,6 @@ def test_max_entropy_combines_by_max_or_sum():
     assert np.argmax(scores.max_entropy(p, "max")) == 0 and np.argmax(scores.max_entropy(p, "sum")) == 1
 
 
-def test_disagreement_is_the_worst_labelled_class():
-    p = np.array([[0.9, 0.2], [0.9, 0.2], [0.5, 0.5], [0.1, 0.8]])
-    labels = np.array([[1, 0], [0, NAN], [NAN, NAN], [NAN, 0]])
-    np.testing.assert_allclose(scores.disagreement(p, labels), [0.2, 0.9, NAN, 0.8])
-
-
 def test_gradient_factor_is_p_minus_the_hard_prediction():
     np.testing.assert_allclose(scores.hard_prediction_gradient(np.array([[0.2, 0.7, 0.5]])), [[0.2, -0.3, 0.5]])
 

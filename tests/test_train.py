@@ -149,6 +149,9 @@ def test_predictions_stream_chunk_by_chunk(tmp_path, monkeypatch):
     project, _ = feature_project(
         tmp_path, rows=3000, width=1100, labelled=60, validation=20, epochs=1, batches_per_epoch=2
     )
+    config = yaml.safe_load((project / "patchwork.yaml").read_text())
+    config["training"]["label_folds"] = 0  # the out-of-fold fits read the labelled rows once more
+    (project / "patchwork.yaml").write_text(yaml.safe_dump(config))
     reads = []
     original = features_module.FeatureStore.__init__
 

@@ -60,22 +60,26 @@ def label(
     if shape is not None and not filters and paths is None:
         filters = [f"unlabeled:{class_name}"]
     table = opened.labels()
+    suggestions = None
     if paths is not None:
         if strategy or filters or n or seed is not None:
             raise typer.BadParameter("--paths chooses the images itself: drop --strategy, --from, -n and --seed")
         source = "<stdin>" if paths == "-" else paths
         rows = rows_for_paths(opened, table, read_path_list(paths), source)
     else:
+        from patchwork_cli.sampling.label_errors import parse_suggestion
         from patchwork_cli.sampling.sample import sample
 
         chosen = sample(opened, n or opened.config.sampling.n, strategy=strategy, filters=filters, seed=seed)
         rows = chosen["row"].tolist()
+        if "suggested" in chosen:  # disagree: the label its out-of-sample model suggests, for enter
+            suggestions = dict(zip(rows, map(parse_suggestion, chosen["suggested"]), strict=True))
     if not rows:
         say("nothing to label")
         return
     from patchwork_cli.labelling.display import run as show_window
 
-    session = LabelSession(opened, rows, table, advance_after_n=advance_after_n)
+    session = LabelSession(opened, rows, table, advance_after_n=advance_after_n, suggestions=suggestions)
     pages = None if shape is None else GridPages(session, shape, class_name)
     show_window(session, title=f"patchwork label - {opened.directory.name}", grid=pages)
     say(f"{session.edits} label edit(s) on {len(session)} image(s); labels.csv is up to date")

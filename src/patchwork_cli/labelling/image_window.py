@@ -37,7 +37,8 @@ def keys_help(session: LabelSession) -> tuple[tuple[str, str], ...]:
         ("x", "exclude on / off"),
         ("v", "validation on / off"),
         ("u  ctrl+z", "undo the last edit (repeat: further back)"),
-        ("right  space  enter", "next image"),
+        ("enter", "accept the suggestion (disagree), next image"),
+        ("right  space", "next image"),
         ("left  backspace", "previous image"),
         ("h", "histogram equalisation on / off"),
         ("o  p  r", "zoom, pan, reset view"),
@@ -84,7 +85,7 @@ class LabelWindow(Window):
             **{key: self._undo for key in UNDO_KEYS},
             "right": lambda: self._step(1),
             " ": lambda: self._step(1),
-            "enter": lambda: self._step(1),
+            "enter": self._accept,
             "left": lambda: self._step(-1),
             "backspace": lambda: self._step(-1),
             "h": self._toggle_equalised,
@@ -95,6 +96,11 @@ class LabelWindow(Window):
     def _class_key(self, index: int) -> None:
         if self.session.class_key(index):
             self._step(1)
+
+    def _accept(self) -> None:
+        """enter: the suggestion, where the image has one, then the next image."""
+        self.session.accept_suggestion()
+        self._step(1)
 
     def _rest_negative(self) -> None:
         if self.session.rest_negative():
@@ -148,6 +154,7 @@ class _PanelLines:
         lines.gap()
         self.exclude = lines.add()
         self.validation = lines.add()
+        self.suggestion = lines.add(colour=NOTICE_COLOUR)
         lines.gap()
         self.equalised = lines.add(colour="0.45")
         lines.add(f"{'?':<4}keys", colour="0.45")
@@ -173,8 +180,17 @@ class _PanelLines:
         ):
             line.set_text(f"{key:<4}{name:<{NAME_WIDTH}}{'yes' if state else 'no'}")
             line.set_color(FLAG_COLOUR[state])
+        self.suggestion.set_text(_suggestion_text(image.suggestion))
         self.equalised.set_text(f"{'h':<4}{'equalised':<{NAME_WIDTH}}{'on' if equalised else 'off'}")
         self.notice.set_text(notice)
+
+
+def _suggestion_text(suggestion: tuple[str, int] | None) -> str:
+    """The panel's line for a suggested label: what enter accepts."""
+    if suggestion is None:
+        return ""
+    name, value = suggestion
+    return f"enter: {shorten(name, NAME_WIDTH)} {VALUE_TEXT[value]}"
 
 
 def _class_key(index: int) -> str:

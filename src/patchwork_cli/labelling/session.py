@@ -42,6 +42,8 @@ class QueuedImage:
     exclude: bool
     validation: bool
     probabilities: dict[str, float]  # class -> the latest model's probability, NaN if none
+    # (class, value) that `enter` accepts: what `disagree`'s out-of-sample model says the label is
+    suggestion: tuple[str, int] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +115,7 @@ class LabelSession:
         clock: Callable[[], float] = time.monotonic,
         loader: Callable[[str], np.ndarray] = load_display_image,
         advance_after_n: bool | None = None,
+        suggestions: Mapping[int, tuple[str, int]] | None = None,
     ):
         if not len(rows):
             raise PatchworkError("no images to label")
@@ -129,6 +132,7 @@ class LabelSession:
                 exclude=bool(record["exclude"]),
                 validation=bool(record["validation"]),
                 probabilities=dict(zip(self.classes, map(float, probabilities[i]), strict=True)),
+                suggestion=(suggestions or {}).get(int(row)),
             )
             for i, (row, record) in enumerate(zip(rows, picked.to_dict("records"), strict=True))
         ]
@@ -195,6 +199,19 @@ class LabelSession:
         name = self.classes[index]
         if self.current.values != {c: int(c == name) for c in self.classes}:
             self._record({name: 1})
+
+    def accept_suggestion(self) -> bool:
+        """The image takes its suggestion (multiclass: it is that class; multilabel: that class
+        takes that value). False when it has none (or a class renamed since)."""
+        suggestion = self.current.suggestion
+        if suggestion is None or suggestion[0] not in self.classes:
+            return False
+        name, value = suggestion
+        if self.one_key and value == 1:
+            self.choose_class(self.classes.index(name))
+        elif self.current.values[name] != value:
+            self._record({name: value})
+        return True
 
     def cycle_class(self, index: int) -> None:
         """Class `index`: unlabelled -> 1 -> 0 -> unlabelled."""

@@ -18,6 +18,7 @@ import pandas as pd
 
 from patchwork_cli.errors import PatchworkError
 from patchwork_cli.sampling.filters import DEFAULT_FILTERS, FILTERS, check_filters, filter_mask
+from patchwork_cli.sampling.label_errors import describe
 from patchwork_cli.sampling.strategies import STRATEGIES, Pool, Strategy, auto_strategy, choose, parse_strategy
 from patchwork_cli.store import runs
 from patchwork_cli.store.splits import Parts
@@ -68,16 +69,19 @@ def sample(
         pool = Pool(len(candidates))
     picks, picked_scores = choose(chosen, pool, n, np.random.default_rng(seed))
     rows = candidates[picks]
-    return pd.DataFrame(
+    chosen_rows = pd.DataFrame(
         {
             "row": rows.astype(np.int64),
-            "filepath": table["filepath"].to_numpy()[rows],
+            "filepath": table["filepath"].take(rows).to_numpy(object),
             "score": np.asarray(picked_scores, dtype=np.float64),
             "rank": np.arange(1, len(rows) + 1, dtype=np.int64),
             "strategy": chosen.name,
         },
         columns=list(COLUMNS),
     )
+    if chosen.form == "disagree":  # each label as given, and as the out-of-sample model has it
+        chosen_rows["given"], chosen_rows["suggested"] = describe(pool.p[picks], pool.labels[picks], pool.task, run[1])
+    return chosen_rows
 
 
 def _resolve_auto(project, table: pd.DataFrame, run_id: str | None) -> Strategy:
@@ -124,7 +128,7 @@ def _pool(table: pd.DataFrame, strategy: Strategy, candidates: np.ndarray, run: 
     run never predicted, added since or without features, are dropped with a warning)."""
     run_dir, run_classes = run
     # by filepath: a labels.csv sorted or edited by hand never scores an image by another's prediction
-    match = runs.run_match(run_dir, table["filepath"].tolist(), project.directory)
+    match = runs.run_match(run_dir, table["filepath"], project.directory)
     p = runs.read_run_array(run_dir, runs.PREDICTIONS_NAME, match)
     usable = ~np.isnan(p).any(axis=1)  # a row's embedding is written with its prediction
     skipped = int((~usable[candidates]).sum())
@@ -145,12 +149,38 @@ def _pool(table: pd.DataFrame, strategy: Strategy, candidates: np.ndarray, run: 
         # The labels of the classes the run knows, in its column order (NaN for one renamed since).
         labels = table.reindex(columns=run_classes).to_numpy(np.float64)
         pool.labels = labels[candidates]
+    if strategy.form == "disagree":
+        learnt = _training_rows(table)[candidates] & ~np.isnan(pool.labels).all(axis=1)
+        pool.p = _out_of_sample(pool.p, table["filepath"].take(candidates), learnt, run_dir)
     if strategy.needs_embeddings:
         # What the model has already learnt from: badge and coreset start with them as centres.
         seen = np.flatnonzero(_learnt_from(table, labels, usable, candidates))
         h = runs.read_run_rows(run_dir, runs.EMBEDDINGS_NAME, match, np.concatenate([candidates, seen]))
         pool.h, pool.seen_h, pool.seen_p = h[: len(candidates)], h[len(candidates) :], p[seen]
     return pool, candidates
+
+
+def _out_of_sample(p: np.ndarray, filepaths: pd.Series, learnt: np.ndarray, run_dir: Path) -> np.ndarray:
+    """The candidates' probabilities with every row the run learnt from given its out-of-fold
+    prediction (training/out_of_fold.py): the run's own predictions of its training rows echo
+    their labels, right or wrong. A run without them is used as it is, with a warning when some
+    candidate is a labelled training row (`learnt`)."""
+    folds = runs.read_out_of_fold(run_dir)
+    if folds is None and learnt.any():
+        log.warning(
+            "run %s has no out-of-fold predictions (trained before runs kept them, or with "
+            "training.label_folds 0): its training rows are ranked by the predictions it learnt them "
+            "with, which hide most wrong labels; train again to rank them properly",
+            run_dir.name,
+        )
+    if folds is None:
+        return p
+    p = p.copy()
+    for i, filepath in enumerate(filepaths.tolist()):
+        held_out = folds.get(filepath)
+        if held_out is not None:
+            p[i] = held_out
+    return p
 
 
 def _feature_pool(table: pd.DataFrame, candidates: np.ndarray, project) -> tuple[Pool, np.ndarray]:
@@ -165,7 +195,7 @@ def _feature_pool(table: pd.DataFrame, candidates: np.ndarray, project) -> tuple
             "features not extracted yet: the coverage strategies (typiclust, probcover) work on the "
             "extracted features; run 'patchwork extract' first (or use --strategy random)"
         )
-    match = store.match(table["filepath"].tolist(), project.directory)
+    match = store.match(table["filepath"], project.directory)
     has_features = store.table_status(match) == DONE
     skipped = int((~has_features[candidates]).sum())
     if skipped:

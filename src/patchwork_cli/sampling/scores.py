@@ -48,16 +48,6 @@ def margin(p: np.ndarray, task: str = "multilabel") -> np.ndarray:
     raise ValueError(f"unknown task {task!r}; tasks: {', '.join(TASKS)}")
 
 
-def disagreement(p: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """How far the model is from the person's label, |p - y|, at the worst labelled class; NaN for
-    rows with no label. Likely label errors first (confident learning in its simplest form,
-    Northcutt et al. 2021)."""
-    gap = np.abs(np.asarray(p, dtype=np.float64) - labels)
-    labelled = ~np.isnan(gap)
-    worst = np.where(labelled, gap, -1.0).max(axis=1)
-    return np.where(labelled.any(axis=1), worst, np.nan)
-
-
 def hard_prediction_gradient(p: np.ndarray, task: str = "multilabel") -> np.ndarray:
     """d(cross-entropy)/d(logits) = p - y, with y the model's own hard prediction: the per-class
     factor of BADGE's gradient embedding (Ash et al. 2020, "Deep Batch Active Learning by

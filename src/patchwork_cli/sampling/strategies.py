@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from patchwork_cli.errors import PatchworkError, did_you_mean
-from patchwork_cli.sampling import coverage, scores, selection
+from patchwork_cli.sampling import coverage, label_errors, scores, selection
 from patchwork_cli.sampling.filters import check_class
 from patchwork_cli.sampling.geometry import GradientPoints, Points
 
@@ -151,8 +151,8 @@ def choose(strategy: Strategy, pool: Pool, k: int, rng: np.random.Generator) -> 
     if form == "auto":
         raise ValueError("strategy 'auto' stands for another: resolve it with auto_strategy() before choose()")
     if form == "disagree":
-        gaps = scores.disagreement(pool.p, pool.labels)
-        labelled = np.flatnonzero(~np.isnan(gaps))
-        chosen, chosen_scores = selection.top_k(gaps[labelled], k)
-        return labelled[chosen], chosen_scores
+        labelled = np.flatnonzero(~np.isnan(pool.labels).all(axis=1))
+        ranking = label_errors.rank_labels(pool.p[labelled], pool.labels[labelled], pool.task)
+        order = ranking.order()[:k]
+        return labelled[order], ranking.score[order]
     raise AssertionError(form)  # pragma: no cover - parse_strategy admits only STRATEGIES

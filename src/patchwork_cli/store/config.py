@@ -71,6 +71,9 @@ class TrainingConfig:
     weight_decay: float = field(default=0.0, metadata={"minimum": 0.0})
     patience: int | None = field(default=5, metadata={"minimum": 1})
     seed: int | None = 0
+    # folds of the training rows' out-of-fold predictions, which `disagree` ranks labels by
+    # (training/out_of_fold.py); 0 or 1: none (disagree then reads the run's own predictions)
+    label_folds: int = field(default=5, metadata={"minimum": 0})
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from patchwork_cli.store.splits import label_summary
 from patchwork_cli.training.fingerprint import with_options
 from patchwork_cli.training.inputs import TrainingInputs, gather_inputs
 from patchwork_cli.training.keras_head import fit_keras_head
+from patchwork_cli.training.out_of_fold import write_out_of_fold
 from patchwork_cli.training.prediction import Fitted
 from patchwork_cli.training.propagation import propagate_labels
 
@@ -73,6 +74,7 @@ def _publish(project: Project, inputs: TrainingInputs, fitted: Fitted, started: 
     try:
         probabilities = inputs.match.gather(fitted.write(staging))
         runs.record_run_rows(staging, inputs.run_filepaths)
+        write_out_of_fold(staging, inputs)
         validation, exclude = table["validation"].to_numpy(bool), table["exclude"].to_numpy(bool)
         metrics = compute_metrics(probabilities, inputs.labels, validation, exclude, config.classes, task=config.task)
         previous = runs.latest_run(project.directory)

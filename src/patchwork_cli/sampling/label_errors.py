@@ -1,0 +1,67 @@
+"""`disagree`: the labelled rows ranked by how likely their label is wrong, and what to say of each.
+
+The probabilities are out-of-sample (sample.py gives the training rows' out-of-fold predictions,
+the run's own for the rest), ranked by confident learning (confident_learning.py). Multiclass:
+a row with a positive class is ranked among the classes; a row holding only negatives ("not a
+cat") by its most probable denied class. Multilabel: each class on its own, over the rows
+labelled for it; a row is as doubtful as its most doubtful class.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from patchwork_cli.sampling.confident_learning import Ranking, rank_binary, rank_multiclass
+
+
+def rank_labels(p: np.ndarray, labels: np.ndarray, task: str) -> Ranking:
+    """`p` (n, C) out-of-sample probabilities of n labelled rows, `labels` (n, C) their cells (NaN
+    unlabelled). Multiclass suggestions are class indices; multilabel ones, the doubtful class's."""
+    if task == "multiclass":
+        return _multiclass(p, labels)
+    scores = np.full(labels.shape, -np.inf)
+    flagged = np.zeros(len(labels), bool)
+    for k in range(labels.shape[1]):
+        mine = np.flatnonzero(~np.isnan(labels[:, k]))
+        ranked = rank_binary(labels[mine, k], p[mine, k])
+        scores[mine, k] = ranked.score
+        flagged[mine] |= ranked.flagged
+    return Ranking(score=scores.max(axis=1), flagged=flagged, suggested=scores.argmax(axis=1))
+
+
+def _multiclass(p: np.ndarray, labels: np.ndarray) -> Ranking:
+    positive = labels == 1
+    with_class = positive.any(axis=1)
+    score = np.where(labels == 0, p, -np.inf).max(axis=1)  # rows of negatives only: the denied class's p
+    flagged = np.zeros(len(labels), bool)
+    if with_class.any():
+        ranked = rank_multiclass(positive[with_class].argmax(axis=1), p[with_class])
+        score[with_class], flagged[with_class] = ranked.score, ranked.flagged
+    return Ranking(score=score, flagged=flagged, suggested=p.argmax(axis=1))
+
+
+def describe(p: np.ndarray, labels: np.ndarray, task: str, classes: list[str]) -> tuple[list[str], list[str]]:
+    """Each row's label as given and as the probabilities suggest it: "cat" and "dog" (multiclass;
+    "not cat" for a row of negatives), "cat=1" and "cat=0" for the doubtful class (multilabel)."""
+    given, suggested = [], []
+    ranking = rank_labels(p, labels, task) if task == "multilabel" else None
+    for i, cells in enumerate(labels):
+        if ranking is not None:
+            k = int(ranking.suggested[i])
+            given.append(f"{classes[k]}={int(cells[k])}")
+            suggested.append(f"{classes[k]}={int(p[i, k] >= 0.5)}")
+            continue
+        positive = np.flatnonzero(cells == 1)
+        if len(positive):
+            given.append(classes[positive[0]])
+        else:
+            denied = np.flatnonzero(cells == 0)
+            given.append("not " + classes[denied[np.argmax(p[i, denied])]])
+        suggested.append(classes[int(np.argmax(p[i]))])
+    return given, suggested
+
+
+def parse_suggestion(text: str) -> tuple[str, int]:
+    """describe()'s suggested label as (class, value): "dog" -> ("dog", 1), "cat=0" -> ("cat", 0)."""
+    name, equals, value = text.rpartition("=")
+    return (name, int(value)) if equals and value in ("0", "1") else (text, 1)
