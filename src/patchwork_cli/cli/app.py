@@ -8,7 +8,20 @@ import typer
 from typer.core import TyperGroup
 
 from patchwork_cli import __version__
-from patchwork_cli.cli import classes, evaluate, export, extract, init, label, predict, pretrain, sample, status, train
+from patchwork_cli.cli import (
+    classes,
+    duplicates,
+    evaluate,
+    export,
+    extract,
+    init,
+    label,
+    predict,
+    pretrain,
+    sample,
+    status,
+    train,
+)
 from patchwork_cli.cli.common import ProjectOption
 from patchwork_cli.errors import PatchworkError
 
@@ -80,6 +93,7 @@ app.command("predict")(predict.predict)
 app.command("status")(status.status)
 app.command("label")(label.label)
 app.command("sample")(sample.sample)
+app.command("duplicates")(duplicates.duplicates)
 app.add_typer(classes.app, name="classes")
 
 

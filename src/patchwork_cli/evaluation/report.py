@@ -3,6 +3,7 @@ plots into reports/, and line runs up against each other. No TensorFlow here."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +13,26 @@ from patchwork_cli.evaluation.metrics import compute_metrics, prediction_agreeme
 from patchwork_cli.evaluation.plots import plot_class_histograms, plot_confusion, plot_learning_curve
 from patchwork_cli.store import runs
 from patchwork_cli.store.config import MULTICLASS
+from patchwork_cli.store.duplicate_groups import duplicate_summary
 from patchwork_cli.store.project import Project
 
+log = logging.getLogger("patchwork")
 REPORTS_NAME = "reports"
 CONFUSION_FILE = "confusion.png"
 # Stop when consecutive runs agree this much on the unlabelled images, over the last two
 # pairs of runs: the threshold and window of Bloodgood & Vijay-Shanker 2009 (kappa 0.99, 3 models).
 STOP_KAPPA = 0.99
 STOP_WINDOW = 2
+
+
+def _warn_of_split_copies(project: Project, table) -> None:
+    copies = duplicate_summary(project.directory, table)
+    if copies and copies["split"]:
+        log.warning(
+            "%d group(s) of copies (duplicates.csv) have images in both training and validation: "
+            "the validation figures count images the model was trained on",
+            copies["split"],
+        )
 
 
 def evaluate_run(project: Project, *, run_id: str | None = None) -> tuple[str, dict, list[Path]]:
@@ -37,6 +50,7 @@ def evaluate_run(project: Project, *, run_id: str | None = None) -> tuple[str, d
     labels = table[run.classes].to_numpy(np.float64)
     validation, exclude = table["validation"].to_numpy(bool), table["exclude"].to_numpy(bool)
     metrics = compute_metrics(probabilities, labels, validation, exclude, run.classes, task=run.task)
+    _warn_of_split_copies(project, table)
     previous = run_before(project.directory, directory.name)
     metrics["agreement"] = agreement_with(project, previous, run.classes, probabilities, table, run.task)
     out = project.directory / REPORTS_NAME / directory.name

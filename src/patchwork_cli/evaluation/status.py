@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from patchwork_cli.store import runs
+from patchwork_cli.store.duplicate_groups import duplicate_summary
 from patchwork_cli.store.label_table import line_of
 from patchwork_cli.store.rowindex import NO_ROW, RowRecord
 from patchwork_cli.store.splits import label_summary
@@ -21,6 +22,7 @@ def project_status(project) -> dict:
         **label_summary(table, project.classes),
         "features": feature_summary(project.open_features(), filepaths, project.directory, table_record),
         "model": model_summary(project.directory, filepaths, table_record),
+        "duplicates": duplicate_summary(project.directory, table),
     }
 
 
@@ -148,6 +150,14 @@ def format_summary(summary: dict) -> str:
         lines.extend(_model_notes(model))
         if model.get("stop_hint"):
             lines.append(f"{_NOTE}{model['stop_hint']}")
+    copies = summary.get("duplicates")
+    if copies is not None:
+        lines.append(f"duplicates  {copies['groups']} group(s) of copies, {copies['images']} image(s)")
+        if copies["split"]:
+            lines.append(
+                f"{_NOTE}{copies['split']} group(s) split across training and validation: "
+                "their validation figures are inflated; give each group one side"
+            )
     lines.append("")
     width = max(8, *(len(name) for name in summary["classes"]))
     lines.append(f"{'class':<{width}}  {'train +':>8} {'train -':>8}  {'val +':>8} {'val -':>8}")

@@ -21,6 +21,7 @@ from patchwork_cli.sampling.filters import DEFAULT_FILTERS, FILTERS, check_filte
 from patchwork_cli.sampling.label_errors import describe
 from patchwork_cli.sampling.strategies import STRATEGIES, Pool, Strategy, auto_strategy, choose, parse_strategy
 from patchwork_cli.store import runs
+from patchwork_cli.store.duplicate_groups import read_groups
 from patchwork_cli.store.splits import Parts
 
 __all__ = ["FILTERS", "STRATEGIES", "sample"]
@@ -61,6 +62,8 @@ def sample(
         chosen = _resolve_auto(project, table, run_id)
     run = _run_for(project, chosen, run_id)
     candidates = np.flatnonzero(filter_mask(table, project.classes, filters))
+    if chosen.form != "disagree":  # disagree ranks labelled rows: copies of them are its business
+        candidates = _one_per_group(project, table, candidates)
     if run:
         pool, candidates = _pool(table, chosen, candidates, run, project)
     elif chosen.needs_features:
@@ -82,6 +85,30 @@ def sample(
     if chosen.form == "disagree":  # each label as given, and as the out-of-sample model has it
         chosen_rows["given"], chosen_rows["suggested"] = describe(pool.p[picks], pool.labels[picks], pool.task, run[1])
     return chosen_rows
+
+
+def _one_per_group(project, table: pd.DataFrame, candidates: np.ndarray) -> np.ndarray:
+    """The candidates without copies (duplicates.csv, from `patchwork duplicates`): none of a group
+    that holds a labelled image (its label covers them all), one of each other group (the first in
+    labels.csv), so that a batch never shows the same image twice."""
+    groups = read_groups(project.directory, table["filepath"].tolist())
+    if groups is None:
+        return candidates
+    labelled = ~np.isnan(table[project.classes].to_numpy(np.float64)).all(axis=1)
+    covered = groups.with_any(labelled)[candidates]
+    grouped = groups.grouped[candidates] & ~covered
+    _, first = np.unique(groups.group_of_row[candidates[grouped]], return_index=True)
+    repeat = np.zeros(len(candidates), bool)
+    repeat[np.flatnonzero(grouped)] = True
+    repeat[np.flatnonzero(grouped)[first]] = False
+    if covered.any() or repeat.any():
+        log.warning(
+            "left out %d copy(ies) (duplicates.csv): %d of a group holding a labelled image, %d of a group already in",
+            int(covered.sum() + repeat.sum()),
+            int(covered.sum()),
+            int(repeat.sum()),
+        )
+    return candidates[~covered & ~repeat]
 
 
 def _resolve_auto(project, table: pd.DataFrame, run_id: str | None) -> Strategy:
@@ -161,9 +188,9 @@ def _pool(table: pd.DataFrame, strategy: Strategy, candidates: np.ndarray, run: 
 
 
 def _out_of_sample(p: np.ndarray, filepaths: pd.Series, learnt: np.ndarray, run_dir: Path) -> np.ndarray:
-    """The candidates' probabilities with every row the run learnt from given its out-of-fold
-    prediction (training/out_of_fold.py): the run's own predictions of its training rows echo
-    their labels, right or wrong. A run without them is used as it is, with a warning when some
+    """The candidates' probabilities with every row labelled when the run was trained given its
+    out-of-fold prediction (training/out_of_fold.py): the run's own predictions of its training
+    rows echo their labels, right or wrong. A run without them is used as it is, with a warning when some
     candidate is a labelled training row (`learnt`)."""
     folds = runs.read_out_of_fold(run_dir)
     if folds is None and learnt.any():
