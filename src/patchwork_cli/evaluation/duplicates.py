@@ -62,15 +62,18 @@ def find_duplicates(project, threshold: float = DEFAULT_THRESHOLD) -> pd.DataFra
     sizes = np.bincount(component)
     members = np.flatnonzero(sizes[component] > 1)
     order = members[np.lexsort((members, component[members]))]
-    # groups numbered 1, 2, ... in the order of their first image in labels.csv
-    firsts = {c: None for c in component[np.sort(members)]}
-    number = {c: i + 1 for i, c in enumerate(firsts)}
-    exact = {c: len(set(digests[members[component[members] == c]].tolist())) == 1 for c in firsts}
+    # groups numbered 1, 2, ... in the order of their first image in labels.csv (members is sorted)
+    _, first_member = np.unique(component[members], return_index=True)
+    number = np.zeros(len(sizes), np.int64)
+    number[component[members][np.sort(first_member)]] = np.arange(1, len(first_member) + 1)
+    # exact: one distinct digest in the group (counted over (group, digest) pairs, not per group)
+    pairs = np.unique(np.column_stack([component[members], digests[members].view(np.int64)]), axis=0)
+    exact = np.bincount(pairs[:, 0], minlength=len(sizes)) == 1
     groups = pd.DataFrame(
         {
-            "group": [number[c] for c in component[order]],
+            "group": number[component[order]],
             "filepath": table["filepath"].take(rows[order]).to_numpy(object),
-            "kind": ["exact" if exact[c] else "near" for c in component[order]],
+            "kind": np.where(exact[component[order]], "exact", "near"),
         }
     )
     return groups.sort_values(["group", "filepath"], kind="stable", ignore_index=True)

@@ -91,7 +91,7 @@ def _one_per_group(project, table: pd.DataFrame, candidates: np.ndarray) -> np.n
     """The candidates without copies (duplicates.csv, from `patchwork duplicates`): none of a group
     that holds a labelled image (its label covers them all), one of each other group (the first in
     labels.csv), so that a batch never shows the same image twice."""
-    groups = read_groups(project.directory, table["filepath"].tolist())
+    groups = read_groups(project.directory, table["filepath"])
     if groups is None:
         return candidates
     labelled = ~np.isnan(table[project.classes].to_numpy(np.float64)).all(axis=1)
@@ -190,8 +190,8 @@ def _pool(table: pd.DataFrame, strategy: Strategy, candidates: np.ndarray, run: 
 def _out_of_sample(p: np.ndarray, filepaths: pd.Series, learnt: np.ndarray, run_dir: Path) -> np.ndarray:
     """The candidates' probabilities with every row labelled when the run was trained given its
     out-of-fold prediction (training/out_of_fold.py): the run's own predictions of its training
-    rows echo their labels, right or wrong. A run without them is used as it is, with a warning when some
-    candidate is a labelled training row (`learnt`)."""
+    rows echo their labels, right or wrong. A run without them is used as it is, with a warning
+    when some candidate is a labelled training row (`learnt`)."""
     folds = runs.read_out_of_fold(run_dir)
     if folds is None and learnt.any():
         log.warning(
@@ -202,11 +202,13 @@ def _out_of_sample(p: np.ndarray, filepaths: pd.Series, learnt: np.ndarray, run_
         )
     if folds is None:
         return p
+    if not folds:
+        return p
+    # by hashing: disagree's candidates are every row by default, a million of them at scale
+    position = pd.Index(list(folds)).get_indexer(filepaths)
+    held_out = position >= 0
     p = p.copy()
-    for i, filepath in enumerate(filepaths.tolist()):
-        held_out = folds.get(filepath)
-        if held_out is not None:
-            p[i] = held_out
+    p[held_out] = np.stack(list(folds.values()))[position[held_out]]
     return p
 
 

@@ -42,7 +42,7 @@ FILEPATHS_NAME = "filepaths.zarr"
 # The principal axes a run's embeddings are stored on, when the head's are wider than
 # util.projection.REDUCED_WIDTH (training/prediction.py): (embedding width, REDUCED_WIDTH) float32.
 EMBEDDING_AXES_FILE = "embedding_axes.npy"
-# The training rows' out-of-fold probabilities (training/out_of_fold.py): `filepaths` and
+# The labelled rows' out-of-fold probabilities (training/out_of_fold.py): `filepaths` and
 # `probabilities` (n, C), what `disagree` ranks their labels by
 OUT_OF_FOLD_FILE = "out_of_fold.npz"
 
@@ -138,8 +138,9 @@ def resolve_run(project_dir: Path, run_id: str | None) -> Path:
 
 
 def read_out_of_fold(run_dir: Path) -> dict[str, np.ndarray] | None:
-    """{filepath: its out-of-fold probabilities (C,)} of the run's training rows, or None for a run
-    without them (trained before runs kept them, or with training.label_folds 0)."""
+    """{filepath: its out-of-fold probabilities (C,)} of the rows labelled when the run was trained
+    (training and validation), or None for a run without them (trained before runs kept them, or
+    with training.label_folds 0)."""
     try:
         with np.load(Path(run_dir) / OUT_OF_FOLD_FILE) as stored:
             return dict(zip(stored["filepaths"].tolist(), stored["probabilities"], strict=True))
