@@ -1,7 +1,8 @@
 """`disagree`: the labelled rows ranked by how likely their label is wrong, and what to say of each.
 
-The probabilities are out-of-sample (sample.py gives the training rows' out-of-fold predictions,
-the run's own for the rest), ranked by confident learning (confident_learning.py). Multiclass:
+The probabilities are out-of-sample (sample.py gives the rows labelled at train time their
+out-of-fold predictions, the run's own for rows labelled since), ranked by confident learning
+(confident_learning.py). Multiclass:
 a row with a positive class is ranked among the classes; a row holding only negatives ("not a
 cat") by its most probable denied class. Multilabel: each class on its own, over the rows
 labelled for it; a row is as doubtful as its most doubtful class.
@@ -19,14 +20,18 @@ def rank_labels(p: np.ndarray, labels: np.ndarray, task: str) -> Ranking:
     unlabelled). Multiclass suggestions are class indices; multilabel ones, the doubtful class's."""
     if task == "multiclass":
         return _multiclass(p, labels)
-    scores = np.full(labels.shape, -np.inf)
     flagged = np.zeros(len(labels), bool)
     for k in range(labels.shape[1]):
         mine = np.flatnonzero(~np.isnan(labels[:, k]))
-        ranked = rank_binary(labels[mine, k], p[mine, k])
-        scores[mine, k] = ranked.score
-        flagged[mine] |= ranked.flagged
+        flagged[mine] |= rank_binary(labels[mine, k], p[mine, k]).flagged
+    scores = _class_doubts(p, labels)
     return Ranking(score=scores.max(axis=1), flagged=flagged, suggested=scores.argmax(axis=1))
+
+
+def _class_doubts(p: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(n, C) multilabel: 1 - the probability of each class's label (|p - label|), -inf where the
+    row holds no label for the class; rank_binary's score, class by class."""
+    return np.where(np.isnan(labels), -np.inf, np.abs(np.asarray(p, np.float64) - np.nan_to_num(labels)))
 
 
 def _multiclass(p: np.ndarray, labels: np.ndarray) -> Ranking:
@@ -44,10 +49,10 @@ def describe(p: np.ndarray, labels: np.ndarray, task: str, classes: list[str]) -
     """Each row's label as given and as the probabilities suggest it: "cat" and "dog" (multiclass;
     "not cat" for a row of negatives), "cat=1" and "cat=0" for the doubtful class (multilabel)."""
     given, suggested = [], []
-    ranking = rank_labels(p, labels, task) if task == "multilabel" else None
+    doubtful = _class_doubts(p, labels).argmax(axis=1) if task == "multilabel" else None
     for i, cells in enumerate(labels):
-        if ranking is not None:
-            k = int(ranking.suggested[i])
+        if doubtful is not None:
+            k = int(doubtful[i])
             given.append(f"{classes[k]}={int(cells[k])}")
             suggested.append(f"{classes[k]}={int(p[i, k] >= 0.5)}")
             continue
