@@ -14,10 +14,12 @@ reports the child's own peak RSS (%M: the kernel's high-water mark of that proce
 Then, on each: init, extract --from-npy, label --import, status, train (the default head), sample
 -n 100 with every strategy, evaluate, export (labels and predictions: an imported store has no
 extractor to build an end-to-end model from), and the labelling window opened on 20 images (Agg:
-the session, the window and its first draw, quit at once). The round is train + sample auto.
+the session, the window and its first draw, quit at once), and `duplicates` (issue [17]). The
+round is train + sample auto.
 
 Targets (issue [16]): every command's peak RSS < 3 GiB, sample auto < 1.5 GiB; at 1M rows a round
-< 60 s, typiclust, probcover and badge < 60 s each, status < 1 s. PASS/FAIL beside each, one run.
+< 60 s, typiclust, probcover and badge < 60 s each, status < 1 s; duplicates (issue [17]) < 10 min
+and < 4 GiB. PASS/FAIL beside each, one run.
 
     .venv/bin/python benchmarks/scale_bench.py [--rows N] [--map-rows N] [--only vectors|maps] [--json]
 """
@@ -181,6 +183,7 @@ def measure(project: Path, directory: Path) -> dict:
         [str(CLI), "-C", str(project), "export", "--what", "labels,predictions", "--out", str(directory / "export")],
         directory,
     )
+    figures["duplicates"] = timed([str(CLI), "-C", str(project), "duplicates"], directory)
     figures["label window (Agg, 20 images)"] = timed(
         [sys.executable, "-c", WINDOW, str(project), str(directory / "window.txt")], directory
     )
@@ -203,6 +206,9 @@ def verdicts(name: str, rows: int, figures: dict) -> list[tuple[str, float, str,
         checks.append(
             ("status (s)", figures["status (with a run)"]["s"], "< 1", figures["status (with a run)"]["s"] < 1)
         )
+        duplicates = figures["duplicates"]  # issue [17]: < 10 min and < 4 GiB at a million rows
+        checks.append(("duplicates (s)", duplicates["s"], "< 600", duplicates["s"] < 600))
+        checks.append(("duplicates: peak MiB", duplicates["mib"], "< 4096", duplicates["mib"] < 4096))
     return checks
 
 
