@@ -16,7 +16,8 @@ it falls back to exact features, as the table's "fast resolves to" row says). Th
   10% and more within a minute):
   - engine: the mode's engine as extract opens it (the same threads), on every image decoded into
     memory first, in batches of 32 after warm-up batches; their wall time gives the engine-alone rate.
-  - decoder: util/images.load_image of DECODE_SAMPLE of the JPEGs at 224x224, one thread.
+  - decoder: util/image_files.read_image_file (what extract's decoding threads do: read, digest,
+    decode, thumbnail) of DECODE_SAMPLE of the JPEGs at 224x224, one thread.
   - writer: what extract's writer thread does with a chunk (extraction/chunks.write_chunk: the cast
     to float16, the pooled copy, zstd, zarr's writes) for the mode's own float32 outputs on the
     first WRITE_SAMPLE images, in whole chunks of a scratch store.
@@ -156,9 +157,9 @@ def core_ms(work, count: int) -> float:
 
 
 def decoder_core_ms(paths: list[str]) -> float:
-    from patchwork_cli.util.images import load_image
+    from patchwork_cli.util.image_files import read_image_file
 
-    return core_ms(lambda: [load_image(path, IMSHAPE) for path in paths], len(paths))
+    return core_ms(lambda: [read_image_file(path, IMSHAPE, 3) for path in paths], len(paths))
 
 
 def writer_core_ms(directory: Path, maps: np.ndarray) -> float:

@@ -15,6 +15,7 @@ from patchwork_cli.errors import PatchworkError
 from patchwork_cli.extraction import chunks
 from patchwork_cli.extractors.runtimes import EXACT, Engine
 from patchwork_cli.store.features import DONE, FAILED, PENDING, FeatureStore
+from patchwork_cli.util.image_files import read_image_file
 from patchwork_cli.util.images import load_image
 
 ROW_SHAPE = (8, 8, 4096)  # 512 KiB a float16 row: chunks of 16 rows (the store's smallest)
@@ -47,7 +48,7 @@ def fill(store: FeatureStore, paths: list, guard=None) -> tuple[int, int]:
         store,
         {c: status[slice(*store.chunk_bounds(c))] for c in range(store.chunk_count)},
         lambda row: paths[row],
-        lambda path: load_image(path, SIZE),
+        lambda path: read_image_file(path, SIZE, 3),
         fake_engine(),
         progress=False,
         guard=guard,
@@ -133,7 +134,7 @@ def test_an_error_in_the_caller_stops_the_writer_after_the_chunk_it_is_writing(t
     with pytest.raises(RuntimeError, match="engine broke"):
         with chunks.ChunkWriter(store) as writer:
             maps = np.zeros((16, *ROW_SHAPE), np.float16)
-            writer.write(0, maps, np.full(16, DONE, np.uint8), [""] * 16, 16)
+            writer.write(0, (maps, np.full(16, DONE, np.uint8), [""] * 16, None), 16)
             raise RuntimeError("engine broke")
     assert not writer.thread.is_alive()
     assert set(store.status()[16:].tolist()) == {PENDING}

@@ -8,7 +8,8 @@ import typer
 
 from patchwork_cli.cli.common import JsonOption, ProjectOption, open_from, say
 
-DEFAULT_THRESHOLD = 0.92  # evaluation.duplicates.DEFAULT_THRESHOLD, spelled here so --help stays light
+# evaluation.duplicates' defaults, spelled here so --help stays light (a test checks they agree)
+DEFAULT_THRESHOLD, DEFAULT_FEATURE_THRESHOLD = 0.99, 0.92
 
 
 def duplicates(
@@ -16,13 +17,21 @@ def duplicates(
     threshold: float = typer.Option(
         DEFAULT_THRESHOLD,
         "--threshold",
-        help="Near copies: the least cosine of two images' reduced features (above 0, at most 1).",
+        help="Near copies: the least correlation of two images' 32x32 thumbnails, a light crop allowed "
+        "(above 0, at most 1).",
+    ),
+    feature_threshold: float = typer.Option(
+        DEFAULT_FEATURE_THRESHOLD,
+        "--feature-threshold",
+        help="Near copies among images without thumbnails (imported vectors, older stores): the least "
+        "cosine of their reduced features, each the other's nearest.",
     ),
     project: ProjectOption = None,
     as_json: JsonOption = False,
 ):
     """Groups of copies: exact (the same features bit for bit) and near (re-encoded, resized,
-    lightly cropped), as CSV group,filepath,kind, one line per image (nothing when there are none).
+    lightly cropped: among each image's nearest by features and by thumbnail, the pairs whose
+    thumbnails match), as CSV group,filepath,kind, one line per image (nothing when there are none).
 
     The groups are also written to duplicates.csv in the project: sampling then shows one image
     of a group and none of a group that holds a labelled image, and status counts them.
@@ -32,7 +41,7 @@ def duplicates(
     from patchwork_cli.store.paths import relative_to
 
     opened = open_from(ctx, project)
-    groups = find_duplicates(opened, threshold)
+    groups = find_duplicates(opened, threshold, feature_threshold)
     write_groups(opened.directory, groups)
     if groups.empty:
         say("no copies found")

@@ -17,6 +17,7 @@ from patchwork_cli.cli.common import (
     open_from,
     say,
 )
+from patchwork_cli.store.changed_images import CHANGED_NAME
 
 
 def extract(
@@ -73,6 +74,14 @@ def extract(
     )
     if summary["note"]:
         say(f"note: {summary['note']}")
+    if summary.get("changed"):
+        review = (
+            f"; {summary['to_review']} of them hold labels, kept: review them with "
+            f"'patchwork label --paths {CHANGED_NAME}'"
+            if summary["to_review"]
+            else ""
+        )
+        say(f"{summary['changed']} image(s) had changed since extraction and were extracted again{review}")
     if summary["failed"]:
         say(f"warning: {summary['failed']} image(s) failed; reasons in features_failures.csv")
         if strict:

@@ -2,11 +2,17 @@
 
 Exact copies have the same pooled features bit for bit (the same pixels at the extractor's
 input size: the same file twice, or a lossless re-save). Near copies (re-encoded, resized,
-lightly cropped) are pairs whose reduced features (the pooled rows on the store's principal
-axes, util/projection.py) have a cosine of at least the threshold. Pairs join into groups
-(connected components). Each image's nearest neighbours come from faiss: an exact search up to
-EXACT_SEARCH_ROWS rows, an inverted-file index above (a million rows in minutes on 2 cores, where an
-exact search would take most of an hour); both stream nothing larger than the reduced copy.
+lightly cropped) are found in two steps where the store holds each image's thumbnail (rows
+extracted from image files): candidates are each image's CANDIDATES nearest images by its
+reduced features (the pooled rows on the store's principal axes, util/projection.py) and by its
+thumbnail, and a candidate pair is a copy when its thumbnails correlate by at least the
+threshold, allowing a light crop (thumbnail_match.py). Features alone cannot tell a copy from a
+similar image (handwritten digits reach a cosine of 0.99 between distinct images); pixels can.
+Rows without a thumbnail (imported vectors, rows extracted before stores kept them) pair by
+features alone: each other's nearest, with a cosine of at least the feature threshold. Pairs
+join into groups (connected components). The nearest neighbours come from faiss: an exact
+search up to EXACT_SEARCH_ROWS rows, an inverted-file index above (a million rows in minutes on
+2 cores, where an exact search would take most of an hour).
 """
 
 from __future__ import annotations
@@ -22,21 +28,28 @@ from patchwork_cli.store.features import DONE
 from patchwork_cli.util.chunked import chunk_groups
 from patchwork_cli.util.projection import unit_rows
 
-# On photographs (tests/test_duplicates.py: skimage's, 256x256) a JPEG at quality 70 keeps a
-# cosine of 0.946 to its original, a resize to 70% 0.987, a crop of 4% at each border 0.930,
-# while distinct photographs reach 0.48 at most. Where we lose: on handwritten digits at 32x32
-# (benchmarks/label_quality_bench.py) distinct images reach 0.99, as close as copies: there no
-# threshold separates them (recall 0.70-0.76 and precision about 0.5 at 0.90-0.95).
-DEFAULT_THRESHOLD = 0.92
+# Thumbnails (benchmarks/label_quality_bench.py's inserted copies of handwritten digits, 30x30):
+# JPEG, resized and cropped copies correlate 0.99 and more with their originals once a crop is
+# allowed, distinct digits less (at 0.99: digits recall 1.0, pair precision 0.98; MNIST 0.98, 1.0).
+DEFAULT_THRESHOLD = 0.99
+# Features, for rows without thumbnails: on photographs (tests/test_duplicates.py: skimage's,
+# 256x256) a JPEG at quality 70 keeps a cosine of 0.946 to its original, a resize to 70% 0.987, a
+# crop of 4% at each border 0.930, while distinct photographs reach 0.48 at most; distinct
+# handwritten digits reach 0.99, so no feature threshold separates them.
+DEFAULT_FEATURE_THRESHOLD = 0.92
+CANDIDATES = 5  # nearest images by features, and by thumbnail, whose pixels are compared
 EXACT_SEARCH_ROWS = 100_000
 PROBES = 16  # inverted lists searched per image
 
 
-def find_duplicates(project, threshold: float = DEFAULT_THRESHOLD) -> pd.DataFrame:
+def find_duplicates(
+    project, threshold: float = DEFAULT_THRESHOLD, feature_threshold: float = DEFAULT_FEATURE_THRESHOLD
+) -> pd.DataFrame:
     """The groups of copies among labels.csv's images with features: columns group, filepath (as
     labels.csv writes it), kind ("exact" when every member has the same features, else "near")."""
-    if not 0 < threshold <= 1:
-        raise PatchworkError(f"--threshold must be above 0 and at most 1 (a cosine), got {threshold:g}")
+    for option, value in (("--threshold", threshold), ("--feature-threshold", feature_threshold)):
+        if not 0 < value <= 1:
+            raise PatchworkError(f"{option} must be above 0 and at most 1 (a similarity), got {value:g}")
     store = project.open_features()
     if store is None:
         raise PatchworkError(
@@ -50,7 +63,13 @@ def find_duplicates(project, threshold: float = DEFAULT_THRESHOLD) -> pd.DataFra
     if len(rows) < 2:
         return empty
     digests = _feature_digests(store, store_rows)
-    pairs = [_same_digest_pairs(digests), _near_pairs(unit_rows(store.reduced_rows(store_rows)), threshold)]
+    vectors = unit_rows(store.reduced_rows(store_rows))
+    with_thumbnail = _has_thumbnail(store, store_rows)
+    by_features = _near_pairs(vectors, feature_threshold)
+    either_without = ~(with_thumbnail[by_features[0]] & with_thumbnail[by_features[1]])
+    pairs = [_same_digest_pairs(digests), (by_features[0][either_without], by_features[1][either_without])]
+    if with_thumbnail.sum() >= 2:
+        pairs.append(_pixel_pairs(store, store_rows, vectors, with_thumbnail, threshold))
     first, second = np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
     if not len(first):
         return empty
@@ -99,11 +118,36 @@ def _same_digest_pairs(digests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return earliest[copies], copies
 
 
-def _near_pairs(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs of unit rows that are each other's nearest row, with a cosine of at least `threshold`.
-    Mutual: in a crowd of similar distinct images (handwritten digits at 32x32 reach a cosine of
-    0.99), nearest-neighbour links would chain thousands into one group; a copy and its original
-    are each other's nearest."""
+def _has_thumbnail(store, store_rows: np.ndarray) -> np.ndarray:
+    """(n,) bool: which rows' images have a thumbnail (their file signature is recorded with it)."""
+    if not store.has_image_records:
+        return np.zeros(len(store_rows), bool)
+    return store.signatures()[store_rows].any(axis=1)
+
+
+def _pixel_pairs(store, store_rows, vectors, with_thumbnail, threshold) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of rows with thumbnails that are among each other's CANDIDATES nearest (by features or
+    by thumbnail) and whose thumbnails match by at least `threshold` (thumbnail_match.py)."""
+    from patchwork_cli.evaluation.thumbnail_match import pair_similarity, search_vectors
+
+    rows = np.flatnonzero(with_thumbnail)
+    thumbnails = store.thumbnails(store_rows[rows])
+    k = min(CANDIDATES + 1, len(rows))
+    candidates = []
+    for space in (vectors[rows], search_vectors(thumbnails)):
+        _, neighbour = _nearest(space, k)
+        first = np.repeat(np.arange(len(rows)), k)
+        second = neighbour.ravel()
+        keep = (second >= 0) & (second != first)
+        candidates.append(np.sort(np.column_stack([first[keep], second[keep]]), axis=1))
+    pairs = np.unique(np.concatenate(candidates), axis=0)
+    similar = pair_similarity(thumbnails, pairs[:, 0], pairs[:, 1]) >= threshold
+    return rows[pairs[similar, 0]], rows[pairs[similar, 1]]
+
+
+def _nearest(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(similarity, neighbour), each (n, k): every unit row's k nearest rows by inner product
+    (itself among them; -1 where an inverted-file search found fewer)."""
     import faiss
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -117,7 +161,16 @@ def _near_pairs(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.n
         index.train(vectors[np.sort(sample)])
         index.nprobe = PROBES
     index.add(vectors)
-    similarity, neighbour = index.search(vectors, 2)  # itself (or an exact copy), then the nearest other
+    return index.search(vectors, k)
+
+
+def _near_pairs(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of unit rows that are each other's nearest row, with a cosine of at least `threshold`.
+    Mutual: in a crowd of similar distinct images (handwritten digits at 32x32 reach a cosine of
+    0.99), nearest-neighbour links would chain thousands into one group; a copy and its original
+    are each other's nearest."""
+    n = len(vectors)
+    similarity, neighbour = _nearest(vectors, 2)  # itself (or an exact copy), then the nearest other
     # each row's nearest other row: its exact copies tie with it, so the first of the two that is not itself
     first_is_self = neighbour[:, 0] == np.arange(n)
     nearest = np.where(first_is_self, neighbour[:, 1], neighbour[:, 0])

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from patchwork_cli.store import runs
+from patchwork_cli.store.changed_images import CHANGED_NAME, scan_changes, to_review
 from patchwork_cli.store.duplicate_groups import duplicate_summary
 from patchwork_cli.store.label_table import line_of
 from patchwork_cli.store.rowindex import NO_ROW, RowRecord
 from patchwork_cli.store.splits import label_summary
+
+# Status looks at every image file (a stat each, 1.5 us here) up to this many extracted images;
+# above, it leaves the check to `patchwork extract`, which reads every file anyway.
+CHANGE_CHECK_LIMIT = 100_000
 
 
 def project_status(project) -> dict:
@@ -16,14 +23,40 @@ def project_status(project) -> dict:
     table = project.labels()
     filepaths = table["filepath"]  # as the table holds it: its digest is taken in Arrow
     table_record = RowRecord.of(filepaths)  # one digest for both matches
+    store = project.open_features()
     return {
         "project": str(project.directory),
         "task": project.config.task,
         **label_summary(table, project.classes),
-        "features": feature_summary(project.open_features(), filepaths, project.directory, table_record),
+        "features": feature_summary(store, filepaths, project.directory, table_record),
         "model": model_summary(project.directory, filepaths, table_record),
         "duplicates": duplicate_summary(project.directory, table),
+        "changed_images": changed_summary(project, store, filepaths, table_record),
     }
+
+
+def changed_summary(project, store, filepaths, table_record: RowRecord) -> dict | None:
+    """Images whose content changed since extraction and not extracted again yet, files gone, and
+    the changed labelled images still to review; `checked` False when there were too many files to
+    look at (CHANGE_CHECK_LIMIT). None when there is nothing to say (or no store records files)."""
+    review = len(to_review(project.directory, project.store.journal.read()))
+    scan = None
+    if store is not None and store.has_image_records:
+        match = store.match(filepaths, project.directory, table_record)
+        source = match.store_rows_of_table()
+        table_rows = np.flatnonzero(source != NO_ROW)
+        table_of_store = dict(zip(source[table_rows].tolist(), table_rows.tolist(), strict=True))
+
+        def path_of(row: int) -> str:
+            return project.absolute_path(filepaths.iloc[table_of_store[row]])
+
+        scan = scan_changes(store, source[table_rows], path_of, CHANGE_CHECK_LIMIT)
+        if scan is None:
+            return {"checked": False, "changed": None, "missing": None, "to_review": review}
+    changed, missing = (0, 0) if scan is None else (len(scan.changed), scan.missing)
+    if not (changed or missing or review):
+        return None
+    return {"checked": True, "changed": changed, "missing": missing, "to_review": review}
 
 
 def feature_summary(
@@ -122,6 +155,23 @@ def _model_notes(model: dict) -> list[str]:
     return notes
 
 
+def _changed_lines(changes: dict | None) -> list[str]:
+    if changes is None:
+        return []
+    if not changes["checked"]:
+        lines = [f"changed     not checked (over {CHANGE_CHECK_LIMIT:,} images): 'patchwork extract' checks them"]
+    else:
+        lines = [f"changed     {changes['changed']} image(s) changed since extraction, {changes['missing']} gone"]
+        if changes["changed"]:
+            lines.append(f"{_NOTE}'patchwork extract' extracts them again; their labels are kept")
+    if changes["to_review"]:
+        lines.append(
+            f"{_NOTE}{changes['to_review']} labelled image(s) changed: review their labels with "
+            f"'patchwork label --paths {CHANGED_NAME}'"
+        )
+    return lines
+
+
 def format_summary(summary: dict) -> str:
     """The human-readable status table."""
     labelled = summary["labelled"]
@@ -158,6 +208,7 @@ def format_summary(summary: dict) -> str:
                 f"{_NOTE}{copies['split']} group(s) split across training and validation: "
                 "their validation figures are inflated; give each group one side"
             )
+    lines.extend(_changed_lines(summary.get("changed_images")))
     lines.append("")
     width = max(8, *(len(name) for name in summary["classes"]))
     lines.append(f"{'class':<{width}}  {'train +':>8} {'train -':>8}  {'val +':>8} {'val -':>8}")

@@ -32,7 +32,8 @@ from tqdm import tqdm
 
 from patchwork_cli.extractors.runtimes import cpu_threads
 from patchwork_cli.store.features import DONE, FAILED, PENDING, FeatureStore
-from patchwork_cli.util.images import ImageError, load_image
+from patchwork_cli.util.image_files import SIGNATURE_WIDTH, THUMBNAIL_SIDE, read_image_file
+from patchwork_cli.util.images import ImageError
 
 # Chunks computed but not yet written: one waits while the writer writes the one before (a second
 # gained nothing, see above); each holds 16 MiB of float32 features, so memory stays flat.
@@ -47,14 +48,14 @@ def extract_chunk(store: FeatureStore, index: int, paths: list[str | None], extr
         store,
         {index: store.status_array[start:stop]},
         lambda row: paths[row - start] if row - start < len(paths) else None,
-        lambda path: load_image(path, extractor.imshape, extractor.channels),
+        lambda path: read_image_file(path, extractor.imshape, extractor.channels),
         engine,
         progress=False,
     )
 
 
 def fill_chunks(store, statuses: dict, path_of, load, engine, progress, guard=None) -> tuple[int, int]:
-    """Decode (`load` the image file `path_of(store row)`), run through `engine` and write every
+    """Decode (`load` the image file `path_of(store row)`: an ImageFile), run through `engine` and write every
     pending row with an image of the chunks of `statuses` (chunk index -> its rows' status), one
     whole chunk at a time; a row whose path is None is left alone. Decoding runs ahead across chunk
     borders. `guard` (a DiskGuard) is told of each chunk written, and stops the work before the disk fills."""
@@ -74,10 +75,10 @@ def fill_chunks(store, statuses: dict, path_of, load, engine, progress, guard=No
         decoded = prefetch(lambda row: load(path_of(row)), rows, lookahead=4 * engine.batch_size)
         for index, items in itertools.groupby(decoded, key=lambda item: item[0] // store.chunk_rows):
             items = list(items)
-            features, status, reasons = _compute_chunk(store, index, statuses[index], items, engine)
+            computed = _compute_chunk(store, index, statuses[index], items, engine)
             processed += len(items)
             failed += sum(isinstance(result, ImageError) for _, result in items)
-            writer.write(index, features, status, reasons, processed)
+            writer.write(index, computed, processed)
             bar.update(len(items))
     return processed, failed
 
@@ -88,9 +89,10 @@ def _pending_rows(store: FeatureStore, chunk: int, status: np.ndarray, path_of) 
     return [row for row in rows if path_of(row) is not None]
 
 
-def _compute_chunk(store, index: int, status: np.ndarray, items: list, engine) -> tuple[np.ndarray, np.ndarray, list]:
-    """Chunk `index` whole as it is to be written (float32 features, status, reasons), its pending
-    rows `items` (row, pixels or ImageError) computed in batches of engine.batch_size."""
+def _compute_chunk(store, index: int, status: np.ndarray, items: list, engine) -> tuple:
+    """Chunk `index` whole as it is to be written (float32 features, status, reasons, and the
+    images' signatures and thumbnails when the store records them), its pending rows `items`
+    (row, ImageFile or ImageError) computed in batches of engine.batch_size."""
     start, stop = store.chunk_bounds(index)
     chunk_status = status.copy()
     # What the chunk holds is read only for rows this write keeps: a chunk written whole (every
@@ -102,26 +104,45 @@ def _compute_chunk(store, index: int, status: np.ndarray, items: list, engine) -
     else:
         features = np.zeros((stop - start, *store.row_shape), np.float32)
     reasons = [""] * (stop - start) if whole else list(store.reason_array[start:stop])
-    good = [(row, pixels) for row, pixels in items if not isinstance(pixels, ImageError)]
+    records = _chunk_records(store, index, whole)
+    good = [(row, image) for row, image in items if not isinstance(image, ImageError)]
     for offset in range(0, len(good), engine.batch_size):
         batch = good[offset : offset + engine.batch_size]
-        outputs = engine.predict(np.stack([pixels for _, pixels in batch]))  # cast to float32 as it is padded
-        for (row, _), output in zip(batch, outputs, strict=True):
+        outputs = engine.predict(np.stack([image.pixels for _, image in batch]))  # cast to float32 as it is padded
+        for (row, image), output in zip(batch, outputs, strict=True):
             features[row - start] = output
             chunk_status[row - start] = DONE
             reasons[row - start] = ""
+            if records is not None:
+                records[0][row - start], records[1][row - start] = image.signature, image.thumbnail
     for row, error in items:
         if isinstance(error, ImageError):
             chunk_status[row - start] = FAILED
             reasons[row - start] = str(error)
-    return features, chunk_status, reasons
+            if records is not None:
+                records[0][row - start], records[1][row - start] = 0, 0
+    return features, chunk_status, reasons, records
 
 
-def write_chunk(store: FeatureStore, index: int, features: np.ndarray, status: np.ndarray, reasons: list) -> None:
+def _chunk_records(store, index: int, whole: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """The signatures and thumbnails chunk `index` is to be written with: as stored for the rows it
+    keeps, zeros for a chunk written whole; None for a store without them (see FeatureStore)."""
+    if not store.has_image_records:
+        return None
+    if not whole:
+        return store.image_records(index)
+    start, stop = store.chunk_bounds(index)
+    rows = stop - start
+    return np.zeros((rows, SIGNATURE_WIDTH), np.int64), np.zeros((rows, THUMBNAIL_SIDE, THUMBNAIL_SIDE), np.uint8)
+
+
+def write_chunk(
+    store: FeatureStore, index: int, features: np.ndarray, status: np.ndarray, reasons: list, records=None
+) -> None:
     """What the writer thread does with a computed chunk: the features in the store's dtype (numpy
     casts float32 to float16 one value at a time, 0.19 core-ms a 7x7x1280 map: on the writer's
     thread it does not hold up the engine), then FeatureStore.write_chunk."""
-    store.write_chunk(index, features.astype(store.features.dtype, copy=False), status, reasons)
+    store.write_chunk(index, features.astype(store.features.dtype, copy=False), status, reasons, records)
 
 
 class ChunkWriter:
@@ -150,11 +171,11 @@ class ChunkWriter:
         if kind is None:
             self._raise_error()
 
-    def write(self, index: int, features, status, reasons, images_done: int) -> None:
-        """Queue chunk `index` for writing (blocking while the queue is full); `images_done` is what
-        the guard reports as kept if it stops after this chunk."""
+    def write(self, index: int, computed: tuple, images_done: int) -> None:
+        """Queue chunk `index` for writing (`computed`: what _compute_chunk returns; blocking while
+        the queue is full); `images_done` is what the guard reports as kept if it stops after this chunk."""
         self._raise_error()
-        self.jobs.put((index, features, status, reasons, images_done))
+        self.jobs.put((index, computed, images_done))
         self._raise_error()
 
     def _raise_error(self) -> None:
@@ -167,9 +188,9 @@ class ChunkWriter:
         while (job := self.jobs.get()) is not None:
             if self.error is not None or self.abandoned:
                 continue
-            index, features, status, reasons, images_done = job
+            index, computed, images_done = job
             try:
-                write_chunk(self.store, index, features, status, reasons)
+                write_chunk(self.store, index, *computed)
                 if self.guard is not None:
                     self.guard.written(index, images_done)
             except BaseException as error:  # noqa: BLE001 -- handed to the calling thread, which raises it

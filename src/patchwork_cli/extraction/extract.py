@@ -26,11 +26,12 @@ import numpy as np
 from patchwork_cli.errors import PatchworkError
 from patchwork_cli.extraction.chunks import fill_chunks
 from patchwork_cli.extraction.diskspace import DiskGuard, disk_full_message
+from patchwork_cli.store.changed_images import add_to_review, scan_changes
 from patchwork_cli.store.features import FAILED, PENDING, FeatureStore, identity_difference, normalised_identity
 from patchwork_cli.store.project import FAILURES_NAME, Project
 from patchwork_cli.store.rowindex import NO_ROW, RowMatch
 from patchwork_cli.util.atomic import atomic_write
-from patchwork_cli.util.images import load_image
+from patchwork_cli.util.image_files import read_image_file
 from patchwork_cli.util.locking import project_lock
 
 
@@ -44,6 +45,8 @@ class ExtractReport:
     runtime: str = "keras"
     precision: str = "exact"
     note: str = ""  # what the runtime gave up to run here (runtimes.choose_runtime)
+    changed: int = 0  # images whose content changed since extraction, extracted again
+    to_review: int = 0  # of them, those holding labels: listed in changed-images.txt
 
     def as_dict(self) -> dict:
         rate = self.processed / self.seconds if self.seconds > 0 else 0.0
@@ -56,6 +59,8 @@ class ExtractReport:
             "runtime": self.runtime,
             "precision": self.precision,
             "note": self.note,
+            "changed": self.changed,
+            "to_review": self.to_review,
             **self.counts,
         }
 
@@ -92,13 +97,17 @@ def extract(
     from patchwork_cli.extractors.runtimes import choose_runtime, open_extractor_engine
 
     settings = project.config.extractor
-    table_filepaths = project.labels()["filepath"].tolist()
+    table = project.labels()
+    table_filepaths = table["filepath"].tolist()
     name = model or settings.name
     extractor = load_extractor(name, tuple(project.config.imshape), settings.pooling, base=project.directory)
     runtime, precision, note = choose_runtime(settings.runtime, settings.precision)
     identity = extractor.identity(settings.dtype, precision)
-    store, match = prepare_store(project, table_filepaths, extractor.output_shape, settings.dtype, identity, overwrite)
+    store, match = prepare_store(
+        project, table_filepaths, extractor.output_shape, settings.dtype, identity, overwrite, image_records=True
+    )
     paths = _paths_to_extract(project, store, match)
+    changed, to_review = _mark_changed(project, store, match, paths, shard, table)
     if retry_failed:
         store.retry_failed(_shard_chunks(store, shard, _to_do(store, paths, FAILED)))
     to_do = _to_do(store, paths)
@@ -114,7 +123,7 @@ def extract(
                 store,
                 {c: status[slice(*store.chunk_bounds(c))] for c in chunks},
                 lambda row: paths[row] if row < len(paths) else None,
-                lambda path: load_image(path, extractor.imshape, extractor.channels),
+                lambda path: read_image_file(path, extractor.imshape, extractor.channels),
                 engine,
                 progress,
                 DiskGuard.for_store(project.features_location, store, len(chunks)),
@@ -136,7 +145,31 @@ def extract(
     if not _to_do(store, paths).any():  # the last of the shards to finish: the reduced copy catches up
         with project_lock(project.directory, exclusive=True):
             store.update_reduced()
-    return ExtractReport(processed, failed, seconds, store.counts(match), identity["name"], runtime, precision, note)
+    return ExtractReport(
+        processed, failed, seconds, store.counts(match), identity["name"], runtime, precision, note, changed, to_review
+    )
+
+
+def _mark_changed(project: Project, store: FeatureStore, match: RowMatch, paths: list, shard, table) -> tuple[int, int]:
+    """Mark pending the rows of this shard whose image changed since it was extracted (so this run
+    extracts them again), record the new mtime of files merely touched, and list the changed images
+    that hold labels for review (changed_images.py). Returns (changed, listed for review)."""
+    k, n = shard
+    rows = np.flatnonzero([path is not None for path in paths])
+    rows = rows[(rows // store.chunk_rows) % n == k - 1]
+    scan = scan_changes(store, rows, paths.__getitem__)
+    if not len(scan.changed) and not len(scan.touched):
+        return 0, 0
+    with project_lock(project.directory, exclusive=True):
+        if len(scan.touched):
+            store.write_signatures(scan.touched, scan.touched_signatures)
+        store.mark_pending(scan.changed)
+        table_rows = match.table_rows_of_store(scan.changed)
+        classes = table[project.classes].iloc[table_rows]
+        labelled = table["filepath"].iloc[table_rows][classes.notna().any(axis=1).to_numpy()].tolist()
+        if labelled:
+            add_to_review(project.directory, labelled, project.store.journal.read())
+    return len(scan.changed), len(labelled)
 
 
 def _paths_to_extract(project: Project, store: FeatureStore, match: RowMatch) -> list[str | None]:
@@ -158,6 +191,7 @@ def prepare_store(
     identity: dict,
     overwrite: bool,
     fresh: bool = False,
+    image_records: bool = False,
 ) -> tuple[FeatureStore, RowMatch]:
     """Open (or create) the feature store for this extractor and give every image of
     `filepaths` (labels.csv's column) a row; returns the store and where labels.csv's rows are in it.
@@ -165,6 +199,8 @@ def prepare_store(
     A store made by a different extractor is refused unless `overwrite`, which replaces
     it; that is idempotent, so every shard of a new extraction may pass it. `fresh` replaces
     any store. Images new to the store get rows at its end, wherever labels.csv has them.
+    `image_records`: the store records each image file's signature and thumbnail (extraction
+    from files, not an import of vectors).
     """
     location = project.features_location
     identity = normalised_identity(identity)  # as the store reads its own back
@@ -183,6 +219,8 @@ def prepare_store(
             _adopt_unrecorded(project, store, filepaths)
         if store.needs_pooled():
             store.build_pooled()  # once, for a store written before stores kept a pooled copy
+        if image_records:
+            store.ensure_image_records()
         match = store.match(filepaths, project.directory)
         new = np.flatnonzero(match.store_rows_of_table() == NO_ROW)
         if len(new):

@@ -11,6 +11,10 @@ a `reduced` (N, r) float32 copy, the pooled rows scaled to unit length on the st
 axes (`reduced_axes`, (d, r), fitted once per store on a sample: util/projection.py), chunked
 like them: what the coverage strategies read, 0.5 GB at a million rows where the pooled rows are
 5 GB (NaN: a row not projected yet, which the reader projects from the pooled copy);
+for rows extracted from image files, `file_signature` (N, 3) int64 (the file's size, mtime in ns
+and a digest of its bytes, as extraction read it; all 0 where there is none: imported vectors,
+rows extracted before stores recorded it) and `thumbnail` (N, 32, 32) uint8 (util/image_files.py),
+which tell a changed image (store/changed_images.py) and confirm near copies (`duplicates`);
 a `filepath` (N,) array naming the image of each row as labels.csv wrote it when the
 row was made, with the count and digest of that column in the attrs under `rows` (see
 rowindex.py: a hand-edited labels.csv is matched to the store by filepath); and the
@@ -35,12 +39,14 @@ from zarr.codecs import ZstdCodec
 from patchwork_cli.store.rowindex import FILEPATH_CHUNK, ROWS_ATTR, RowMatch, RowRecord, match_rows
 from patchwork_cli.store.status_copy import read_status
 from patchwork_cli.util.chunked import chunk_groups
+from patchwork_cli.util.image_files import SIGNATURE_WIDTH, THUMBNAIL_SIDE
 from patchwork_cli.util.projection import principal_axes, project, sample_from_chunks, unit_rows
 
 PENDING, DONE, FAILED = 0, 1, 2
 _CHUNK_BYTES = 8 * 2**20  # about 8 MiB of features per chunk
 POOLED_NAME = "pooled"
 REDUCED_NAME, AXES_NAME = "reduced", "reduced_axes"
+SIGNATURE_NAME, THUMBNAIL_NAME = "file_signature", "thumbnail"
 # zstd level 1 on EfficientNet-Lite0's float16 maps (90% zeros after its ReLU6), measured on real
 # photographs: 19.5 KiB a row in 0.46 ms; level 3: 20.4 KiB in 0.67 ms; blosc-lz4 with byte
 # shuffle 39.2 KiB in 0.20 ms. Level 1 is both smaller and faster than 3; lz4's saving of 0.2 ms
@@ -178,7 +184,61 @@ class FeatureStore:
             arrays.append(self.group[POOLED_NAME])
         if self.axes() is not None:
             arrays.append(self.group[REDUCED_NAME])
+        if self.has_image_records:
+            arrays.extend([self.group[SIGNATURE_NAME], self.group[THUMBNAIL_NAME]])
         return arrays
+
+    @property
+    def has_image_records(self) -> bool:
+        """Whether the store records each image file's signature and thumbnail (see the module doc)."""
+        return THUMBNAIL_NAME in self.group  # created second: a creation cut short is made again
+
+    def ensure_image_records(self) -> None:
+        """Give the store its file signatures and thumbnails (all 0: rows written before have none)."""
+        if self.has_image_records:
+            return
+        for name, shape, codecs in (
+            (SIGNATURE_NAME, (SIGNATURE_WIDTH,), None),
+            (THUMBNAIL_NAME, (THUMBNAIL_SIDE, THUMBNAIL_SIDE), [ZstdCodec(level=FEATURE_ZSTD_LEVEL, checksum=True)]),
+        ):
+            self.group.create_array(
+                name,
+                shape=(self.rows, *shape),
+                chunks=(self.chunk_rows, *shape),
+                dtype="int64" if name == SIGNATURE_NAME else "uint8",
+                fill_value=0,
+                overwrite=True,
+                **({"compressors": codecs} if codecs else {}),
+            )
+
+    def signatures(self) -> np.ndarray:
+        """(rows, 3) int64: each row's file signature (0s where there is none, and for every row of a
+        store without image records)."""
+        if not self.has_image_records:
+            return np.zeros((self.rows, SIGNATURE_WIDTH), np.int64)
+        return self.group[SIGNATURE_NAME][:]
+
+    def write_signatures(self, rows: np.ndarray, signatures: np.ndarray) -> None:
+        """Record new signatures for `rows` (files touched, their content the same), a chunk at a time."""
+        array = self.group[SIGNATURE_NAME]
+        for chunk, positions, offsets in chunk_groups(rows, self.chunk_rows):
+            start, stop = self.chunk_bounds(chunk)
+            values = array[start:stop]
+            values[offsets] = signatures[positions]
+            array[start:stop] = values
+
+    def thumbnails(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), 32, 32) uint8: the thumbnails of store `rows`, a chunk at a time."""
+        array = self.group[THUMBNAIL_NAME]
+        out = np.empty((len(rows), THUMBNAIL_SIDE, THUMBNAIL_SIDE), np.uint8)
+        for chunk, positions, offsets in chunk_groups(rows, self.chunk_rows):
+            out[positions] = array[slice(*self.chunk_bounds(chunk))][offsets]
+        return out
+
+    def image_records(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Chunk `index`'s signatures and thumbnails as stored (what a partial rewrite keeps)."""
+        start, stop = self.chunk_bounds(index)
+        return self.group[SIGNATURE_NAME][start:stop], self.group[THUMBNAIL_NAME][start:stop]
 
     def status(self) -> np.ndarray:
         return read_status(self.status_array)
@@ -191,10 +251,20 @@ class FeatureStore:
     def chunk_count(self) -> int:
         return math.ceil(self.rows / self.chunk_rows)
 
-    def write_chunk(self, index: int, features: np.ndarray, status: np.ndarray, reasons: list[str]) -> None:
-        """Replace chunk `index` whole: features (and their pooled copy) first, then status, so a
-        row is only ever marked done once its features are on disk."""
+    def write_chunk(
+        self,
+        index: int,
+        features: np.ndarray,
+        status: np.ndarray,
+        reasons: list[str],
+        image_records: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        """Replace chunk `index` whole: features (their pooled copy, and the images' signatures and
+        thumbnails when given) first, then status, so a row is only ever marked done once all it
+        records is on disk."""
         start, stop = self.chunk_bounds(index)
+        if image_records is not None:
+            self.group[SIGNATURE_NAME][start:stop], self.group[THUMBNAIL_NAME][start:stop] = image_records
         self.features[start:stop] = features
         if self.has_maps:
             self.group[POOLED_NAME][start:stop] = spatial_average(features)
@@ -297,6 +367,14 @@ class FeatureStore:
             return np.asarray(self.pooled[start:stop], dtype=np.float32)[self.status_array[start:stop] == DONE]
 
         return sample_from_chunks(self.chunk_count, done_rows, rng)
+
+    def mark_pending(self, rows: np.ndarray) -> None:
+        """Mark store `rows` pending (their images changed: extract them again), a chunk at a time."""
+        for chunk, _, offsets in chunk_groups(rows, self.chunk_rows):
+            start, stop = self.chunk_bounds(chunk)
+            status = self.status_array[start:stop]
+            status[offsets] = PENDING
+            self.status_array[start:stop] = status
 
     def retry_failed(self, chunks: list[int]) -> int:
         """Mark the failed rows of `chunks` pending again (a fixed file gets another go)."""

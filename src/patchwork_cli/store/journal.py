@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from patchwork_cli.errors import PatchworkError
+from patchwork_cli.store.changed_images import prune_reviewed
 from patchwork_cli.store.label_cache import read_label_table_cached
 from patchwork_cli.store.label_table import (
     LABELS_NAME,
@@ -231,5 +232,6 @@ class LabelStore:
         records = self.journal.read()
         known = pd.Index(table["filepath"]) if records else None
         waiting = [record for record in records if record["filepath"] not in known]
+        prune_reviewed(self.directory, records)  # before the edits' times are folded away
         write_label_table(table, self.csv_path, self.classes if classes is None else classes)
         self.journal.replace(waiting)

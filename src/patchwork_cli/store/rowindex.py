@@ -118,6 +118,14 @@ class RowMatch:
         taken[source[source != NO_ROW]] = True
         return taken
 
+    def table_rows_of_store(self, store_rows: np.ndarray) -> np.ndarray:
+        """The labels.csv row that takes each of `store_rows` (NO_ROW for a row none takes)."""
+        source = self.store_rows_of_table()
+        inverse = np.full(self.store_rows, NO_ROW, np.int64)
+        present = np.flatnonzero(source != NO_ROW)
+        inverse[source[present]] = present
+        return inverse[np.asarray(store_rows, dtype=np.int64)]
+
     def gather(self, values: np.ndarray, fill=np.nan) -> np.ndarray:
         """`values` (one entry per store row) in labels.csv order, `fill` where a row has none."""
         if self.source is None and len(values) >= self.table_rows:

@@ -8,6 +8,7 @@ it and goes on.
 from __future__ import annotations
 
 import warnings
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -23,8 +24,9 @@ class ImageError(Exception):
     """An image that cannot be used; str() is the reason recorded for it."""
 
 
-def load_image(path: str, size: tuple[int, int] | None = None, channels: int = 3) -> np.ndarray:
-    """The image at `path` as uint8 (height, width, channels), EXIF orientation applied.
+def load_image(path: str | BinaryIO, size: tuple[int, int] | None = None, channels: int = 3) -> np.ndarray:
+    """The image at `path` (or in an open binary file) as uint8 (height, width, channels), EXIF
+    orientation applied.
 
     `size` (height, width) resizes (bilinear, aspect not kept: the model's input is a
     fixed rectangle). 16-bit images are scaled to 8 bits over their full range, palette
