@@ -14,8 +14,9 @@ import skimage.data
 from builders import Cli
 from PIL import Image
 
+from patchwork_cli.cli.duplicates import DEFAULT_FEATURE_THRESHOLD as CLI_FEATURE_DEFAULT
 from patchwork_cli.cli.duplicates import DEFAULT_THRESHOLD as CLI_DEFAULT
-from patchwork_cli.evaluation.duplicates import DEFAULT_THRESHOLD
+from patchwork_cli.evaluation.duplicates import DEFAULT_FEATURE_THRESHOLD, DEFAULT_THRESHOLD
 from patchwork_cli.store.duplicate_groups import GROUPS_NAME
 from patchwork_cli.store.project import Project
 
@@ -127,3 +128,56 @@ def test_a_bad_threshold_is_a_one_line_error_and_writes_nothing(copies_project, 
 
 def test_the_help_states_the_threshold_the_finder_uses():
     assert CLI_DEFAULT == DEFAULT_THRESHOLD
+
+
+def test_the_help_states_the_feature_threshold_the_finder_uses():
+    assert CLI_FEATURE_DEFAULT == DEFAULT_FEATURE_THRESHOLD
+
+
+def test_similar_handwritten_digits_are_not_copies_but_their_copies_are(tmp_path):
+    """Distinct digits of one class reach a feature cosine of 0.99 (as close as copies): the
+    thumbnails tell them apart. 120 real digits (scikit-learn's), copies of four of them."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(120):
+        pixels = (digits.images[i] * 255 / 16).astype(np.uint8)
+        Image.fromarray(pixels).resize((32, 32), Image.BILINEAR).save(images / f"d{i:03d}.png")
+    original = {name: Image.open(images / f"{name}.png") for name in ("d000", "d001", "d002", "d003")}
+    shutil.copy(images / "d000.png", images / "d000-copy.png")
+    original["d001"].save(images / "d001-q75.jpg", quality=75)
+    original["d002"].resize((24, 24), Image.BILINEAR).save(images / "d002-small.png")
+    original["d003"].crop((1, 1, 31, 31)).save(images / "d003-cropped.png")
+    cli = Cli(tmp_path)
+    cli("init", "proj", "--images", "images", "--classes", "a,b")
+    cli("--project", "proj", "extract")
+    table = pd.read_csv(io.StringIO(cli("--project", "proj", "duplicates").stdout))
+    found = {frozenset(p.rsplit("/", 1)[-1] for p in members) for _, members in table.groupby("group")["filepath"]}
+    assert found == {
+        frozenset({"d000.png", "d000-copy.png"}),
+        frozenset({"d001.png", "d001-q75.jpg"}),
+        frozenset({"d002.png", "d002-small.png"}),
+        frozenset({"d003.png", "d003-cropped.png"}),
+    }
+
+
+def test_imported_vectors_pair_by_features_alone(tmp_path):
+    """A store of imported vectors has no thumbnails: copies are the rows each other's nearest
+    above the feature threshold (an exact copy always)."""
+    rng = np.random.default_rng(3)
+    vectors = rng.random((40, 32), dtype=np.float32)
+    vectors[10] = vectors[3]  # exact
+    vectors[20] = vectors[5] + 0.001  # near
+    (tmp_path / "list.txt").write_text("".join(f"img/{i:02d}.png\n" for i in range(40)))
+    np.save(tmp_path / "f.npy", vectors)
+    cli = Cli(tmp_path)
+    cli("init", "proj", "--images", "list.txt", "--classes", "a,b")
+    cli("--project", "proj", "extract", "--from-npy", "f.npy")
+    table = pd.read_csv(io.StringIO(cli("--project", "proj", "duplicates", "--feature-threshold", "0.999").stdout))
+    found = {frozenset(p.rsplit("/", 1)[-1] for p in members) for _, members in table.groupby("group")["filepath"]}
+    assert found == {frozenset({"03.png", "10.png"}), frozenset({"05.png", "20.png"})}
+    assert dict(zip(table["filepath"].str[-6:], table["kind"], strict=True))["10.png"] == "exact"
+    bad = cli("--project", "proj", "duplicates", "--feature-threshold", "2", expect=1)
+    assert "--feature-threshold" in bad.stderr and bad.stderr.count("\n") == 1

@@ -76,7 +76,7 @@ def extract(
         say(f"note: {summary['note']}")
     if summary.get("changed"):
         review = (
-            f"; {summary['to_review']} of them hold labels, kept: review them with "
+            f"; {summary['to_review']} labelled, their labels kept: review them with "
             f"'patchwork label --paths {CHANGED_NAME}'"
             if summary["to_review"]
             else ""

@@ -158,15 +158,17 @@ def _model_notes(model: dict) -> list[str]:
 def _changed_lines(changes: dict | None) -> list[str]:
     if changes is None:
         return []
+    lines = []
     if not changes["checked"]:
-        lines = [f"changed     not checked (over {CHANGE_CHECK_LIMIT:,} images): 'patchwork extract' checks them"]
-    else:
-        lines = [f"changed     {changes['changed']} image(s) changed since extraction, {changes['missing']} gone"]
+        lines.append(f"changed     not checked (over {CHANGE_CHECK_LIMIT:,} images): 'patchwork extract' checks them")
+    elif changes["changed"] or changes["missing"]:
+        lines.append(f"changed     {changes['changed']} image(s) changed since extraction, {changes['missing']} gone")
         if changes["changed"]:
             lines.append(f"{_NOTE}'patchwork extract' extracts them again; their labels are kept")
     if changes["to_review"]:
+        lead = _NOTE if lines else "changed     "
         lines.append(
-            f"{_NOTE}{changes['to_review']} labelled image(s) changed: review their labels with "
+            f"{lead}{changes['to_review']} labelled image(s) changed since they were labelled: review them with "
             f"'patchwork label --paths {CHANGED_NAME}'"
         )
     return lines
