@@ -83,7 +83,9 @@ def test_killed_extract_resumes_to_the_identical_store(tmp_path, tiny_model):
     write_images(tmp_path / "images", rows)
     reference = image_project(tmp_path, "reference", tiny_model)
     Cli(reference)("extract")
-    expected = zarr.open_group(str(reference / "features.zarr"), mode="r")["features"][:]
+    reference_store = zarr.open_group(str(reference / "features.zarr"), mode="r")
+    expected = reference_store["features"][:]
+    records = {name: reference_store[name][:] for name in ("file_signature", "thumbnail")}
 
     killed = image_project(tmp_path, "killed", tiny_model)
     rng = random.Random(5)
@@ -106,10 +108,16 @@ def test_killed_extract_resumes_to_the_identical_store(tmp_path, tiny_model):
         done = status == DONE
         # every row marked done already holds exactly the uninterrupted run's features
         np.testing.assert_array_equal(store.features.get_orthogonal_selection((np.flatnonzero(done),)), expected[done])
+        for name, values in records.items():  # and the file's signature and thumbnail, written before its status
+            np.testing.assert_array_equal(
+                store.group[name].get_orthogonal_selection((np.flatnonzero(done),)), values[done]
+            )
         outcomes[f"kill {iteration + 1}: rows done"] = int(done.sum())
     Cli(killed)("extract")
     store = zarr.open_group(str(killed / "features.zarr"), mode="r")
     np.testing.assert_array_equal(store["features"][:], expected)
+    for name, values in records.items():
+        np.testing.assert_array_equal(store[name][:], values)
     assert (store["status"][:] == DONE).all()
     report("extract, SIGKILL then resume", iterations=KILLS, rows=rows, **outcomes)
 

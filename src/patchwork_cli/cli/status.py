@@ -10,7 +10,8 @@ from patchwork_cli.cli.common import JsonOption, ProjectOption, open_from
 
 
 def status(ctx: typer.Context, project: ProjectOption = None, as_json: JsonOption = False):
-    """Images, labelling progress, per-class label counts and extracted features."""
+    """Images, labelling progress, per-class label counts, extracted features, the latest run,
+    groups of copies, and images changed since extraction (with labels to review)."""
     from patchwork_cli.evaluation.status import format_summary, project_status
 
     summary = project_status(open_from(ctx, project))

@@ -38,6 +38,7 @@ DEFAULT_THRESHOLD = 0.99
 # handwritten digits reach 0.99, so no feature threshold separates them.
 DEFAULT_FEATURE_THRESHOLD = 0.92
 CANDIDATES = 5  # nearest images by features, and by thumbnail, whose pixels are compared
+FIRST_TEST = 0.9  # the 8x8 thumbnails' correlation a pair needs before the full test (copies: 0.95 and more)
 EXACT_SEARCH_ROWS = 100_000
 PROBES = 16  # inverted lists searched per image
 
@@ -63,13 +64,14 @@ def find_duplicates(
     if len(rows) < 2:
         return empty
     digests = _feature_digests(store, store_rows)
-    vectors = unit_rows(store.reduced_rows(store_rows))
     with_thumbnail = _has_thumbnail(store, store_rows)
-    by_features = _near_pairs(vectors, feature_threshold)
+    # one search serves both rules: its first neighbours for the feature rule, all for the candidates
+    nearest = _nearest(unit_rows(store.reduced_rows(store_rows)), min(CANDIDATES + 1, len(rows)))
+    by_features = _near_pairs(*nearest, feature_threshold)
     either_without = ~(with_thumbnail[by_features[0]] & with_thumbnail[by_features[1]])
     pairs = [_same_digest_pairs(digests), (by_features[0][either_without], by_features[1][either_without])]
     if with_thumbnail.sum() >= 2:
-        pairs.append(_pixel_pairs(store, store_rows, vectors, with_thumbnail, threshold))
+        pairs.append(_pixel_pairs(store, store_rows, nearest[1], with_thumbnail, threshold))
     first, second = np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
     if not len(first):
         return empty
@@ -125,24 +127,36 @@ def _has_thumbnail(store, store_rows: np.ndarray) -> np.ndarray:
     return store.signatures()[store_rows].any(axis=1)
 
 
-def _pixel_pairs(store, store_rows, vectors, with_thumbnail, threshold) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs of rows with thumbnails that are among each other's CANDIDATES nearest (by features or
-    by thumbnail) and whose thumbnails match by at least `threshold` (thumbnail_match.py)."""
-    from patchwork_cli.evaluation.thumbnail_match import pair_similarity, search_vectors
+def _pixel_pairs(store, store_rows, feature_neighbours, with_thumbnail, threshold) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of rows with thumbnails, among each other's CANDIDATES nearest by features
+    (`feature_neighbours`, (n, k) over every row) or by thumbnail, whose thumbnails match by at
+    least `threshold` (thumbnail_match.py); the 8x8 search vectors' inner product is tested first."""
+    from patchwork_cli.evaluation.thumbnail_match import PAIR_BLOCK, pair_similarity, search_vectors
 
     rows = np.flatnonzero(with_thumbnail)
     thumbnails = store.thumbnails(store_rows[rows])
-    k = min(CANDIDATES + 1, len(rows))
-    candidates = []
-    for space in (vectors[rows], search_vectors(thumbnails)):
-        _, neighbour = _nearest(space, k)
-        first = np.repeat(np.arange(len(rows)), k)
-        second = neighbour.ravel()
+    small = search_vectors(thumbnails)
+    position = np.full(len(store_rows), -1, np.int64)  # a row's place among those with thumbnails
+    position[rows] = np.arange(len(rows))
+    by_pixels = _nearest(small, min(CANDIDATES + 1, len(rows)))[1]
+    by_features = feature_neighbours[rows]
+    by_features = np.where(by_features >= 0, position[by_features], -1)  # -1: none, or a row without a thumbnail
+    keys = []
+    for neighbours in (by_features, by_pixels):
+        first = np.repeat(np.arange(len(rows)), neighbours.shape[1])
+        second = neighbours.ravel()
         keep = (second >= 0) & (second != first)
-        candidates.append(np.sort(np.column_stack([first[keep], second[keep]]), axis=1))
-    pairs = np.unique(np.concatenate(candidates), axis=0)
-    similar = pair_similarity(thumbnails, pairs[:, 0], pairs[:, 1]) >= threshold
-    return rows[pairs[similar, 0]], rows[pairs[similar, 1]]
+        low, high = np.minimum(first[keep], second[keep]), np.maximum(first[keep], second[keep])
+        keys.append(low * len(rows) + high)
+    pairs = np.unique(np.concatenate(keys))
+    first, second = pairs // len(rows), pairs % len(rows)
+    alike = np.zeros(len(first), bool)
+    for start in range(0, len(first), PAIR_BLOCK):  # ten million pairs of 64 floats at once would be 5 GB
+        block = slice(start, start + PAIR_BLOCK)
+        alike[block] = np.einsum("ij,ij->i", small[first[block]], small[second[block]]) >= FIRST_TEST
+    first, second = first[alike], second[alike]
+    similar = pair_similarity(thumbnails, first, second) >= threshold
+    return rows[first[similar]], rows[second[similar]]
 
 
 def _nearest(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -164,13 +178,13 @@ def _nearest(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return index.search(vectors, k)
 
 
-def _near_pairs(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs of unit rows that are each other's nearest row, with a cosine of at least `threshold`.
+def _near_pairs(similarity: np.ndarray, neighbour: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of rows that are each other's nearest row (from _nearest's `similarity`, `neighbour`),
+    with a cosine of at least `threshold`.
     Mutual: in a crowd of similar distinct images (handwritten digits at 32x32 reach a cosine of
     0.99), nearest-neighbour links would chain thousands into one group; a copy and its original
     are each other's nearest."""
-    n = len(vectors)
-    similarity, neighbour = _nearest(vectors, 2)  # itself (or an exact copy), then the nearest other
+    n = len(neighbour)  # each row's first two: itself (or an exact copy), then the nearest other
     # each row's nearest other row: its exact copies tie with it, so the first of the two that is not itself
     first_is_self = neighbour[:, 0] == np.arange(n)
     nearest = np.where(first_is_self, neighbour[:, 1], neighbour[:, 0])

@@ -49,26 +49,44 @@ def _normalised(images: np.ndarray) -> np.ndarray:
 
 def search_vectors(thumbnails: np.ndarray) -> np.ndarray:
     """(n, 64) float32: the thumbnails averaged to 8x8 and normalised, a small vector whose inner
-    products rank images by how alike they look (what the nearest-neighbour search reads)."""
-    n = len(thumbnails)
-    block = THUMBNAIL_SIDE // 8
-    small = thumbnails.reshape(n, 8, block, 8, block).astype(np.float32).mean(axis=(2, 4))
-    return _normalised(small)
+    products rank images by how alike they look (what the nearest-neighbour search reads, and a
+    first test of a pair: copies keep 0.95 and more). A block of rows at a time: a million
+    thumbnails are 1 GB as uint8, 4 GB as float32."""
+    side = THUMBNAIL_SIDE // 8
+    out = np.empty((len(thumbnails), 64), np.float32)
+    for start in range(0, len(thumbnails), PAIR_BLOCK):
+        block = thumbnails[start : start + PAIR_BLOCK].astype(np.float32)
+        out[start : start + len(block)] = _normalised(block.reshape(len(block), 8, side, 8, side).mean(axis=(2, 4)))
+    return out
+
+
+def _cropped(images: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """matrix @ image @ matrix.T for each of (n, side, side) `images`, as two large matrix products
+    (one per axis) rather than n small ones: 5 times faster."""
+    n, side, _ = images.shape
+    rows = (images.reshape(n * side, side) @ matrix.T).reshape(n, side, side)  # along each row
+    return (rows.transpose(0, 2, 1).reshape(n * side, side) @ matrix.T).reshape(n, side, side).transpose(0, 2, 1)
 
 
 def pair_similarity(thumbnails: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """(pairs,) float32: for each pair (thumbnails[first[i]], thumbnails[second[i]]), the best
-    correlation over no crop and each crop of either one (see the module doc)."""
-    out = np.empty(len(first), np.float32)
+    correlation over no crop and each crop of either one (see the module doc).
+
+    Each image is in several pairs (its candidates), so the crops are made once per image and
+    direction, not once per pair: the pairs are taken in the order of the image that is cropped."""
+    first, second = np.asarray(first, np.int64), np.asarray(second, np.int64)
+    best = np.empty(len(first), np.float32)
     for start in range(0, len(first), PAIR_BLOCK):
-        a = thumbnails[first[start : start + PAIR_BLOCK]].astype(np.float32)
-        b = thumbnails[second[start : start + PAIR_BLOCK]].astype(np.float32)
-        plain_a, plain_b = _normalised(a), _normalised(b)
-        best = np.einsum("ij,ij->i", plain_a, plain_b)
-        for crop in _CROPS:
-            cropped_a = _normalised(crop @ a @ crop.T)
-            cropped_b = _normalised(crop @ b @ crop.T)
-            best = np.maximum(best, np.einsum("ij,ij->i", cropped_a, plain_b))
-            best = np.maximum(best, np.einsum("ij,ij->i", plain_a, cropped_b))
-        out[start : start + PAIR_BLOCK] = best
-    return out
+        a, b = (_normalised(thumbnails[side[start : start + PAIR_BLOCK]]) for side in (first, second))
+        best[start : start + PAIR_BLOCK] = np.einsum("ij,ij->i", a, b)
+    for cropped_side, plain_side in ((first, second), (second, first)):
+        order = np.argsort(cropped_side, kind="stable")
+        for start in range(0, len(order), PAIR_BLOCK):
+            pairs = order[start : start + PAIR_BLOCK]
+            images, which = np.unique(cropped_side[pairs], return_inverse=True)
+            originals = thumbnails[images].astype(np.float32)
+            plain = _normalised(thumbnails[plain_side[pairs]])
+            for crop in _CROPS:
+                cropped = _normalised(_cropped(originals, crop))[which]
+                best[pairs] = np.maximum(best[pairs], np.einsum("ij,ij->i", cropped, plain))
+    return best
