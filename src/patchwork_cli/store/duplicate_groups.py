@@ -1,9 +1,10 @@
 """duplicates.csv: the groups of copies `patchwork duplicates` found, one line per member.
 
 Columns: group (a number), filepath (as labels.csv writes it), kind (exact: the same features
-bit for bit, which is the same pixels at the extractor's input size; near: features above the
-similarity threshold). A person may edit it: deleting a line takes that image out of its group,
-deleting a group's lines leaves its images apart. Sampling and status read it as it stands;
+bit for bit, which is the same pixels at the extractor's input size; near: thumbnails, or for
+images without one features, above the similarity threshold: evaluation/duplicates.py). A
+person may edit it: deleting a line takes that image out of its group, deleting a group's lines
+leaves its images apart. Sampling and status read it as it stands;
 images added since the last `patchwork duplicates` are in no group.
 """
 
