@@ -114,6 +114,9 @@ def test_no_copies_prints_nothing(tmp_path, copies_project):
     cli("--project", "proj", "extract")
     result = cli("--project", "proj", "duplicates")
     assert result.stdout == "" and "no copies found" in result.stderr
+    # the empty duplicates.csv it leaves reads as no groups (it once crashed status and sample)
+    assert "duplicates  0 group(s) of copies, 0 image(s)" in cli("--project", "proj", "status").stdout
+    assert len(cli("--project", "proj", "sample", "--strategy", "random", "-n", "5").stdout.splitlines()) == 5
 
 
 @pytest.mark.parametrize("value", ["0", "-0.5", "1.5", "nan"])

@@ -60,7 +60,8 @@ def test_multilabel_rows_are_as_doubtful_as_their_most_doubtful_class():
     assert ranking.order()[0] == 2 and ranking.flagged[2]
     given, suggested = describe(p[[2]], labels[[2]], "multilabel", ["a", "b"])
     assert (given, suggested) == (["a=0"], ["a=1"])
-    assert parse_suggestion("a=1") == ("a", 1) and parse_suggestion("dog") == ("dog", 1)
+    assert parse_suggestion("a=1", ["a", "b"]) == ("a", 1) and parse_suggestion("dog", ["dog"]) == ("dog", 1)
+    assert parse_suggestion("size=1", ["size=1", "b"]) == ("size=1", 1)  # a multiclass class named so
 
 
 def test_a_row_of_negatives_is_described_by_the_class_it_denies():

@@ -17,7 +17,6 @@ from patchwork_cli.cli.common import (
     open_from,
     say,
 )
-from patchwork_cli.store.changed_images import CHANGED_NAME
 
 
 def extract(
@@ -75,6 +74,8 @@ def extract(
     if summary["note"]:
         say(f"note: {summary['note']}")
     if summary.get("changed"):
+        from patchwork_cli.store.changed_images import CHANGED_NAME
+
         review = (
             f"; {summary['to_review']} labelled, their labels kept: review them with "
             f"'patchwork label --paths {CHANGED_NAME}'"

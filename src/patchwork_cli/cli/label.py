@@ -73,7 +73,9 @@ def label(
         chosen = sample(opened, n or opened.config.sampling.n, strategy=strategy, filters=filters, seed=seed)
         rows = chosen["row"].tolist()
         if "suggested" in chosen:  # disagree: the label its out-of-sample model suggests, for enter
-            suggestions = dict(zip(rows, map(parse_suggestion, chosen["suggested"]), strict=True))
+            suggestions = {
+                row: parse_suggestion(text, opened.classes) for row, text in zip(rows, chosen["suggested"], strict=True)
+            }
     if not rows:
         say("nothing to label")
         return

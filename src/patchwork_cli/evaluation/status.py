@@ -39,21 +39,20 @@ def changed_summary(project, store, filepaths, table_record: RowRecord) -> dict 
     """Images whose content changed since extraction and not extracted again yet, files gone, and
     the changed labelled images still to review; `checked` False when there were too many files to
     look at (CHANGE_CHECK_LIMIT). None when there is nothing to say (or no store records files)."""
-    review = len(to_review(project.directory, project.store.journal.read()))
-    scan = None
-    if store is not None and store.has_image_records:
-        match = store.match(filepaths, project.directory, table_record)
-        source = match.store_rows_of_table()
+    review = len(to_review(project.directory, project.store.journal))
+    changed = missing = 0
+    if store is not None and store.has_image_records:  # (imported vectors have none: nothing to look at)
+        source = store.match(filepaths, project.directory, table_record).store_rows_of_table()
         table_rows = np.flatnonzero(source != NO_ROW)
+        if len(table_rows) > CHANGE_CHECK_LIMIT:
+            return {"checked": False, "changed": None, "missing": None, "to_review": review}
         table_of_store = dict(zip(source[table_rows].tolist(), table_rows.tolist(), strict=True))
 
         def path_of(row: int) -> str:
             return project.absolute_path(filepaths.iloc[table_of_store[row]])
 
-        scan = scan_changes(store, source[table_rows], path_of, CHANGE_CHECK_LIMIT)
-        if scan is None:
-            return {"checked": False, "changed": None, "missing": None, "to_review": review}
-    changed, missing = (0, 0) if scan is None else (len(scan.changed), scan.missing)
+        scan = scan_changes(store, source[table_rows], path_of)
+        changed, missing = len(scan.changed), scan.missing
     if not (changed or missing or review):
         return None
     return {"checked": True, "changed": changed, "missing": missing, "to_review": review}

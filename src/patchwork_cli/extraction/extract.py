@@ -168,7 +168,7 @@ def _mark_changed(project: Project, store: FeatureStore, match: RowMatch, paths:
         classes = table[project.classes].iloc[table_rows]
         labelled = table["filepath"].iloc[table_rows][classes.notna().any(axis=1).to_numpy()].tolist()
         if labelled:
-            add_to_review(project.directory, labelled, project.store.journal.read())
+            add_to_review(project.directory, labelled, project.store.journal)
     return len(scan.changed), len(labelled)
 
 

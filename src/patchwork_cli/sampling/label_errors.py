@@ -66,7 +66,8 @@ def describe(p: np.ndarray, labels: np.ndarray, task: str, classes: list[str]) -
     return given, suggested
 
 
-def parse_suggestion(text: str) -> tuple[str, int]:
-    """describe()'s suggested label as (class, value): "dog" -> ("dog", 1), "cat=0" -> ("cat", 0)."""
+def parse_suggestion(text: str, classes: list[str]) -> tuple[str, int]:
+    """describe()'s suggested label as (class, value): "dog" -> ("dog", 1), "cat=0" -> ("cat", 0);
+    a class's own name first, so that a class named "size=1" is that class."""
     name, equals, value = text.rpartition("=")
-    return (name, int(value)) if equals and value in ("0", "1") else (text, 1)
+    return (name, int(value)) if text not in classes and equals and value in ("0", "1") else (text, 1)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from patchwork_cli.util.atomic import atomic_write
-from patchwork_cli.util.image_files import file_digest
+from patchwork_cli.util.checksums import file_digest
 
 CHANGED_NAME = "changed-images.txt"
 _HEADER = (
@@ -42,10 +42,9 @@ class ChangeScan:
     missing: int  # files gone
 
 
-def scan_changes(store, rows: np.ndarray, path_of: Callable[[int], str], limit: int | None = None) -> ChangeScan | None:
+def scan_changes(store, rows: np.ndarray, path_of: Callable[[int], str]) -> ChangeScan:
     """Which of store `rows` (`path_of(row)`: the row's image file) changed since they were extracted;
-    rows without a signature (not done, imported, extracted before signatures) are skipped. None,
-    without looking, when more than `limit` rows have one (a stat a file: status stays quick)."""
+    rows without a signature (not done, imported, extracted before signatures) are skipped."""
     from patchwork_cli.store.features import DONE  # here: the label store imports this module, not zarr
 
     rows = np.asarray(rows, dtype=np.int64)
@@ -54,8 +53,6 @@ def scan_changes(store, rows: np.ndarray, path_of: Callable[[int], str], limit: 
         return none
     signatures = store.signatures()
     signed = rows[(store.status()[rows] == DONE) & signatures[rows].any(axis=1)]
-    if limit is not None and len(signed) > limit:
-        return None
     changed, touched, now, missing = [], [], [], 0
     for row in signed.tolist():
         path = path_of(row)
@@ -86,16 +83,17 @@ def read_review_list(directory: Path) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def to_review(directory: Path, records: list[dict]) -> list[str]:
-    """The listed images with no label edit in journal `records` since the list was written."""
+def to_review(directory: Path, journal) -> list[str]:
+    """The listed images with no label edit in `journal` (journal.Journal, read only when there is
+    a list) since the list was written."""
     listed = read_review_list(directory)
-    return _unreviewed(directory, listed, records) if listed else []
+    return _unreviewed(directory, listed, journal.read()) if listed else []
 
 
-def add_to_review(directory: Path, filepaths: list[str], records: list[dict]) -> None:
+def add_to_review(directory: Path, filepaths: list[str], journal) -> None:
     """List `filepaths` (changed labelled images) for review, beside those still unreviewed by
-    journal `records`. The caller holds the exclusive project lock."""
-    kept = to_review(directory, records)
+    `journal`'s edits. The caller holds the exclusive project lock."""
+    kept = to_review(directory, journal)
     _write(directory, list(dict.fromkeys(kept + list(filepaths))))
 
 

@@ -73,8 +73,9 @@ def read_groups(directory: Path, table_filepaths: pd.Series) -> DuplicateGroups 
     # pandas index of the paths takes 0.4 s and a Python dict of them most of a second)
     position = pc.index_in(pa.array(table_filepaths), value_set=pa.array(groups["filepath"], pa.string()))
     position = position.fill_null(-1).to_numpy()
-    group_numbers = groups["group"].fillna(-1).to_numpy(np.int64)
-    group_of_row = np.where(position >= 0, group_numbers[position], -1)
+    # -1 on the end: a row in no group takes it (and an empty file, no copies found, has only it)
+    group_numbers = np.append(groups["group"].fillna(-1).to_numpy(np.int64), -1)
+    group_of_row = group_numbers[position]
     # a group left with one member (the others deleted from labels.csv or the file) is no group
     values, counts = np.unique(group_of_row[group_of_row >= 0], return_counts=True)
     group_of_row[np.isin(group_of_row, values[counts < 2])] = -1
