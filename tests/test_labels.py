@@ -299,6 +299,19 @@ def test_the_parsed_copy_is_never_used_once_labels_csv_changes(cached_project):
     assert cached_project.labels()["cat"].tolist()[0] == 1
 
 
+def test_a_copy_of_another_format_is_never_read(cached_project, monkeypatch):
+    """After an upgrade that changes the copy's layout (or the table's fixed columns), the old copy
+    is parsed again, not served: its key holds the format."""
+    expected = cached_project.labels()  # writes the copy
+    cache = cached_project.directory / label_cache.CACHE_NAME
+    written = cache.stat().st_mtime_ns
+    pd.testing.assert_frame_equal(cached_project.labels(), expected)
+    assert cache.stat().st_mtime_ns == written  # read from the copy: not written again
+    monkeypatch.setattr(label_cache, "CACHE_FORMAT", label_cache.CACHE_FORMAT + 1)
+    pd.testing.assert_frame_equal(cached_project.labels(), expected)
+    assert cache.stat().st_mtime_ns != written  # parsed again, and a copy of the new format written
+
+
 def test_a_broken_parsed_copy_is_ignored(cached_project):
     expected = cached_project.labels()
     (cached_project.directory / label_cache.CACHE_NAME).write_bytes(b"not arrow")

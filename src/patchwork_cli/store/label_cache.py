@@ -3,8 +3,10 @@
 Parsing and checking a million-row labels.csv takes most of a second; commands such as
 `sample` read it every time. After a full, validated read of a big table, its parsed
 columns are kept in an Arrow file beside it, keyed by labels.csv's inode, size and
-modification time and by the classes. labels.csv is only ever replaced whole (a new
-inode) or edited by hand (a new time), so a stale copy is never used. Writing it is
+modification time, by the classes, and by the copy's own format (CACHE_FORMAT and the table's
+fixed columns: a patchwork whose table or copy differs never reads an older copy). labels.csv
+is only ever replaced whole (a new inode) or edited by hand (a new time), so a stale copy is
+never used. Writing it is
 best effort (a read-only project goes without), and deleting it is always safe.
 """
 
@@ -18,11 +20,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from patchwork_cli.store.config import RESERVED_COLUMNS
 from patchwork_cli.store.label_table import assemble_table, filepath_column, read_label_table
 from patchwork_cli.util.atomic import atomic_write
 
 CACHE_NAME = ".labels.csv.arrow"
 CACHE_MIN_ROWS = 100_000
+CACHE_FORMAT = 2  # change it with the copy's layout (1: the key held no format, before 2026-12)
 
 
 def read_label_table_cached(path: Path, classes: list[str]) -> pd.DataFrame:
@@ -48,7 +52,8 @@ def read_label_table_cached(path: Path, classes: list[str]) -> pd.DataFrame:
 
 def _cache_key(path: Path, classes: list[str]) -> bytes:
     stat = os.stat(path)
-    return json.dumps([stat.st_ino, stat.st_size, stat.st_mtime_ns, list(classes)]).encode()
+    layout = [CACHE_FORMAT, list(RESERVED_COLUMNS)]
+    return json.dumps([stat.st_ino, stat.st_size, stat.st_mtime_ns, list(classes), layout]).encode()
 
 
 def _from_arrow(stored: pa.Table, classes: list[str]) -> pd.DataFrame:
