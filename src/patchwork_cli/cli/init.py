@@ -8,13 +8,11 @@ from pathlib import Path
 import typer
 
 from patchwork_cli.cli.common import ProjectOption, open_from, report_added, say
+from patchwork_cli.store.tasks import MULTICLASS, MULTILABEL, TASKS
 
 IMAGES_HELP = "A text file with one image path per line, a directory (scanned recursively), or - for stdin."
-
-
-class Task(str, enum.Enum):  # the values of config.TASKS, spelled out for the help text
-    multilabel = "multilabel"
-    multiclass = "multiclass"
+# --task's choices: the tasks of store/tasks.py, as the enum typer lists in the help text
+Task = enum.Enum("Task", {name: name for name in TASKS}, type=str)
 
 
 def init(
@@ -41,12 +39,11 @@ def init(
 ):
     """Create a project from image paths and/or an existing label table, or from a folder of class folders."""
     from patchwork_cli.errors import PatchworkError
-    from patchwork_cli.store.config import MULTICLASS, MULTILABEL
     from patchwork_cli.store.project import init_from_folders, init_project
     from patchwork_cli.store.sources import read_image_source
 
     if classes_from_folders:
-        given = {"--classes": classes, "--labels": labels, "--task multilabel": task if task == "multilabel" else None}
+        given = {"--classes": classes, "--labels": labels, "--task multilabel": task if task == MULTILABEL else None}
         conflicts = [option for option, value in given.items() if value is not None]
         if conflicts:
             raise PatchworkError(

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from patchwork_cli.store.tasks import TASKS
+
 COMBINE = ("max", "sum")
-TASKS = ("multilabel", "multiclass")
 
 
 def binary_entropy(p: np.ndarray) -> np.ndarray:

@@ -22,12 +22,14 @@ import yaml
 
 from patchwork_cli.errors import PatchworkError, did_you_mean
 
+# The tasks' names live in store/tasks.py and are read through here as well.
+from patchwork_cli.store.tasks import MULTICLASS as MULTICLASS
+from patchwork_cli.store.tasks import MULTILABEL as MULTILABEL
+from patchwork_cli.store.tasks import TASKS as TASKS
+from patchwork_cli.store.tasks import Task
+
 # Columns of labels.csv that are not classes (the original patchwork format).
 RESERVED_COLUMNS = ("filepath", "exclude", "validation", "subset")
-# How the class columns are read: independent classes (one sigmoid each), or exactly one
-# class per image (a softmax). labels.csv has the same format for both.
-MULTILABEL, MULTICLASS = "multilabel", "multiclass"
-TASKS = (MULTILABEL, MULTICLASS)
 _CLASS_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]*$")
 
 
@@ -121,7 +123,7 @@ class DaskConfig:
 @dataclass(frozen=True)
 class Config:
     classes: list[str]
-    task: Literal["multilabel", "multiclass"] = MULTILABEL
+    task: Task = MULTILABEL
     imshape: list[int] = field(default_factory=lambda: [224, 224])
     extractor: ExtractorConfig = field(default_factory=ExtractorConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
