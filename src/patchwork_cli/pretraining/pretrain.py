@@ -41,7 +41,7 @@ from patchwork_cli.pretraining.simclr import (
     projection_head,
 )
 from patchwork_cli.store import runs
-from patchwork_cli.store.config import PretrainConfig
+from patchwork_cli.store.config import PretrainConfig, out_of_bounds
 from patchwork_cli.store.project import Project
 from patchwork_cli.util.atomic import atomic_keras_save, atomic_write, atomic_write_text
 from patchwork_cli.util.images import ImageError, load_image
@@ -273,8 +273,9 @@ def pretrain(
     seed: int = 0,
 ) -> PretrainReport:
     """Pretrain (or resume pretraining) the configured extractor on the project's images."""
-    options = replace(project.config.pretrain, **{k: v for k, v in (overrides or {}).items() if v is not None})
-    _check(options)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    _check(given)
+    options = replace(project.config.pretrain, **given)
     settings = settings_of(project, options)
     directory = resumable_dir(project.directory, settings) if resume else None
     if directory is None:
@@ -285,15 +286,11 @@ def pretrain(
         return _run(project, directory, options, progress, seed)
 
 
-def _check(options: PretrainConfig) -> None:
-    # the flags bypass patchwork.yaml's validation: the same bounds, named by flag
-    for flag, value, ok in (
-        ("--epochs", options.epochs, options.epochs >= 1),
-        ("--batch-size", options.batch_size, options.batch_size >= 2),
-        ("--image-size", options.image_size, options.image_size >= 32),
-        ("--temperature", options.temperature, options.temperature > 0),
-    ):
-        if not ok:
+def _check(overrides: dict) -> None:
+    # the flags bypass patchwork.yaml's validation: the bounds PretrainConfig declares, named by flag
+    for name, value in overrides.items():
+        if out_of_bounds(PretrainConfig, name, value) is not None:
+            flag = "--" + name.replace("_", "-")
             raise PatchworkError(f"{flag}: out of range, got {value!r} (see pretrain: in patchwork.yaml)")
 
 

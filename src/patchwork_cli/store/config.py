@@ -174,6 +174,14 @@ def validate_classes(classes: list[str]) -> list[str]:
     return list(classes)
 
 
+def out_of_bounds(cls, name: str, value) -> str | None:
+    """What is wrong with `value` for the key `name` of the section `cls` (a config dataclass)
+    under the bounds its field declares, e.g. 'must be at least 2, got 1'; None when it is within
+    them. For values that do not come through patchwork.yaml, such as a command's flags."""
+    (spec,) = [f for f in dataclasses.fields(cls) if f.name == name]
+    return _out_of_bounds(spec, value)
+
+
 def parse_config(data: object, source: str) -> Config:
     """Build a Config from the YAML document `data`; `source` names the file in errors."""
     if not isinstance(data, dict):
@@ -276,6 +284,20 @@ def _check_dask_tls(settings: DaskConfig, source: str) -> None:
         )
 
 
+def _out_of_bounds(spec: dataclasses.Field, value) -> str | None:
+    if value is None:
+        return None
+    minimum, above, below = (spec.metadata.get(bound) for bound in ("minimum", "above", "below"))
+    # written as "not within", so that a NaN is outside every bound
+    if minimum is not None and not value >= minimum:
+        return f"must be at least {minimum}, got {value!r}"
+    if above is not None and not value > above:
+        return f"must be above {above:g}, got {value!r}"
+    if below is not None and not value < below:
+        return f"must be below {below:g}, got {value!r}"
+    return None
+
+
 def _is_finite(number: int | float) -> bool:
     # .nan and .inf are YAML floats, but no rate or weight may be one (NaN passes every minimum)
     try:
@@ -299,15 +321,9 @@ def _build(cls, data: dict, prefix: str, source: str):
                 raise PatchworkError(f"{source}: missing key '{key}'")
             continue
         value = _convert(data[name], hints[name], key, source)
-        minimum = spec.metadata.get("minimum")
-        if minimum is not None and value is not None and value < minimum:
-            raise PatchworkError(f"{source}: {key}: must be at least {minimum}, got {value!r}")
-        above = spec.metadata.get("above")
-        if above is not None and value is not None and value <= above:
-            raise PatchworkError(f"{source}: {key}: must be above {above:g}, got {value!r}")
-        below = spec.metadata.get("below")
-        if below is not None and value is not None and value >= below:
-            raise PatchworkError(f"{source}: {key}: must be below {below:g}, got {value!r}")
+        problem = _out_of_bounds(spec, value)
+        if problem is not None:
+            raise PatchworkError(f"{source}: {key}: {problem}")
         values[name] = value
     return cls(**values)
 
