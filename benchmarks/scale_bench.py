@@ -18,7 +18,7 @@ the session, the window and its first draw, quit at once), and `duplicates` (iss
 round is train + sample auto.
 
 Targets (issue [16]): every command's peak RSS < 3 GiB, sample auto < 1.5 GiB; at 1M rows a round
-< 60 s, typiclust, probcover and badge < 60 s each, status < 1 s; duplicates (issue [17]) < 10 min
+< 60 s, typiclust, probcover and badge < 60 s each, status < 1 s (the median of 5 runs); duplicates (issue [17]) < 10 min
 and < 4 GiB. PASS/FAIL beside each, one run.
 
     .venv/bin/python benchmarks/scale_bench.py [--rows N] [--map-rows N] [--only vectors|maps] [--json]
@@ -61,6 +61,7 @@ STRATEGIES = (
 MEMORY_MIB = 3 * 1024
 AUTO_MEMORY_MIB = 1.5 * 1024
 TIMED_AT_1M = {"typiclust": 60, "probcover": 60, "badge": 60}
+STATUS_REPEATS = 5
 
 # Opens the labelling window as `patchwork label --paths` does, on Agg: the session, the window
 # and its first draw; then quits (the session's finish: compaction).
@@ -173,7 +174,12 @@ def measure(project: Path, directory: Path) -> dict:
     figures = {}
     figures["status"] = timed([str(CLI), "-C", str(project), "status"], directory)
     figures["train"] = timed([str(CLI), "-C", str(project), "train"], directory)
-    figures["status (with a run)"] = timed([str(CLI), "-C", str(project), "status"], directory)
+    # status is a second's command: one sample on a shared VM is mostly its noise, so it is run
+    # STATUS_REPEATS times and judged by the median, as hyperfine would (the slowest is printed too)
+    repeats = [timed([str(CLI), "-C", str(project), "status"], directory) for _ in range(STATUS_REPEATS)]
+    by_time = sorted(repeats, key=lambda figure: figure["s"])
+    figures["status (with a run), median"] = by_time[len(by_time) // 2]
+    figures["status (with a run), slowest"] = by_time[-1]
     for strategy in STRATEGIES:
         figures[f"sample {strategy}"] = timed(
             [str(CLI), "-C", str(project), "sample", "-n", "100", "--strategy", strategy, "--seed", "0"], directory
@@ -203,9 +209,8 @@ def verdicts(name: str, rows: int, figures: dict) -> list[tuple[str, float, str,
         for strategy, limit in TIMED_AT_1M.items():
             seconds = figures[f"sample {strategy}"]["s"]
             checks.append((f"sample {strategy} (s)", seconds, f"< {limit}", seconds < limit))
-        checks.append(
-            ("status (s)", figures["status (with a run)"]["s"], "< 1", figures["status (with a run)"]["s"] < 1)
-        )
+        status_s = figures["status (with a run), median"]["s"]
+        checks.append((f"status, median of {STATUS_REPEATS} (s)", status_s, "< 1", status_s < 1))
         duplicates = figures["duplicates"]  # issue [17]: < 10 min and < 4 GiB at a million rows
         checks.append(("duplicates (s)", duplicates["s"], "< 600", duplicates["s"] < 600))
         checks.append(("duplicates: peak MiB", duplicates["mib"], "< 4096", duplicates["mib"] < 4096))

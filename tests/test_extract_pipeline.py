@@ -138,19 +138,3 @@ def test_an_error_in_the_caller_stops_the_writer_after_the_chunk_it_is_writing(t
             raise RuntimeError("engine broke")
     assert not writer.thread.is_alive()
     assert set(store.status()[16:].tolist()) == {PENDING}
-
-
-def test_prefetch_in_turns_decodes_a_whole_block_then_nothing_until_asked():
-    started = []
-
-    def decode(row):
-        started.append(row)
-        return row * 10
-
-    seen = []
-    for row, value in chunks.prefetch(decode, iter(range(10)), lookahead=4, in_turns=True):
-        assert value == row * 10
-        # while the caller holds any row of a block, exactly the rows up to that block's end were decoded
-        assert sorted(started) == list(range(min(10, (row // 4 + 1) * 4)))
-        seen.append(row)
-    assert seen == list(range(10))

@@ -74,6 +74,16 @@ def relative_error(features: np.ndarray, reference: np.ndarray) -> float:
     return float(np.abs(features - reference).max() / np.abs(reference).max())
 
 
+def test_the_keras_engine_runs_a_batch_in_parts_and_gives_keras_own_outputs(photos, keras_features):
+    extractor = load_extractor("efficientnet_lite0", (224, 224), "avg")
+    engine = runtimes.keras_engine(extractor.model, batch_size=8)
+    pixels = np.stack([load_image(str(p), (224, 224)) for p in photos]).astype(np.float32)
+    outputs = np.concatenate([engine.predict(pixels[:8]), engine.predict(pixels[8:])])  # the second batch padded
+    assert relative_error(outputs, keras_features) <= runtimes.EXACT_TOLERANCE
+    # a row's output does not depend on its batch companions
+    np.testing.assert_array_equal(engine.predict(pixels[8:9])[0], outputs[8])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["keras", "litert", "openvino", "auto"])
 def test_every_runtime_gives_keras_features_on_real_photographs(tmp_path, photos, keras_features, runtime):

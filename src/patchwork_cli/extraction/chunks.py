@@ -72,9 +72,7 @@ def fill_chunks(store, statuses: dict, path_of, load, engine, progress, guard=No
         ) as bar,
         ChunkWriter(store, guard) as writer,
     ):
-        decoded = prefetch(
-            lambda row: load(path_of(row)), rows, lookahead=4 * engine.batch_size, in_turns=engine.decode_in_turns
-        )
+        decoded = prefetch(lambda row: load(path_of(row)), rows, lookahead=4 * engine.batch_size)
         for index, items in itertools.groupby(decoded, key=lambda item: item[0] // store.chunk_rows):
             items = list(items)
             computed = _compute_chunk(store, index, statuses[index], items, engine)
@@ -199,10 +197,8 @@ class ChunkWriter:
                 self.error = error
 
 
-def prefetch(decode, rows: Iterator[int], lookahead: int, in_turns: bool = False) -> Iterator[tuple[int, object]]:
-    """(row, decode(row) or its ImageError) in order, decoding up to `lookahead` rows ahead on threads.
-    `in_turns`: decode `lookahead` rows, all of them, before handing out the first, and nothing more
-    until the caller asks for the row after them: decoding and the caller's work take turns."""
+def prefetch(decode, rows: Iterator[int], lookahead: int) -> Iterator[tuple[int, object]]:
+    """(row, decode(row) or its ImageError) in order, decoding up to `lookahead` rows ahead on threads."""
 
     def safe(row):
         try:
@@ -211,11 +207,6 @@ def prefetch(decode, rows: Iterator[int], lookahead: int, in_turns: bool = False
             return error
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=cpu_threads()) as pool:
-        if in_turns:
-            while block := list(itertools.islice(rows, lookahead)):
-                futures = [pool.submit(safe, row) for row in block]
-                yield from zip(block, [future.result() for future in futures], strict=True)
-            return
         window: collections.deque = collections.deque()
         for row in rows:
             window.append((row, pool.submit(safe, row)))
