@@ -17,13 +17,10 @@ settings continues the newest directory without an extractor.keras from its chec
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import fcntl
 import io
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -45,6 +42,7 @@ from patchwork_cli.store.config import PretrainConfig, out_of_bounds
 from patchwork_cli.store.project import Project
 from patchwork_cli.util.atomic import atomic_keras_save, atomic_write, atomic_write_text
 from patchwork_cli.util.images import ImageError, load_image
+from patchwork_cli.util.locking import sole_holder
 
 log = logging.getLogger("patchwork")
 
@@ -98,20 +96,6 @@ def resumable_dir(project_dir: Path, settings: dict) -> Path | None:
     except (OSError, ValueError):
         return None
     return newest if recorded == settings else None
-
-
-@contextlib.contextmanager
-def _exclusive(directory: Path):
-    """One process per pretrain directory: a second one is refused rather than interleaved."""
-    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise PatchworkError(f"{directory}: another pretrain is running in it") from None
-        yield
-    finally:
-        os.close(fd)
 
 
 # --- the images -----------------------------------------------------------------------------
@@ -282,7 +266,8 @@ def pretrain(
         directory = runs.models_dir(project.directory) / f"{PREFIX}{runs.new_run_id()}"
         directory.mkdir(parents=True)
         atomic_write_text(directory / SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
-    with _exclusive(directory):
+    # one process per pretrain directory: a second one is refused rather than interleaved
+    with sole_holder(directory / LOCK_FILE, f"{directory}: another pretrain is running in it"):
         return _run(project, directory, options, progress, seed)
 
 
