@@ -22,6 +22,7 @@ import io
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -280,36 +281,87 @@ def _check(overrides: dict) -> None:
 
 
 def _run(project: Project, directory: Path, options: PretrainConfig, progress, seed) -> PretrainReport:
-    from tqdm import tqdm
-
+    """The pretrain in `directory`: from its checkpoint if it has one, an epoch at a time, each
+    one's loss row and checkpoint written before the next; then the extractor."""
     from patchwork_cli.util.tensorflow_runtime import start_tensorflow
 
     tf = start_tensorflow()
     import keras
 
     backbone = starting_backbone(project)
-    channels = int(backbone.input_shape[3])
-    images, rows = load_images(project, options.image_size, channels, progress)
-    grey = is_grey(images)
+    images = _training_images(project, options.image_size, int(backbone.input_shape[3]), progress)
+    learner = _learner(tf, keras, backbone, options, images.grey)
+    start_epoch = load_checkpoint(directory, learner.state, learner.optimizer_variables)
+    losses = [r for r in read_losses(directory) if int(r["epoch"]) <= start_epoch]
+    if start_epoch:
+        log.info(f"resuming {directory.name} after epoch {start_epoch} of {options.epochs}")
+    if not losses and images.scored.any():  # epoch 0: where it started
+        losses.append({"epoch": 0, "loss": "", "seconds": "", "knn_accuracy": _knn_score(learner, images)})
+        write_losses(directory, losses)
+    started = time.perf_counter()
+    for epoch in range(start_epoch + 1, options.epochs + 1):
+        epoch_started = time.perf_counter()
+        loss = _train_epoch(tf, learner, images.pixels, epoch, options, seed, progress)
+        seconds = time.perf_counter() - epoch_started
+        knn = _knn_score(learner, images)
+        losses.append({"epoch": epoch, "loss": f"{loss:.5f}", "seconds": f"{seconds:.2f}", "knn_accuracy": knn})
+        write_losses(directory, losses)  # before the checkpoint: a resume drops rows past the checkpoint
+        save_checkpoint(directory, epoch, learner.state, learner.optimizer_variables)
+        log.info(
+            f"epoch {epoch}/{options.epochs}: loss {loss:.4f} in {seconds:.1f} s"
+            + (f", validation {KNN_K}-NN accuracy {knn}" if knn else "")
+        )
+    last = losses[-1]
+    return PretrainReport(
+        directory,
+        publish_extractor(directory, backbone),
+        options.epochs,
+        start_epoch,
+        len(images.pixels),
+        round(time.perf_counter() - started, 3),
+        images.grey,
+        float(last["loss"]) if last["loss"] != "" else float("nan"),
+        float(last["knn_accuracy"]) if last["knn_accuracy"] != "" else None,
+    )
+
+
+@dataclass
+class _Images:
+    """The images trained on, decoded, and for the kNN accuracy the validation class of each."""
+
+    pixels: np.ndarray  # N x size x size x channels, uint8
+    grey: bool
+    classes: np.ndarray  # per image, its one validation class, else -1
+    scored: np.ndarray  # the images the kNN accuracy is measured on (none when too few)
+
+
+def _training_images(project: Project, size: int, channels: int, progress: bool | None) -> _Images:
+    pixels, rows = load_images(project, size, channels, progress)
+    grey = is_grey(pixels)
     if grey and channels == 3:
         log.info("grey images: colour jitter is brightness and contrast only")
     classes = validation_classes(project, rows)
     scored = classes >= 0
     if scored.sum() <= KNN_K:
         scored[:] = False  # too few validation labels to score on
-    batch_size = min(options.batch_size, len(images))
-    steps = len(images) // batch_size
+    return _Images(pixels, grey, classes, scored)
 
-    width = int(backbone.output_shape[-1])
-    head = projection_head(keras, width)
+
+@dataclass
+class _Learner:
+    """What trains: the backbone with its projection head and optimizer, as compiled functions."""
+
+    step: Callable  # (batch, seed) -> the NT-Xent loss of the batch's two views, after the update
+    embed: Callable  # batch -> the backbone's pooled features
+    state: list  # every weight of backbone and head, non-trainable too: what a checkpoint holds
+    optimizer_variables: list
+
+
+def _learner(tf, keras, backbone, options: PretrainConfig, grey: bool) -> _Learner:
+    head = projection_head(keras, int(backbone.output_shape[-1]))
     optimizer = keras.optimizers.Adam(options.learning_rate)
     trainable = backbone.trainable_variables + head.trainable_variables
     optimizer.build(trainable)
-    state = backbone.weights + head.weights  # non-trainable too: batch-norm statistics move with training
-    start_epoch = load_checkpoint(directory, state, optimizer.variables)
-    losses = [r for r in read_losses(directory) if int(r["epoch"]) <= start_epoch]
-    if start_epoch:
-        log.info(f"resuming {directory.name} after epoch {start_epoch} of {options.epochs}")
 
     @tf.function(reduce_retracing=True)
     def step(batch, step_seed):
@@ -329,54 +381,40 @@ def _run(project: Project, directory: Path, options: PretrainConfig, progress, s
     def embed(batch):
         return pooled_features(keras, backbone(tf.cast(batch, tf.float32), training=False))
 
-    def score() -> str:
-        if not scored.any():
-            return ""
-        chosen = images[scored]
-        features = np.concatenate([embed(chosen[i : i + 64]).numpy() for i in range(0, len(chosen), 64)])
-        return f"{knn_accuracy(features, classes[scored]):.4f}"
+    # batch-norm statistics move with training, so the checkpoint holds the non-trainable weights too
+    return _Learner(step, embed, backbone.weights + head.weights, optimizer.variables)
 
-    if not losses and scored.any():
-        losses.append({"epoch": 0, "loss": "", "seconds": "", "knn_accuracy": score()})  # where it started
-        write_losses(directory, losses)
-    started = time.perf_counter()
-    for epoch in range(start_epoch + 1, options.epochs + 1):
-        epoch_started = time.perf_counter()
-        order = np.random.default_rng([seed, epoch]).permutation(len(images))
-        total = 0.0
-        with tqdm(
-            total=steps,
-            desc=f"pretrain {epoch}/{options.epochs}",
-            unit="step",
-            disable=None if progress is None else not progress,
-        ) as bar:
-            for s in range(steps):
-                batch = images[order[s * batch_size : (s + 1) * batch_size]]
-                loss = float(step(tf.constant(batch), tf.constant([seed, epoch * 100_003 + s], tf.int64)))
-                total += loss
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}")
-        seconds = time.perf_counter() - epoch_started
-        losses.append(
-            {"epoch": epoch, "loss": f"{total / steps:.5f}", "seconds": f"{seconds:.2f}", "knn_accuracy": score()}
-        )
-        write_losses(directory, losses)  # before the checkpoint: a resume drops rows past the checkpoint
-        save_checkpoint(directory, epoch, state, optimizer.variables)
-        knn = losses[-1]["knn_accuracy"]
-        log.info(
-            f"epoch {epoch}/{options.epochs}: loss {total / steps:.4f} in {seconds:.1f} s"
-            + (f", validation {KNN_K}-NN accuracy {knn}" if knn else "")
-        )
-    extractor = publish_extractor(directory, backbone)
-    last = losses[-1]
-    return PretrainReport(
-        directory,
-        extractor,
-        options.epochs,
-        start_epoch,
-        len(images),
-        round(time.perf_counter() - started, 3),
-        grey,
-        float(last["loss"]) if last["loss"] != "" else float("nan"),
-        float(last["knn_accuracy"]) if last["knn_accuracy"] != "" else None,
-    )
+
+def _train_epoch(
+    tf, learner: _Learner, pixels: np.ndarray, epoch: int, options: PretrainConfig, seed, progress
+) -> float:
+    """One pass over the images in an order of its own (seeded by `seed` and the epoch, as every
+    step's augmentation is); returns the mean loss of its steps."""
+    from tqdm import tqdm
+
+    batch_size = min(options.batch_size, len(pixels))
+    steps = len(pixels) // batch_size
+    order = np.random.default_rng([seed, epoch]).permutation(len(pixels))
+    total = 0.0
+    with tqdm(
+        total=steps,
+        desc=f"pretrain {epoch}/{options.epochs}",
+        unit="step",
+        disable=None if progress is None else not progress,
+    ) as bar:
+        for s in range(steps):
+            batch = pixels[order[s * batch_size : (s + 1) * batch_size]]
+            loss = float(learner.step(tf.constant(batch), tf.constant([seed, epoch * 100_003 + s], tf.int64)))
+            total += loss
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}")
+    return total / steps
+
+
+def _knn_score(learner: _Learner, images: _Images) -> str:
+    """The validation kNN accuracy of the backbone's features as loss.csv holds it ("" if unscored)."""
+    if not images.scored.any():
+        return ""
+    chosen = images.pixels[images.scored]
+    features = np.concatenate([learner.embed(chosen[i : i + 64]).numpy() for i in range(0, len(chosen), 64)])
+    return f"{knn_accuracy(features, images.classes[images.scored]):.4f}"
