@@ -168,8 +168,8 @@ def drive_single(project_dir: str, truth: list[int], next_key: str | None) -> di
 
 def drive_grid(project_dir: str, rows: list[int], truth: list[int]) -> dict:
     """Mark each page's zeros by their tile keys, then accept it with space."""
+    from patchwork_cli.labelling.grid_pages import GridPages
     from patchwork_cli.labelling.grid_window import TILE_KEYS, GridWindow
-    from patchwork_cli.labelling.session import GridPages
 
     session, figure = _window(project_dir, rows)
     grid = GridPages(session, GRID, "zero")

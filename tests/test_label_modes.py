@@ -18,9 +18,10 @@ from matplotlib.transforms import offset_copy  # noqa: E402
 from patchwork_cli import open_project  # noqa: E402
 from patchwork_cli.errors import PatchworkError  # noqa: E402
 from patchwork_cli.labelling.drawcache import add_image, add_text  # noqa: E402
+from patchwork_cli.labelling.grid_pages import GridPages, parse_grid  # noqa: E402
 from patchwork_cli.labelling.grid_window import GridWindow  # noqa: E402
 from patchwork_cli.labelling.image_window import LabelWindow  # noqa: E402
-from patchwork_cli.labelling.session import GridPages, LabelSession, parse_grid  # noqa: E402
+from patchwork_cli.labelling.session import LabelSession  # noqa: E402
 
 UNLABELLED = {"cat": None, "dog": None, "bird": None}
 

@@ -222,7 +222,8 @@ VIEWER_DRIVER = """
 import json, os
 import matplotlib.pyplot as plt
 from matplotlib.backend_bases import KeyEvent
-from patchwork_cli.labelling.session import GridPages, LabelSession
+from patchwork_cli.labelling.grid_pages import GridPages
+from patchwork_cli.labelling.session import LabelSession
 from patchwork_cli.store.project import Project
 from patchwork_cli.labelling.grid_window import GridWindow
 from patchwork_cli.labelling.image_window import LabelWindow

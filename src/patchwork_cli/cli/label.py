@@ -53,7 +53,8 @@ def label(
         say(f"imported {count} label edit(s) from {import_file}")
         return
 
-    from patchwork_cli.labelling.session import GridPages, LabelSession, rows_for_paths
+    from patchwork_cli.labelling.grid_pages import GridPages
+    from patchwork_cli.labelling.session import LabelSession, rows_for_paths
     from patchwork_cli.store.sources import read_path_list
 
     shape = _grid_shape(grid, class_name, opened.classes)
@@ -90,7 +91,7 @@ def label(
 def _grid_shape(grid: str | None, class_name: str | None, classes: list[str]) -> tuple[int, int] | None:
     """The checked --grid (rows, columns) and --class, which go together; None without them."""
     from patchwork_cli.errors import PatchworkError
-    from patchwork_cli.labelling.session import parse_grid
+    from patchwork_cli.labelling.grid_pages import parse_grid
     from patchwork_cli.sampling.filters import check_class
 
     if grid is None and class_name is None:

@@ -4,9 +4,10 @@ there are grid pages, until the person quits."""
 from __future__ import annotations
 
 from patchwork_cli.errors import PatchworkError
+from patchwork_cli.labelling.grid_pages import GridPages
 from patchwork_cli.labelling.grid_window import GridWindow
 from patchwork_cli.labelling.image_window import LabelWindow
-from patchwork_cli.labelling.session import GridPages, LabelSession
+from patchwork_cli.labelling.session import LabelSession
 
 
 def run(session: LabelSession, *, title: str = "patchwork label", grid: GridPages | None = None) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from matplotlib.patches import Rectangle
 
 from patchwork_cli.labelling.drawcache import add_text
-from patchwork_cli.labelling.session import GridPages
+from patchwork_cli.labelling.grid_pages import GridPages
 from patchwork_cli.labelling.window import (
     FLAG_COLOUR,
     NOTICE_COLOUR,
