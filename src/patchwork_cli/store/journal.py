@@ -1,4 +1,5 @@
-"""The label store: labels.csv plus labels.journal, as DESIGN.md describes.
+"""The label store: labels.csv (its format in store/label_table.py) plus labels.journal, the
+edits not yet folded into it.
 
 labels.journal is an append-only log of edits, one JSON object per line (time,
 filepath, the fields set, the seconds spent), durable once written and fsynced.

@@ -1,9 +1,10 @@
 """labels.csv, the label table: its format, how it is read and checked, how it is written.
 
 labels.csv is the table in the original patchwork format (filepath, exclude,
-validation, subset, one column per class holding empty / 0 / 1), as DESIGN.md
-describes. Errors name the file, the line and the column; row 0 of the table is line 2
-of the file, below the header (line_of and raise_at_first hold that rule).
+validation, subset, one column per class holding empty / 0 / 1), so that the original
+library's users can bring their tables and read them back. Errors name the file, the line and
+the column; row 0 of the table is line 2 of the file, below the header (line_of and
+raise_at_first hold that rule).
 
 In memory the table is a pandas DataFrame: filepath (str), exclude and validation
 (bool), subset (str, "" for none) and one float column per class (NaN = unlabelled),
