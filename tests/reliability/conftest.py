@@ -1,6 +1,6 @@
 """Fault-injection fixtures: a fork server for fast, really-killed children (ForkServer, in
-builders.py, with the random label edits and the tally the README table quotes), and mounts for a
-read-only and a full file system."""
+reliability/builders.py, with the random label edits and the tally the README table quotes), and
+mounts for a read-only and a full file system."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from builders import ForkServer
+
+from reliability.builders import ForkServer
 
 
 @pytest.fixture

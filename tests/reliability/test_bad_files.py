@@ -11,13 +11,14 @@ import sys
 
 import numpy as np
 import pytest
-from builders import Cli, report
+from builders import Cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from patchwork_cli.store.project import Project
 from patchwork_cli.util.images import ImageError, load_image
+from reliability.builders import report
 
 
 def encoded(fmt: str) -> bytes:

@@ -18,13 +18,14 @@ import sys
 
 import numpy as np
 import pytest
-from builders import Cli, report, snapshot
+from builders import Cli, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from patchwork_cli.errors import PatchworkError
 from patchwork_cli.store.config import load_config
 from patchwork_cli.store.project import Project
+from reliability.builders import report
 
 EXAMPLES = 100
 FUZZ = settings(

@@ -9,10 +9,11 @@ import subprocess
 import sys
 
 import pytest
-from builders import LABEL_DRIVER, Cli, apply_to_model, feature_project, read_acks, report, table_matches
+from builders import Cli, feature_project
 
 from patchwork_cli.store import runs
 from patchwork_cli.store.project import Project
+from reliability.builders import LABEL_DRIVER, apply_to_model, read_acks, report, table_matches
 
 pytestmark = [pytest.mark.slow, pytest.mark.tensorflow]
 

@@ -22,10 +22,11 @@ import pandas as pd
 import pytest
 import yaml
 import zarr
-from builders import Cli, feature_project, report, write_images
+from builders import Cli, feature_project, write_images
 
 from patchwork_cli.store import runs
 from patchwork_cli.store.features import DONE, FAILED, PENDING, FeatureStore
+from reliability.builders import report
 
 pytestmark = [pytest.mark.slow, pytest.mark.tensorflow]
 

@@ -15,9 +15,12 @@ import time
 
 import pandas as pd
 import pytest
-from builders import (
+from builders import Cli, write_images
+
+from patchwork_cli.store.journal import Journal
+from patchwork_cli.store.project import Project
+from reliability.builders import (
     LABEL_DRIVER,
-    Cli,
     ForkServer,
     apply_to_model,
     image_list_project,
@@ -25,11 +28,7 @@ from builders import (
     read_acks,
     report,
     table_matches,
-    write_images,
 )
-
-from patchwork_cli.store.journal import Journal
-from patchwork_cli.store.project import Project
 
 pytestmark = pytest.mark.slow
 

@@ -9,10 +9,11 @@ import os
 import numpy as np
 import pytest
 import zarr
-from builders import Cli, fill, report, snapshot, storage_project
+from builders import Cli, snapshot
 
 from patchwork_cli.store.features import FeatureStore
 from patchwork_cli.store.project import Project
+from reliability.builders import fill, report, storage_project
 
 ROWS = 200
 
