@@ -3,6 +3,7 @@ The builders behind them live in builders.py."""
 
 from __future__ import annotations
 
+import ast
 import itertools
 import re
 from pathlib import Path
@@ -11,7 +12,31 @@ import pytest
 from builders import CLASSES, Cli, tiny_keras_model, write_images
 
 MODULE_MARKS = re.compile(r"^pytestmark\s*=\s*(\[.*?\]|[^\n]*)", re.MULTILINE | re.DOTALL)
-KEYWORDS = {"and", "or", "not", "True", "False"}
+# The -m grammar (pytest's docs): mark names joined by and / or / not and parentheses, with
+# Python's precedence; a name may carry keyword arguments, name(key=value, ...), which the marks
+# read from a module's source cannot be checked against, so they are ignored.
+MARK_NAME = re.compile(r"[\w:+\-.\[\]\\/]+")
+MARK_KWARGS = re.compile(r"(?<=[\w:+\-.\[\]\\/])\s*\(\s*[A-Za-z_]\w*\s*=[^()]*\)")
+OPERATORS = {"and", "or", "not"}
+PLAIN_NODES = (ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.Name, ast.Load)
+
+
+def mark_expression(markexpr: str):
+    """The -m expression as (its mark names, a function of a set of marks saying whether a test
+    carrying them is selected), or None for an expression this cannot read."""
+    tokens = re.findall(r"\(|\)|[^\s()]+", MARK_KWARGS.sub("", markexpr))
+    names = list(dict.fromkeys(t for t in tokens if t not in ("(", ")", *OPERATORS)))
+    if not all(MARK_NAME.fullmatch(name) for name in names):
+        return None
+    variable = {name: f"mark_{i}" for i, name in enumerate(names)}  # names need not be identifiers
+    try:
+        tree = ast.parse(" ".join(variable.get(t, t) for t in tokens), mode="eval")
+    except SyntaxError:
+        return None
+    if not all(isinstance(node, PLAIN_NODES) for node in ast.walk(tree)):
+        return None
+    code = compile(tree, "<-m expression>", "eval")
+    return set(names), lambda marks: eval(code, {"__builtins__": {}}, {variable[n]: n in marks for n in names})
 
 
 def pytest_ignore_collect(collection_path: Path, config):
@@ -22,19 +47,14 @@ def pytest_ignore_collect(collection_path: Path, config):
     if not markexpr or collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
         return None
     found = MODULE_MARKS.search(collection_path.read_text(encoding="utf-8"))
-    if found is None:
+    expression = mark_expression(markexpr) if found is not None else None
+    if expression is None:  # no module-wide marks, or an expression it cannot read: collect as usual
         return None
-    try:
-        from _pytest.mark.expression import Expression
-
-        expression = Expression.compile(markexpr)
-    except Exception:  # a pytest without it, or an expression it cannot read: collect as usual
-        return None
+    names, selects = expression
     module = set(re.findall(r"pytest\.mark\.(\w+)", found.group(1)))
-    others = sorted(set(re.findall(r"[A-Za-z_]\w*", markexpr)) - KEYWORDS - module)
+    others = sorted(names - module)
     for values in itertools.product([False, True], repeat=len(others)):
-        marks = module | {name for name, value in zip(others, values, strict=True) if value}
-        if expression.evaluate(lambda name, /, marks=marks, **kwargs: name in marks):
+        if selects(module | {name for name, value in zip(others, values, strict=True) if value}):
             return None  # some test of the module could be selected
     return True
 
