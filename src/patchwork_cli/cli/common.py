@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from patchwork_cli.distributed.cluster import ClusterSpec
+    from patchwork_cli.store.project import Project
 
 ProjectOption = Annotated[
     Path | None,
@@ -20,7 +24,7 @@ ProjectOption = Annotated[
 ]
 
 
-def open_from(ctx: typer.Context, project: Path | None):
+def open_from(ctx: typer.Context, project: Path | None) -> Project:
     """Open the project named by the command's --project, else the global one, else discover it."""
     from patchwork_cli.store.project import open_project
 
@@ -43,7 +47,7 @@ WorkersOption = Annotated[
 ]
 
 
-def dask_cluster(address: str | None, workers: int | None):
+def dask_cluster(address: str | None, workers: int | None) -> ClusterSpec | None:
     """The checked --dask/--workers options (None without them); Dask's glue is imported only then."""
     if address is None and workers is None:
         return None
@@ -52,7 +56,7 @@ def dask_cluster(address: str | None, workers: int | None):
     return cluster_spec(address, workers)
 
 
-def dask_client(cluster, project):
+def dask_client(cluster: ClusterSpec | None, project: Project):
     """A context giving a dask.distributed Client for `cluster` (from dask_cluster), or None;
     `project`'s dask: section says how to reach a TLS scheduler."""
     if cluster is None:

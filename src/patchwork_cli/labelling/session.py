@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,9 @@ import pandas as pd
 from patchwork_cli.errors import PatchworkError
 from patchwork_cli.store import runs
 from patchwork_cli.util.images import ImageError, load_display_image
+
+if TYPE_CHECKING:
+    from patchwork_cli.store.project import Project
 
 # Keys 1..9 then 0 reach the first ten classes.
 CLASS_KEYS = "1234567890"
@@ -73,14 +77,16 @@ class Picture:
     rgba: np.ndarray | None = None
 
 
-def rows_for_paths(project, table: pd.DataFrame, lines: Iterable[tuple[int, str]], source: str, cwd=None) -> list[int]:
+def rows_for_paths(
+    project: Project, table: pd.DataFrame, lines: Iterable[tuple[int, str]], source: str, cwd=None
+) -> list[int]:
     """The labels.csv rows of (line number, path) pairs, by the rule of `label --import`
     (Project.rows_of: as written in labels.csv, else the file the path points to). Repeats
     are dropped: an image is labelled once per session."""
     return list(dict.fromkeys(project.rows_of(lines, source, cwd, table["filepath"].tolist())))
 
 
-def latest_probabilities(project, rows: Sequence[int], filepaths: list[str]) -> np.ndarray:
+def latest_probabilities(project: Project, rows: Sequence[int], filepaths: list[str]) -> np.ndarray:
     """(len(rows), classes) probabilities of the latest run in the project's class order, for
     `rows` of labels.csv (whose filepath column is `filepaths`); NaN where there is no run, the
     run does not know the class, or it has no prediction for the image (newer than the run)."""
@@ -108,7 +114,7 @@ class LabelSession:
 
     def __init__(
         self,
-        project,
+        project: Project,
         rows: Sequence[int],
         table: pd.DataFrame | None = None,
         clock: Callable[[], float] = time.monotonic,
