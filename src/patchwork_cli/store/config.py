@@ -33,6 +33,14 @@ RESERVED_COLUMNS = ("filepath", "exclude", "validation", "subset")
 _CLASS_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]*$")
 
 
+# The extractor runtimes' names, in one list. Its home is the config, where a name is taken or
+# refused (store may not import extractors); extractors/runtimes.py reads it from here (extractors
+# may import store) and has an engine for each name but `auto`, which chooses among them.
+Runtime = Literal["auto", "keras", "litert", "openvino"]
+RUNTIMES: tuple[str, ...] = typing.get_args(Runtime)
+Precision = Literal["exact", "fast"]
+
+
 @dataclass(frozen=True)
 class ExtractorConfig:
     name: str = "efficientnet_lite0"
@@ -40,8 +48,8 @@ class ExtractorConfig:
     dtype: Literal["float16", "float32"] = "float16"
     batch_size: int = field(default=32, metadata={"minimum": 1})
     # what runs the model and what it may compute: see extractors/runtimes.py
-    runtime: Literal["auto", "keras", "litert", "openvino"] = "auto"
-    precision: Literal["exact", "fast"] = "exact"
+    runtime: Runtime = "auto"
+    precision: Precision = "exact"
 
 
 @dataclass(frozen=True)
