@@ -208,7 +208,7 @@ def store_bytes_per_image(project: Path, images: int) -> dict:
 
 def measure_speed(tmp: Path, count: int) -> dict:
     from patchwork_cli.extractors.loading import load_extractor
-    from patchwork_cli.extractors.runtimes import cpu_threads, open_extractor_engine
+    from patchwork_cli.extractors.runtimes import choose_runtime, cpu_threads, open_extractor_engine
     from patchwork_cli.util.images import load_image
 
     paths = write_images(tmp / "images", count, np.random.default_rng(0))
@@ -220,7 +220,7 @@ def measure_speed(tmp: Path, count: int) -> dict:
     figures: dict = {"images": count, "quarter_images": count // 4, "cores": cores, "cpu": cpu_model()}
     for mode, (runtime, precision) in MODES.items():
         project = make_project(tmp / mode, paths, runtime, precision, tmp)
-        engine = open_extractor_engine(extractor, runtime, precision, BATCH)
+        engine = open_extractor_engine(extractor, choose_runtime(runtime, precision), BATCH)
         maps = np.concatenate([engine.predict(pixels[i : i + BATCH]) for i in range(0, WRITE_SAMPLE, BATCH)])
         half = DECODE_SAMPLE // 2  # each stage measured half before the extract, half after
         before = stage_costs(engine, pixels[:split], paths[:half], maps, tmp / f"{mode}-before.zarr")
@@ -259,8 +259,9 @@ def measure_fast_accuracy(count: int) -> dict:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    from patchwork_cli.extractors.engine_openvino import has_bfloat16
     from patchwork_cli.extractors.loading import load_extractor
-    from patchwork_cli.extractors.runtimes import _openvino_has_bfloat16, open_extractor_engine
+    from patchwork_cli.extractors.runtimes import choose_runtime, open_extractor_engine
 
     digits = load_digits()
     scans = (digits.images[:count] * (255 / 16)).astype(np.uint8)
@@ -272,9 +273,9 @@ def measure_fast_accuracy(count: int) -> dict:
         return np.concatenate([engine_predict(pixels[i : i + BATCH]) for i in range(0, len(pixels), BATCH)])
 
     extractor = load_extractor("efficientnet_lite0", IMSHAPE, "avg")
-    exact = features_of(open_extractor_engine(extractor, "auto", "exact", BATCH).predict)
-    if _openvino_has_bfloat16():
-        fast_engine = open_extractor_engine(extractor, "openvino", "fast", BATCH)
+    exact = features_of(open_extractor_engine(extractor, choose_runtime("auto", "exact"), BATCH).predict)
+    if has_bfloat16():
+        fast_engine = open_extractor_engine(extractor, choose_runtime("openvino", "fast"), BATCH)
         fast, how = features_of(fast_engine.predict), "OpenVINO bfloat16"
     else:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")

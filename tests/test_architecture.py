@@ -20,7 +20,7 @@ ALLOWED = {
     "errors": set(),
     "util": {"errors"},
     "store": {"errors", "util"},
-    "extractors": {"errors", "util"},
+    "extractors": {"errors", "util", "store"},  # store: the runtimes' names, in store/config.py
     "modeling": {"errors", "util", "store"},
     "distributed": {"errors", "util", "store"},
     "evaluation": {"errors", "util", "store"},

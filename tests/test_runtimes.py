@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,12 @@ import zarr
 from builders import Cli, image_project, snapshot
 from PIL import Image
 
-from patchwork_cli.extractors import runtimes
+from patchwork_cli.errors import PatchworkError
+from patchwork_cli.extraction.on_cluster import ExtractorSpec
+from patchwork_cli.extractors import engine_openvino, runtimes
+from patchwork_cli.extractors.conversion import TFLITE_SUFFIX
 from patchwork_cli.extractors.loading import load_extractor
+from patchwork_cli.store.config import RUNTIMES
 from patchwork_cli.util.images import load_image
 
 pytestmark = pytest.mark.tensorflow
@@ -137,7 +142,7 @@ def test_fast_precision_records_what_the_cpu_could_do(tmp_path, photos, keras_fe
     result = Cli(project)("extract", "--json")
     report = json.loads(result.stdout)
     features = stored(project)["features"][:]
-    if runtimes._openvino_has_bfloat16():  # a CPU with AVX512-BF16 or AMX
+    if engine_openvino.has_bfloat16():  # a CPU with AVX512-BF16 or AMX
         assert report["runtime"] == "openvino" and report["precision"] == runtimes.FAST_OPENVINO
         cosine = (features * keras_features).sum(1) / np.linalg.norm(features, axis=1)
         assert (cosine / np.linalg.norm(keras_features, axis=1)).min() >= runtimes.FAST_MIN_COSINE
@@ -175,6 +180,35 @@ def test_without_the_engine_packages_auto_falls_back_and_an_explicit_runtime_is_
     assert snapshot(explicit) == before
 
 
+def test_each_configurable_runtime_but_auto_is_an_engine_that_knows_its_file():
+    assert set(runtimes.ENGINES) == set(RUNTIMES) - {"auto"}
+    assert list(runtimes.ENGINES)[-1] == "keras"  # auto's last resort
+    for name, engine in runtimes.ENGINES.items():
+        assert engine.NAME == name and callable(engine.artefact) and callable(engine.load)
+        assert engine.FILE == (None if name == "keras" else TFLITE_SUFFIX)
+        assert (engine.PACKAGE is None) == (name == "keras")
+
+
+def test_the_choice_is_made_once_and_a_worker_without_its_engine_refuses_it(monkeypatch):
+    choice = runtimes.choose_runtime("auto", "exact")
+    assert choice == runtimes.RuntimeChoice("litert", runtimes.EXACT) and choice.file == TFLITE_SUFFIX
+    assert pickle.loads(pickle.dumps(choice)) == choice  # what a Dask worker is sent
+    monkeypatch.setattr(engine_openvino, "has_bfloat16", lambda: False)
+    assert runtimes.choose_runtime("openvino", "fast") == runtimes.RuntimeChoice(
+        "openvino",
+        runtimes.EXACT,
+        "precision fast needs OpenVINO on a CPU with bfloat16 (AVX512-BF16 or AMX), which this one lacks: "
+        "exact features instead",
+    )
+    fast = runtimes.RuntimeChoice("openvino", runtimes.FAST_OPENVINO)
+    assert "bfloat16" in runtimes.cannot_run(fast)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # this "worker" lacks LiteRT
+    assert runtimes.choose_runtime("auto", "exact").runtime == "openvino"  # which the client would not run
+    spec = ExtractorSpec("efficientnet_lite0", (224, 224), "avg", choice, 8)
+    with pytest.raises(PatchworkError, match="cannot run the extractor on litert, as the coordinator chose: litert"):
+        spec.load()
+
+
 def test_a_bad_runtime_or_precision_in_the_config_is_one_line(tmp_path, photos):
     project = make_project(tmp_path, photos, runtime="tensorrt")
     result = Cli(project)("extract", expect=1)
@@ -185,7 +219,7 @@ def test_a_bad_runtime_or_precision_in_the_config_is_one_line(tmp_path, photos):
 @pytest.mark.slow
 def test_an_engine_is_checked_against_keras_when_it_opens(photos):
     extractor = load_extractor("efficientnet_lite0", (224, 224), "avg")
-    engine = runtimes.open_extractor_engine(extractor, "litert", "exact", 4)
+    engine = runtimes.open_extractor_engine(extractor, runtimes.choose_runtime("litert", "exact"), 4)
     from patchwork_cli.extractors.conversion import cached_extractor_model, check_batch
 
     _, reference = cached_extractor_model(extractor)

@@ -163,11 +163,11 @@ def check_tflite(model, path: Path) -> dict:
     """Run the TFLite file at `path` on the engine `auto` picks for exact outputs and refuse it when a
     probability on the check batch strays from `model`'s by more than TFLITE_TOLERANCE; what was
     checked, for the model card (the check is skipped, and said so, when no engine is installed)."""
-    from patchwork_cli.extractors.conversion import check_batch
-    from patchwork_cli.extractors.runtimes import EXACT, choose_runtime, open_tflite
+    from patchwork_cli.extractors.conversion import TFLITE_SUFFIX, check_batch
+    from patchwork_cli.extractors.runtimes import EXACT, choose_runtime, open_file
 
-    runtime, _, _ = choose_runtime("auto", EXACT)
-    if runtime == "keras":
+    choice = choose_runtime("auto", EXACT)
+    if choice.file != TFLITE_SUFFIX:  # Keras: no engine installed that runs a .tflite file
         return {
             "checked_on": None,
             "note": f"{TFLITE_FILE} not checked: no inference engine installed (pip install ai-edge-litert)",
@@ -175,15 +175,19 @@ def check_tflite(model, path: Path) -> dict:
     height, width, channels = (int(size) for size in model.input_shape[1:])
     batch = check_batch((height, width), channels, np.uint8)
     expected = np.asarray(model.predict_on_batch(batch), np.float64)
-    outputs = open_tflite(str(path), runtime, EXACT, len(batch)).predict(batch)
+    outputs = open_file(str(path), choice, len(batch)).predict(batch)
     difference = float(np.abs(outputs.astype(np.float64) - expected).max())
     if not difference <= TFLITE_TOLERANCE:  # NaN is refused too
         raise PatchworkError(
-            f"{TFLITE_FILE} on {runtime}: its probabilities on the check batch differ from {KERAS_FILE}'s by up to "
-            f"{difference:.2g} (at most {TFLITE_TOLERANCE:g} allowed); nothing was exported (a conversion bug: "
+            f"{TFLITE_FILE} on {choice.runtime}: its probabilities on the check batch differ from {KERAS_FILE}'s by "
+            f"up to {difference:.2g} (at most {TFLITE_TOLERANCE:g} allowed); nothing was exported (a conversion bug: "
             "tell us)"
         )
-    return {"checked_on": runtime, "max_abs_difference": float(f"{difference:.2g}"), "tolerance": TFLITE_TOLERANCE}
+    return {
+        "checked_on": choice.runtime,
+        "max_abs_difference": float(f"{difference:.2g}"),
+        "tolerance": TFLITE_TOLERANCE,
+    }
 
 
 def load_exported(directory: Path):

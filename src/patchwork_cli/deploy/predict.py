@@ -60,7 +60,7 @@ def run_predictor(project, *, run_id: str | None = None, batch_size: int) -> Pre
     """A project's run (LATEST by default): its extractor on the project's runtime, then its head on
     Keras, from the extractor's outputs rounded to the store's dtype as its training features were."""
     from patchwork_cli.deploy.model import require_model, run_extractor
-    from patchwork_cli.extractors.runtimes import keras_engine, open_extractor_engine
+    from patchwork_cli.extractors.runtimes import choose_runtime, keras_engine, open_extractor_engine
 
     run_dir = runs.resolve_run(project.directory, run_id)
     require_model(
@@ -73,7 +73,7 @@ def run_predictor(project, *, run_id: str | None = None, batch_size: int) -> Pre
     import keras
 
     settings = project.config.extractor
-    extract = open_extractor_engine(extractor, settings.runtime, settings.precision, batch_size)
+    extract = open_extractor_engine(extractor, choose_runtime(settings.runtime, settings.precision), batch_size)
     head = keras_engine(keras.models.load_model(run_dir / runs.MODEL_FILE, compile=False), batch_size)
     store_dtype = np.dtype(identity["dtype"])
 
@@ -95,14 +95,15 @@ def exported_predictor(directory: Path, *, batch_size: int) -> Predictor:
     its model.keras on Keras (the model card gives the classes and the input shape)."""
     from patchwork_cli.deploy.export import read_model_card
     from patchwork_cli.deploy.model import KERAS_FILE, TFLITE_FILE, load_exported
-    from patchwork_cli.extractors.runtimes import EXACT, choose_runtime, keras_engine, open_tflite
+    from patchwork_cli.extractors.conversion import TFLITE_SUFFIX
+    from patchwork_cli.extractors.runtimes import EXACT, choose_runtime, keras_engine, open_file
 
     card = read_model_card(directory)
     recorded = card.get("tflite", {})  # what export said of model.tflite (cards before it say nothing)
     tflite = Path(directory) / TFLITE_FILE
-    runtime, _, _ = choose_runtime("auto", EXACT)
-    if tflite.is_file() and runtime != "keras":
-        engine, runs_on = open_tflite(str(tflite), runtime, EXACT, batch_size), f"{TFLITE_FILE} on {runtime}"
+    choice = choose_runtime("auto", EXACT)
+    if tflite.is_file() and choice.file == TFLITE_SUFFIX:
+        engine, runs_on = open_file(str(tflite), choice, batch_size), f"{TFLITE_FILE} on {choice.runtime}"
         note = ""
         if "file" in recorded and not recorded["checked_on"]:
             note = f"{TFLITE_FILE} was not checked against {KERAS_FILE} when exported (no inference engine there)"

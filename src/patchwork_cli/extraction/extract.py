@@ -44,7 +44,7 @@ class ExtractReport:
     extractor: str
     runtime: str = "keras"
     precision: str = "exact"
-    note: str = ""  # what the runtime gave up to run here (runtimes.choose_runtime)
+    note: str = ""  # what the runtime gave up to run here (runtimes.RuntimeChoice)
     changed: int = 0  # images whose content changed since extraction, extracted again
     to_review: int = 0  # of them, those holding labels: listed in changed-images.txt
 
@@ -101,8 +101,8 @@ def extract(
     table_filepaths = table["filepath"].tolist()
     name = model or settings.name
     extractor = load_extractor(name, tuple(project.config.imshape), settings.pooling, base=project.directory)
-    runtime, precision, note = choose_runtime(settings.runtime, settings.precision)
-    identity = extractor.identity(settings.dtype, precision)
+    choice = choose_runtime(settings.runtime, settings.precision)  # the one decision, reported below
+    identity = extractor.identity(settings.dtype, choice.precision)
     store, match = prepare_store(
         project, table_filepaths, extractor.output_shape, settings.dtype, identity, overwrite, image_records=True
     )
@@ -115,7 +115,7 @@ def extract(
 
     started = time.perf_counter()
     if client is None:
-        engine = open_extractor_engine(extractor, settings.runtime, settings.precision, settings.batch_size)
+        engine = open_extractor_engine(extractor, choice, settings.batch_size)
         status = store.status()
         started = time.perf_counter()  # the rate is extraction's, not the engine's compilation's
         try:
@@ -135,7 +135,7 @@ def extract(
     else:
         from patchwork_cli.extraction.on_cluster import ExtractorSpec, extract_on_cluster
 
-        spec = ExtractorSpec.of(project, name)
+        spec = ExtractorSpec.of(project, name, choice)
         pending = sum(int(to_do[slice(*store.chunk_bounds(c))].sum()) for c in chunks)
         processed, failed = extract_on_cluster(
             client, project.features_location, chunks, pending, paths, spec, progress
@@ -146,7 +146,16 @@ def extract(
         with project_lock(project.directory, exclusive=True):
             store.update_reduced()
     return ExtractReport(
-        processed, failed, seconds, store.counts(match), identity["name"], runtime, precision, note, changed, to_review
+        processed,
+        failed,
+        seconds,
+        store.counts(match),
+        identity["name"],
+        choice.runtime,
+        choice.precision,
+        choice.note,
+        changed,
+        to_review,
     )
 
 

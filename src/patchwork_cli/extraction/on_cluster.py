@@ -1,7 +1,9 @@
 """extract on a Dask cluster: the coordinator's side (one task per chunk) and the task's body.
 
 A worker loads its own extractor and engine from an ExtractorSpec on its first task, keeps
-it for the next ones, and checks it against the store's identity before writing anything.
+it for the next ones, and checks it against the store's identity before writing anything. The
+spec carries the runtime the coordinator chose (and reported): every worker runs that one, or
+refuses to run, rather than choosing again.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from patchwork_cli.distributed.tasks import load_once, run_chunk_tasks
 from patchwork_cli.errors import PatchworkError
 from patchwork_cli.extraction.chunks import extract_chunk
+from patchwork_cli.extractors.runtimes import RuntimeChoice, cannot_run, open_extractor_engine
 from patchwork_cli.store.features import FeatureStore, identity_difference
 from patchwork_cli.store.project import Project
 
@@ -23,32 +26,36 @@ class ExtractorSpec:
     name: str  # efficientnet_lite0, keras:NAME or an absolute model path
     imshape: tuple[int, int]
     pooling: str | None
-    runtime: str
-    precision: str
+    choice: RuntimeChoice  # what runs it, chosen once by the coordinator
     batch_size: int
 
     @classmethod
-    def of(cls, project: Project, name: str) -> ExtractorSpec:
-        """The spec of an extractor that loaded here. A model file (relative to the project) is
-        named by its absolute path: the same file on every worker, whatever its working directory."""
+    def of(cls, project: Project, name: str, choice: RuntimeChoice) -> ExtractorSpec:
+        """The spec of an extractor that loaded here, run as `choice` says. A model file (relative to
+        the project) is named by its absolute path: the same file on every worker, whatever its
+        working directory."""
         model_file = project.directory / name
         settings = project.config.extractor
         return cls(
             str(model_file) if model_file.is_file() else name,
             tuple(project.config.imshape),
             settings.pooling,
-            settings.runtime,
-            settings.precision,
+            choice,
             settings.batch_size,
         )
 
     def load(self):
-        """(the Extractor, the Engine that runs it)."""
-        from patchwork_cli.extractors.loading import load_extractor
-        from patchwork_cli.extractors.runtimes import open_extractor_engine
+        """(the Extractor, the Engine that runs it); refused on a worker that cannot run the choice."""
+        from patchwork_cli.extractors.loading import load_extractor  # TensorFlow starts here
 
+        why = cannot_run(self.choice)
+        if why:
+            raise PatchworkError(
+                f"this worker cannot run the extractor on {self.choice.runtime}, as the coordinator chose: {why}; "
+                "every worker needs the same patchwork install and model files"
+            )
         extractor = load_extractor(self.name, self.imshape, self.pooling)
-        return extractor, open_extractor_engine(extractor, self.runtime, self.precision, self.batch_size)
+        return extractor, open_extractor_engine(extractor, self.choice, self.batch_size)
 
 
 def extract_on_cluster(

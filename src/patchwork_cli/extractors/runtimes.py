@@ -14,11 +14,16 @@ instructions are missing.
 Every engine runs fixed-size batches (zero-padded, as Keras does here): one input shape
 means the same kernels for every row, so a row's features do not depend on its batch
 companions. Every engine is checked against Keras' output on a fixed batch when it opens.
+
+One decision: choose_runtime returns a RuntimeChoice, made once (extract makes it in the process
+that reports it, and sends it to every Dask worker), and whatever opens an engine takes it. Each
+engine is a module of its own, engine_<name>.py, saying what file it runs (the Keras model itself,
+a .tflite file) and how to open it, listed in ENGINES; a new engine is one module and its entry
+there, its name in store/config.py's Runtime.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import importlib.util
 import os
 from collections.abc import Callable
@@ -27,23 +32,26 @@ from dataclasses import dataclass
 import numpy as np
 
 from patchwork_cli.errors import PatchworkError
+from patchwork_cli.extractors import engine_keras, engine_litert, engine_openvino
+from patchwork_cli.extractors.conversion import check_batch
+from patchwork_cli.store.config import Precision, Runtime
 
-RUNTIMES = ("auto", "keras", "litert", "openvino")
-PRECISIONS = ("exact", "fast")
+# Every engine by its name (store/config.py's RUNTIMES but auto), in the order `auto` tries them
+# for exact features: Keras last, needing no package, what runs when no inference engine is installed.
+ENGINES = {engine.NAME: engine for engine in (engine_litert, engine_openvino, engine_keras)}
 EXACT = "exact"
-FAST_OPENVINO = "fast:openvino-bf16"  # what a store of fast features records as its precision
+FAST_OPENVINO = engine_openvino.FAST  # what a store of fast features records as its precision
 # max |engine - keras| / max |keras| on the check batch; measured: 6e-6 (LiteRT), 9e-6 (OpenVINO f32)
 EXACT_TOLERANCE = 1e-4
 # bfloat16 features agree with float32 ones to a cosine of about 0.99 (issue [12]); far below is a broken engine
 FAST_MIN_COSINE = 0.95
-PACKAGES = {"litert": ("ai_edge_litert", "ai-edge-litert"), "openvino": ("openvino", "openvino")}
 
 
 @dataclass
 class Engine:
     """A model compiled for batches of exactly `batch_size` rows."""
 
-    runtime: str  # keras, litert or openvino
+    runtime: str  # a name of ENGINES: keras, litert or openvino
     precision: str  # EXACT or FAST_OPENVINO: what it really computes
     batch_size: int
     input_dtype: np.dtype
@@ -62,61 +70,33 @@ class Engine:
         return f"{self.runtime}, {'exact' if self.precision == EXACT else 'fast'}"
 
 
-def keras_engine(model, batch_size: int, input_dtype=np.float32, note: str = "") -> Engine:
-    """`model` on Keras, each batch cut into one part per core, the parts run at once.
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """What runs an extractor here, decided once by choose_runtime and taken by whatever opens an
+    engine; small and picklable, so a Dask worker runs what the client decided and reported."""
 
-    TensorFlow's intra-op pool waits for its slowest thread at every layer, and a decoding thread
-    on the same core makes one slow: one call on every core ran extract at 0.81 of the stages'
-    bound. Parts run at once fill each other's waits. Measured on 2 cores (AMD EPYC, extract_bench's
-    JPEGs, 768 images decoded alongside, three interleaved rounds in one process): 182, 187 and 190
-    img/s against 162, 174 and 166 for one predict_on_batch call a batch decoding in turns (its
-    best before), with outputs bit for bit the same on the bundled extractor. Each part has a fixed
-    size, so a row's output still does not depend on its batch companions."""
-    import tensorflow as tf  # started by whoever built `model`
+    runtime: str  # a name of ENGINES: keras, litert or openvino
+    precision: str  # EXACT or FAST_OPENVINO: what it computes
+    note: str = ""  # what was given up to run here ("" when nothing was)
 
-    call = tf.function(lambda part: model(part, training=False))
-    parts = min(cpu_threads(), batch_size)
-    pool = concurrent.futures.ThreadPoolExecutor(parts, thread_name_prefix="patchwork-keras")
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        return np.concatenate(list(pool.map(lambda part: call(part).numpy(), np.array_split(batch, parts))))
-
-    return Engine("keras", EXACT, batch_size, np.dtype(input_dtype), run, note)
+    @property
+    def file(self) -> str | None:
+        """The suffix of the file its engine runs (.tflite); None for the Keras model itself."""
+        return ENGINES[self.runtime].FILE
 
 
-def open_extractor_engine(extractor, runtime: str, precision: str, batch_size: int) -> Engine:
-    """The engine that runs `extractor` (extractors.loading.Extractor) as the config asks, or as
-    near as this machine allows (Engine.note says how and why)."""
-    chosen, precision_used, note = choose_runtime(runtime, precision)
-    if chosen == "keras":
-        return keras_engine(extractor.model, batch_size, note=note)
-    from patchwork_cli.extractors.conversion import cached_extractor_model, check_batch
-
-    model_path, reference = cached_extractor_model(extractor)
-    engine = open_tflite(str(model_path), chosen, precision_used, batch_size, note)
-    check_engine(engine, check_batch(extractor.imshape, extractor.channels), reference, extractor.name)
-    return engine
-
-
-def open_tflite(path: str, runtime: str, precision: str, batch_size: int, note: str = "") -> Engine:
-    """The TFLite model at `path` on LiteRT or OpenVINO, compiled for batches of `batch_size`."""
-    if runtime == "litert":
-        return _litert(path, batch_size, note)
-    return _openvino(path, precision, batch_size, note)
-
-
-def choose_runtime(runtime: str, precision: str) -> tuple[str, str, str]:
-    """(runtime, precision, note) for the configured ones: what runs, what it computes, and
-    what was given up to run here ("" when nothing was)."""
-    if runtime in PACKAGES and not _installed(runtime):
-        module, package = PACKAGES[runtime]
+def choose_runtime(runtime: Runtime, precision: Precision) -> RuntimeChoice:
+    """What runs for the configured runtime and precision: the engine, what it computes, and what
+    was given up to run here."""
+    if runtime in ENGINES and not _installed(runtime):
+        _, package = ENGINES[runtime].PACKAGE
         raise PatchworkError(
             f"extractor.runtime: {runtime} needs the package {package}, which is not installed "
             f"(pip install {package}); or set runtime: auto"
         )
     if precision == "fast":
-        if runtime in ("auto", "openvino") and _installed("openvino") and _openvino_has_bfloat16():
-            return "openvino", FAST_OPENVINO, ""
+        if runtime in ("auto", "openvino") and _installed("openvino") and engine_openvino.has_bfloat16():
+            return RuntimeChoice("openvino", FAST_OPENVINO)
         why = (
             "needs OpenVINO (pip install openvino)"
             if runtime == "auto" and not _installed("openvino")
@@ -124,14 +104,55 @@ def choose_runtime(runtime: str, precision: str) -> tuple[str, str, str]:
             if runtime in ("auto", "openvino")
             else f"runs on OpenVINO only, not on {runtime}"
         )
-        runtime_now, _, note = choose_runtime(runtime, "exact")
-        return runtime_now, EXACT, "; ".join(filter(None, [f"precision fast {why}: exact features instead", note]))
+        exact = choose_runtime(runtime, "exact")
+        note = "; ".join(filter(None, [f"precision fast {why}: exact features instead", exact.note]))
+        return RuntimeChoice(exact.runtime, EXACT, note)
     if runtime != "auto":
-        return runtime, EXACT, ""
-    for engine in ("litert", "openvino"):
-        if _installed(engine):
-            return engine, EXACT, ""
-    return "keras", EXACT, "no inference engine installed (pip install ai-edge-litert): Keras runs the extractor"
+        return RuntimeChoice(runtime, EXACT)
+    chosen = next(name for name in ENGINES if _installed(name))  # Keras, last, always is
+    note = "no inference engine installed (pip install ai-edge-litert): Keras runs the extractor"
+    return RuntimeChoice(chosen, EXACT, note if chosen == "keras" else "")
+
+
+def cannot_run(choice: RuntimeChoice) -> str:
+    """Why this machine cannot run `choice`, made on another (a Dask client); "" when it can."""
+    if not _installed(choice.runtime):
+        package = ENGINES[choice.runtime].PACKAGE[1]
+        return f"{choice.runtime} needs the package {package}, which is not installed (pip install {package})"
+    if choice.precision == FAST_OPENVINO and not engine_openvino.has_bfloat16():
+        return "precision fast needs OpenVINO on a CPU with bfloat16 (AVX512-BF16 or AMX), which this one lacks"
+    return ""
+
+
+def open_extractor_engine(extractor, choice: RuntimeChoice, batch_size: int) -> Engine:
+    """The engine of `choice` running `extractor` (extractors.loading.Extractor), on the file its
+    engine runs (converted from the Keras model and cached: conversion.py) and checked against
+    Keras when it opens; Engine.note is the choice's."""
+    artefact, reference = ENGINES[choice.runtime].artefact(extractor)
+    engine = _open(choice, artefact, batch_size)
+    if reference is not None:  # None: the engine is Keras, the reference itself
+        check_engine(engine, check_batch(extractor.imshape, extractor.channels), reference, extractor.name)
+    return engine
+
+
+def open_file(path: str, choice: RuntimeChoice, batch_size: int) -> Engine:
+    """The model file at `path` (of the kind `choice.file` names, such as an export's model.tflite)
+    on the engine of `choice`, compiled for batches of `batch_size`."""
+    if choice.file is None or not str(path).endswith(choice.file):
+        raise ValueError(f"{choice.runtime} does not run {path}")
+    return _open(choice, str(path), batch_size)
+
+
+def keras_engine(model, batch_size: int, input_dtype=np.float32, note: str = "") -> Engine:
+    """`model` on Keras for batches of `input_dtype` (engine_keras.py: each batch cut into one part
+    per core, the parts run at once)."""
+    run, _ = engine_keras.load(model, EXACT, batch_size, cpu_threads())
+    return Engine("keras", EXACT, batch_size, np.dtype(input_dtype), run, note)
+
+
+def _open(choice: RuntimeChoice, artefact, batch_size: int) -> Engine:
+    run, input_dtype = ENGINES[choice.runtime].load(artefact, choice.precision, batch_size, cpu_threads())
+    return Engine(choice.runtime, choice.precision, batch_size, input_dtype, run, choice.note)
 
 
 def check_engine(engine: Engine, batch: np.ndarray, reference: np.ndarray, name: str) -> None:
@@ -168,57 +189,5 @@ def cpu_threads() -> int:
 
 
 def _installed(runtime: str) -> bool:
-    return importlib.util.find_spec(PACKAGES[runtime][0]) is not None
-
-
-def _openvino_has_bfloat16() -> bool:
-    import openvino
-
-    return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-
-
-def _litert(path: str, batch_size: int, note: str) -> Engine:
-    from ai_edge_litert.interpreter import Interpreter
-
-    from patchwork_cli.util.tensorflow_runtime import native_stderr_silenced
-
-    # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." as it applies the
-    # delegate, which happens again when the tensors are resized and allocated
-    with native_stderr_silenced():
-        interpreter = Interpreter(model_path=path, num_threads=cpu_threads())
-        (source,) = interpreter.get_input_details()
-        target = interpreter.get_output_details()[0]["index"]
-        interpreter.resize_tensor_input(source["index"], (batch_size, *source["shape"][1:]), strict=False)
-        interpreter.allocate_tensors()
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        interpreter.set_tensor(source["index"], batch)
-        interpreter.invoke()  # releases the GIL: decoding threads go on meanwhile
-        return interpreter.get_tensor(target)  # a copy: the next invoke does not change it
-
-    return Engine("litert", EXACT, batch_size, np.dtype(source["dtype"]), run, note)
-
-
-def _openvino(path: str, precision: str, batch_size: int, note: str) -> Engine:
-    import openvino
-
-    core = openvino.Core()
-    model = core.read_model(path)
-    partial = model.inputs[0].get_partial_shape()  # (-1, h, w, c): the batch left free
-    model.reshape([batch_size, *(partial[axis].get_length() for axis in range(1, partial.rank.get_length()))])
-    compiled = core.compile_model(
-        model,
-        "CPU",
-        {
-            "INFERENCE_PRECISION_HINT": "bf16" if precision == FAST_OPENVINO else "f32",
-            "PERFORMANCE_HINT": "LATENCY",  # one stream on all cores: measured 93 img/s against THROUGHPUT's 53
-            "INFERENCE_NUM_THREADS": cpu_threads(),
-        },
-    )
-    request = compiled.create_infer_request()
-    input_dtype = np.dtype(model.inputs[0].get_element_type().to_dtype())
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        return np.array(request.infer([batch])[0])  # a copy: the request reuses its output buffer
-
-    return Engine("openvino", precision, batch_size, input_dtype, run, note)
+    package = ENGINES[runtime].PACKAGE
+    return package is None or importlib.util.find_spec(package[0]) is not None
