@@ -125,8 +125,10 @@ def choose(strategy: Strategy, pool: Pool, k: int, rng: np.random.Generator) -> 
     form = strategy.form
     if form == "random":
         return selection.random_draw(pool.count, k, rng)
-    if form in ("maxent", "maxent+sum"):
-        return selection.top_k(scores.max_entropy(pool.p, "sum" if form == "maxent+sum" else "max"), k)
+    if form == "maxent":
+        return selection.top_k(scores.max_entropy(pool.p), k)
+    if form == "maxent+sum":
+        return selection.top_k(scores.summed_entropy(pool.p), k)
     if form == "maxent:C":
         return selection.top_k(scores.binary_entropy(pool.p[:, pool.target]), k)
     if form == "high:C":  # likely positives (with --from lacks:C: hard negatives)
