@@ -20,7 +20,8 @@ import pandas as pd
 from patchwork_cli.errors import PatchworkError
 from patchwork_cli.sampling.filters import DEFAULT_FILTERS, FILTERS, check_filters, filter_mask
 from patchwork_cli.sampling.label_errors import describe
-from patchwork_cli.sampling.strategies import STRATEGIES, Pool, Strategy, auto_strategy, choose, parse_strategy
+from patchwork_cli.sampling.registry import STRATEGIES, reading
+from patchwork_cli.sampling.strategies import Pool, Strategy, auto_strategy, choose, parse_strategy
 from patchwork_cli.store import runs
 from patchwork_cli.store.duplicate_groups import read_groups
 from patchwork_cli.store.splits import Parts
@@ -227,8 +228,8 @@ def _feature_pool(table: pd.DataFrame, candidates: np.ndarray, project: Project)
     store = project.open_features()
     if store is None:
         raise PatchworkError(
-            "features not extracted yet: the coverage strategies (typiclust, probcover) work on the "
-            "extracted features; run 'patchwork extract' first (or use --strategy random)"
+            f"features not extracted yet: the coverage strategies ({', '.join(reading('features'))}) work on "
+            "the extracted features; run 'patchwork extract' first (or use --strategy random)"
         )
     match = store.match(table["filepath"], project.directory)
     has_features = store.table_status(match) == DONE
