@@ -23,7 +23,7 @@ class StrategyRecord:
     name: str  # as --strategy spells it, ":C" for a class: "maxent:C"
     reads: tuple[Source, ...]  # () for nothing but the label table
     seeded: bool  # its picks depend on --seed
-    function: str  # its function in sampling/strategies.py: (pool, k, rng) -> (indices, scores)
+    function: str  # its function in sampling/strategies.py: (pool, k, rng) -> Picks
     help: str  # one line of `patchwork sample --help`
 
     @property

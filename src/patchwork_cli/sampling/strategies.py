@@ -23,6 +23,8 @@ from patchwork_cli.sampling.registry import BY_NAME, FROM_RUN, RECORDS, STRATEGI
 # benchmarks/active_learning.py (3 seeds, digits and MNIST): switching at 1 beat switching at 3
 # on both (area under the learning curve 0.867 vs 0.859 and 0.869 vs 0.855).
 AUTO_MIN_LABELS_PER_CLASS = 1
+# What a strategy returns: indices into the pool in rank order, and their scores.
+Picks = tuple[np.ndarray, np.ndarray]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +106,7 @@ def auto_strategy(task: str, labelled_counts_per_class: Sequence[int], has_run: 
     return "cluster-margin" if task == "multiclass" else "badge"
 
 
-def choose(strategy: Strategy, pool: Pool, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def choose(strategy: Strategy, pool: Pool, k: int, rng: np.random.Generator) -> Picks:
     """(indices into the pool in rank order, their scores)."""
     return _FUNCTIONS[strategy.form](pool, k, rng)
 
@@ -112,67 +114,67 @@ def choose(strategy: Strategy, pool: Pool, k: int, rng: np.random.Generator) -> 
 # The strategies' functions, one per record of the registry, which names them: choose_<what>.
 
 
-def choose_random(pool: Pool, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def choose_random(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
     return selection.random_draw(pool.count, k, rng)
 
 
-def choose_maxent(pool: Pool, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def choose_maxent(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
     return selection.top_k(scores.max_entropy(pool.p), k)
 
 
-def choose_maxent_sum(pool: Pool, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def choose_maxent_sum(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
     return selection.top_k(scores.summed_entropy(pool.p), k)
 
 
-def choose_maxent_class(pool: Pool, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def choose_maxent_class(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
     return selection.top_k(scores.binary_entropy(pool.p[:, pool.target]), k)
 
 
-def choose_high(pool: Pool, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def choose_high(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
     """Likely positives (with --from lacks:C: hard negatives)."""
     return selection.weighted_draw(pool.p[:, pool.target], k, rng)
 
 
-def choose_low(pool: Pool, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def choose_low(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
     """Likely negatives (with --from contains:C: hard positives)."""
     return selection.weighted_draw(1.0 - pool.p[:, pool.target], k, rng)
 
 
-def choose_badge(pool: Pool, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def choose_badge(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
     points = GradientPoints(pool.h, scores.hard_prediction_gradient(pool.p, pool.task))
     seen = GradientPoints(pool.seen_h, scores.hard_prediction_gradient(pool.seen_p, pool.task))
     return selection.kmeans_pp_seeding(points, k, rng, seen)
 
 
-def choose_coreset(pool: Pool, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def choose_coreset(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
     return selection.k_center_greedy(Points(pool.h), k, Points(pool.seen_h))
 
 
-def choose_disagree(pool: Pool, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def choose_disagree(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
     labelled = np.flatnonzero(~np.isnan(pool.labels).all(axis=1))
     ranking = label_errors.rank_labels(pool.p[labelled], pool.labels[labelled], pool.task)
     order = ranking.order()[:k]
     return labelled[order], ranking.score[order]
 
 
-def choose_margin(pool: Pool, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def choose_margin(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
     return selection.top_k(scores.margin(pool.p, pool.task), k)
 
 
-def choose_cluster_margin(pool: Pool, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def choose_cluster_margin(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
     return selection.cluster_margin(scores.margin(pool.p, pool.task), pool.h, k, rng)
 
 
-def choose_typiclust(pool: Pool, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def choose_typiclust(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
     return coverage.typiclust(pool.features, k, rng, pool.seen_features)
 
 
-def choose_probcover(pool: Pool, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def choose_probcover(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
     classes = pool.class_count or coverage.PSEUDO_CLASSES
     return coverage.probcover(pool.features, k, rng, pool.seen_features, pseudo_classes=classes)
 
 
-def choose_auto(pool: Pool, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def choose_auto(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
     raise ValueError("strategy 'auto' stands for another: resolve it with auto_strategy() before choose()")
 
 
