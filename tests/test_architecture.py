@@ -1,16 +1,18 @@
 """The layout docs/ARCHITECTURE.md describes, checked on the source: the layers, no import cycles
 (imports inside functions included), no module over 450 lines, package __init__ files that only
-say what the package is for."""
+say what the package is for, and the strategies' names spelled only in sampling/registry.py."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import networkx as nx
 import pytest
 
 import patchwork_cli
+from patchwork_cli.sampling import registry
 
 PACKAGE = Path(patchwork_cli.__file__).parent
 MAX_LINES = 450
@@ -101,3 +103,92 @@ def test_package_inits_only_say_what_the_package_is_for():
             body = ast.parse(path.read_text(encoding="utf-8")).body
             assert len(body) == 1 and isinstance(body[0].value, ast.Constant), path
             assert layer(name + ".x") in ALLOWED or layer(name + ".x") == "cli", f"{name}: not in the layer table"
+
+
+# --- a strategy's name has one home: sampling/registry.py ------------------------------------
+
+REGISTRY_MODULE = "patchwork_cli.sampling.registry"
+# Names as words, and their forms without the class ("high" of "high:C", as --seed's help has it).
+STRATEGY_WORDS = set(registry.STRATEGIES) | {record.base for record in registry.RECORDS}
+# The string literals outside the registry that are one strategy's name, and why each is not a
+# copy of the list. A literal, tuple, list, set or dict naming two strategies or more is always
+# refused: that is a hand-written list.
+ONE_NAME_ALLOWED = {
+    # "auto" names other choices too (the extractor runtime's, the head's); in store/config.py it
+    # is also sampling.strategy's default, and store sits below sampling.
+    ("patchwork_cli.store.config", "auto"),
+    ("patchwork_cli.extractors.runtimes", "auto"),
+    ("patchwork_cli.modeling.spec", "auto"),
+    ("patchwork_cli.deploy.model", "auto"),
+    ("patchwork_cli.deploy.predict", "auto"),
+    # auto's rule (strategies.auto_strategy): the strategies it stands for
+    ("patchwork_cli.sampling.strategies", "typiclust"),
+    ("patchwork_cli.sampling.strategies", "cluster-margin"),
+    ("patchwork_cli.sampling.strategies", "badge"),
+    # sample() itself: auto is resolved before anything is read, and is random before any extract;
+    # disagree takes every row by default, the out-of-fold predictions, and says given / suggested
+    ("patchwork_cli.sampling.sample", "auto"),
+    ("patchwork_cli.sampling.sample", "random"),
+    ("patchwork_cli.sampling.sample", "disagree"),
+}
+
+
+def strategy_words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z][\w+:-]*[\w+]", text)) & STRATEGY_WORDS
+
+
+def hand_written_strategy_names(module: str, source: str) -> list[str]:
+    """Where `source` spells strategies' names itself: a docstring may, nothing else may."""
+    tree = ast.parse(source)
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set, ast.Dict)):
+            elements = node.keys if isinstance(node, ast.Dict) else node.elts
+            named = [e.value for e in elements if isinstance(e, ast.Constant) and e.value in STRATEGY_WORDS]
+            if len(named) >= 2:
+                found.append(f"{module}:{node.lineno}: {named}")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            alone = node.value in STRATEGY_WORDS and (module, node.value) not in ONE_NAME_ALLOWED
+            if alone or len(strategy_words(node.value)) >= 2:
+                found.append(f"{module}:{node.lineno}: {node.value!r}")
+    return found
+
+
+def test_strategy_names_are_spelled_only_in_the_registry():
+    found = [
+        offence
+        for name, path in MODULES.items()
+        if name != REGISTRY_MODULE
+        for offence in hand_written_strategy_names(name, path.read_text(encoding="utf-8"))
+    ]
+    assert found == [], "strategy names outside sampling/registry.py (build them from it): " + "; ".join(found)
+
+
+def test_the_check_finds_a_hand_written_list():
+    module = "patchwork_cli.cli.sample"
+    assert hand_written_strategy_names(module, 'HELP = "random, maxent, badge"')
+    assert hand_written_strategy_names(module, 'help = f"Seed for ({x}) random, high, low."')
+    assert hand_written_strategy_names(module, 'NAMES = ("coreset", "margin")')
+    assert hand_written_strategy_names(module, 'if form == "typiclust": pass')
+    assert hand_written_strategy_names("patchwork_cli.sampling.sample", 'FORMS = {"auto": 1, "disagree": 2}')
+    assert not hand_written_strategy_names(module, '"""Docs may say random and maxent."""\nx = "--strategy random"')
+
+
+def test_sample_help_is_built_from_the_registry():
+    from typer.main import get_command
+
+    from patchwork_cli.cli.app import app
+
+    command = get_command(app).commands["sample"]
+    helps = {param.name: param.help for param in command.params}
+    assert helps["strategy"] == f"{registry.listing()} (default: sampling.strategy in patchwork.yaml)."
+    assert helps["seed"] == f"Seed for the random strategies ({registry.seeded_listing()})."
+    assert command.epilog.endswith(registry.described())

@@ -1,9 +1,11 @@
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
 from patchwork_cli.errors import PatchworkError
+from patchwork_cli.sampling.registry import STRATEGIES
 from patchwork_cli.store.config import Config, load_config, parse_config, replace_classes
 from patchwork_cli.store.project import template_text
 
@@ -35,6 +37,14 @@ def test_the_template_documents_every_key():
             assert sorted(data[section.name]) == sorted(f.name for f in dataclasses.fields(value)), section.name
         else:
             assert section.name in data
+
+
+def test_the_template_names_every_strategy():
+    """The comment on sampling.strategy lists the strategies by hand (a comment cannot be built):
+    each of sampling/registry.py's must be there."""
+    comment = template_text().partition("\nsampling:\n")[2].partition("\n  strategy:")[0]
+    named = set(re.findall(r"[a-z][\w+:-]*[\w+]", comment.replace(":CLASS", ":C")))
+    assert sorted(set(STRATEGIES) - named) == []
 
 
 @pytest.mark.parametrize(

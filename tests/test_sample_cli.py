@@ -12,8 +12,8 @@ import pytest
 from builders import SAMPLE_PREDICTIONS as P
 from builders import Cli, probe, snapshot, write_run
 
-from patchwork_cli.cli.sample import FILTER_HELP, STRATEGY_HELP
-from patchwork_cli.sampling.sample import FILTERS, STRATEGIES
+from patchwork_cli.cli.sample import FILTER_HELP
+from patchwork_cli.sampling.sample import FILTERS
 
 EXPECTED_MAXENT = [0, 5, 4]  # the rows of P with the most uncertain class, most uncertain first
 
@@ -114,5 +114,5 @@ def test_sample_does_not_import_tensorflow(project_dir):
     assert report["code"] in (0, None) and not report["tensorflow"]
 
 
-def test_help_names_every_strategy_and_filter():
-    assert STRATEGY_HELP == ", ".join(STRATEGIES) and FILTER_HELP == ", ".join(FILTERS)
+def test_help_names_every_filter():  # the strategies' help: tests/test_architecture.py
+    assert FILTER_HELP == ", ".join(FILTERS)

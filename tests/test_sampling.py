@@ -98,13 +98,13 @@ def test_binary_entropy_in_bits():
     np.testing.assert_allclose(scores.binary_entropy(p), expected, atol=1e-6)
 
 
-def test_max_entropy_combines_by_max_or_sum():
+def test_max_entropy_and_summed_entropy():
     p = np.array([[0.5, 0.0, 1.0], [0.25, 0.25, 0.25], [0.9, 0.99, 0.999]])
     one = scores.binary_entropy(np.array([0.25]))[0]
-    np.testing.assert_allclose(scores.max_entropy(p, "max")[:2], [1, one])
-    np.testing.assert_allclose(scores.max_entropy(p, "sum")[:2], [1, 3 * one])
+    np.testing.assert_allclose(scores.max_entropy(p)[:2], [1, one])
+    np.testing.assert_allclose(scores.summed_entropy(p)[:2], [1, 3 * one])
     # Max ranks the row with one coin-flip class first; sum the row that is a little unsure everywhere.
-    assert np.argmax(scores.max_entropy(p, "max")) == 0 and np.argmax(scores.max_entropy(p, "sum")) == 1
+    assert np.argmax(scores.max_entropy(p)) == 0 and np.argmax(scores.summed_entropy(p)) == 1
 
 
 def test_gradient_factor_is_p_minus_the_hard_prediction():

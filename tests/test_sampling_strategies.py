@@ -1,12 +1,15 @@
 """The strategies of issue 10 on small hand-checked arrays: margin, cluster-margin, typiclust,
-probcover (against the paper's greedy written out with every distance), and auto's rule."""
+probcover (against the paper's greedy written out with every distance), auto's rule, and the
+registry that names each strategy's function."""
 
 from __future__ import annotations
+
+import inspect
 
 import numpy as np
 import pytest
 
-from patchwork_cli.sampling import coverage, scores, selection
+from patchwork_cli.sampling import coverage, registry, scores, selection, strategies
 from patchwork_cli.sampling.strategies import Pool, auto_strategy, choose, parse_strategy
 
 
@@ -243,3 +246,15 @@ def test_choose_runs_the_coverage_strategies_on_the_pools_features(monkeypatch):
     choose(parse_strategy("probcover", ["a"]), pool, 2, np.random.default_rng(4))
     (features, k, _, labelled), options = calls[0]
     assert features is candidates and k == 2 and labelled is seen and options == {"pseudo_classes": 3}
+
+
+# --- the registry ------------------------------------------------------------------------
+
+
+def test_every_record_names_a_strategy_function_and_every_strategy_function_has_a_record():
+    functions = {name for name, value in vars(strategies).items() if name.startswith("choose_") and callable(value)}
+    named = [record.function for record in registry.RECORDS]
+    assert sorted(named) == sorted(functions)  # each function once, none missing, none without a record
+    assert len(set(registry.STRATEGIES)) == len(registry.STRATEGIES)
+    for name in functions:  # what choose() passes each
+        assert list(inspect.signature(getattr(strategies, name)).parameters) == ["pool", "k", "rng"], name

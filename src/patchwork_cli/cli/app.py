@@ -92,7 +92,7 @@ app.command("export")(export.export)
 app.command("predict")(predict.predict)
 app.command("status")(status.status)
 app.command("label")(label.label)
-app.command("sample")(sample.sample)
+app.command("sample", epilog=sample.EPILOG)(sample.sample)
 app.command("duplicates")(duplicates.duplicates)
 app.add_typer(classes.app, name="classes")
 

@@ -8,13 +8,12 @@ import json
 import typer
 
 from patchwork_cli.cli.common import ProjectOption, open_from, say
+from patchwork_cli.sampling import registry  # pure Python: --help loads neither numpy nor pandas
 
-# The names are spelled out here, not imported, so that --help loads neither numpy nor pandas
-# (a test checks they match sampling.STRATEGIES and FILTERS).
-STRATEGY_HELP = (
-    "random, maxent, maxent+sum, maxent:C, high:C, low:C, badge, coreset, disagree, "
-    "margin, cluster-margin, typiclust, probcover, auto"
-)
+# After the options in `patchwork sample --help` (\b: click keeps the lines as they are).
+EPILOG = f"Strategies (C a class):\n\n\b\n{registry.described()}"
+# The filters are spelled out here, not imported, so that --help loads neither numpy nor pandas
+# (a test checks they match sampling.FILTERS).
 FILTER_HELP = "unlabeled, partial, labeled, all, excluded, validation, unlabeled:C, contains:C, lacks:C, subset:V"
 
 
@@ -28,7 +27,7 @@ def sample(
     ctx: typer.Context,
     n: int | None = typer.Option(None, "-n", min=1, help="How many images (default: sampling.n in patchwork.yaml)."),
     strategy: str | None = typer.Option(
-        None, "--strategy", "-s", help=f"{STRATEGY_HELP} (default: sampling.strategy in patchwork.yaml)."
+        None, "--strategy", "-s", help=f"{registry.listing()} (default: sampling.strategy in patchwork.yaml)."
     ),
     filters: list[str] = typer.Option(
         [],
@@ -38,7 +37,7 @@ def sample(
     seed: int | None = typer.Option(
         None,
         "--seed",
-        help="Seed for the random strategies (random, high, low, badge, cluster-margin, typiclust, probcover).",
+        help=f"Seed for the random strategies ({registry.seeded_listing()}).",
     ),
     run: str | None = typer.Option(None, "--run", help="The run whose predictions to use (default: LATEST)."),
     output: OutputFormat = typer.Option(

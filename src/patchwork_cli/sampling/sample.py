@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -19,10 +20,14 @@ import pandas as pd
 from patchwork_cli.errors import PatchworkError
 from patchwork_cli.sampling.filters import DEFAULT_FILTERS, FILTERS, check_filters, filter_mask
 from patchwork_cli.sampling.label_errors import describe
-from patchwork_cli.sampling.strategies import STRATEGIES, Pool, Strategy, auto_strategy, choose, parse_strategy
+from patchwork_cli.sampling.registry import STRATEGIES, reading
+from patchwork_cli.sampling.strategies import Pool, Strategy, auto_strategy, choose, parse_strategy
 from patchwork_cli.store import runs
 from patchwork_cli.store.duplicate_groups import read_groups
 from patchwork_cli.store.splits import Parts
+
+if TYPE_CHECKING:
+    from patchwork_cli.store.project import Project
 
 __all__ = ["FILTERS", "STRATEGIES", "sample"]
 
@@ -31,7 +36,7 @@ COLUMNS = ("row", "filepath", "score", "rank", "strategy")
 
 
 def sample(
-    project,
+    project: Project,
     n: int,
     *,
     strategy: str | None = None,
@@ -87,7 +92,7 @@ def sample(
     return chosen_rows
 
 
-def _one_per_group(project, table: pd.DataFrame, candidates: np.ndarray) -> np.ndarray:
+def _one_per_group(project: Project, table: pd.DataFrame, candidates: np.ndarray) -> np.ndarray:
     """The candidates without copies (duplicates.csv, from `patchwork duplicates`): none of a group
     that holds a labelled image (its label covers them all), one of each other group (the first in
     labels.csv), so that a batch never shows the same image twice."""
@@ -111,7 +116,7 @@ def _one_per_group(project, table: pd.DataFrame, candidates: np.ndarray) -> np.n
     return candidates[~covered & ~repeat]
 
 
-def _resolve_auto(project, table: pd.DataFrame, run_id: str | None) -> Strategy:
+def _resolve_auto(project: Project, table: pd.DataFrame, run_id: str | None) -> Strategy:
     """What `auto` stands for now (strategies.auto_strategy): coverage until the model has a few
     positive training labels of every class, then diverse uncertainty; random before any
     extract (coverage is of the features)."""
@@ -122,7 +127,7 @@ def _resolve_auto(project, table: pd.DataFrame, run_id: str | None) -> Strategy:
     return Strategy(auto_strategy(project.config.task, positives.tolist(), has_run))
 
 
-def _parse(project, strategy: str | None) -> Strategy:
+def _parse(project: Project, strategy: str | None) -> Strategy:
     if strategy is not None:
         return parse_strategy(strategy, project.classes)
     try:
@@ -131,7 +136,7 @@ def _parse(project, strategy: str | None) -> Strategy:
         raise PatchworkError(f"{project.config_path}: sampling.strategy: {error}") from None
 
 
-def _run_for(project, strategy: Strategy, run_id: str | None) -> tuple[Path, list[str]] | None:
+def _run_for(project: Project, strategy: Strategy, run_id: str | None) -> tuple[Path, list[str]] | None:
     """The run directory and its classes, when the strategy needs a model."""
     if not strategy.needs_model:
         return None
@@ -150,7 +155,9 @@ def _run_for(project, strategy: Strategy, run_id: str | None) -> tuple[Path, lis
     return run_dir, run_classes
 
 
-def _pool(table: pd.DataFrame, strategy: Strategy, candidates: np.ndarray, run: tuple[Path, list[str]], project):
+def _pool(
+    table: pd.DataFrame, strategy: Strategy, candidates: np.ndarray, run: tuple[Path, list[str]], project: Project
+) -> tuple[Pool, np.ndarray]:
     """The candidates' arrays for `strategy`, and the candidates that have them (rows the
     run never predicted, added since or without features, are dropped with a warning)."""
     run_dir, run_classes = run
@@ -212,7 +219,7 @@ def _out_of_sample(p: np.ndarray, filepaths: pd.Series, learnt: np.ndarray, run_
     return p
 
 
-def _feature_pool(table: pd.DataFrame, candidates: np.ndarray, project) -> tuple[Pool, np.ndarray]:
+def _feature_pool(table: pd.DataFrame, candidates: np.ndarray, project: Project) -> tuple[Pool, np.ndarray]:
     """The candidates' reduced features (the store's reduced copy: unit pooled rows on its principal
     axes) for the coverage strategies, with those of the labelled rows (already covered), matched to
     labels.csv by filepath; candidates without features are dropped with a warning."""
@@ -221,8 +228,8 @@ def _feature_pool(table: pd.DataFrame, candidates: np.ndarray, project) -> tuple
     store = project.open_features()
     if store is None:
         raise PatchworkError(
-            "features not extracted yet: the coverage strategies (typiclust, probcover) work on the "
-            "extracted features; run 'patchwork extract' first (or use --strategy random)"
+            f"features not extracted yet: the coverage strategies ({', '.join(reading('features'))}) work on "
+            "the extracted features; run 'patchwork extract' first (or use --strategy random)"
         )
     match = store.match(table["filepath"], project.directory)
     has_features = store.table_status(match) == DONE

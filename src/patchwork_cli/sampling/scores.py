@@ -11,8 +11,6 @@ import numpy as np
 
 from patchwork_cli.store.tasks import TASKS
 
-COMBINE = ("max", "sum")
-
 
 def binary_entropy(p: np.ndarray) -> np.ndarray:
     """Entropy in bits of each Bernoulli output (1 at p = 0.5, 0 at p = 0 or 1).
@@ -23,13 +21,16 @@ def binary_entropy(p: np.ndarray) -> np.ndarray:
     return -(p * np.log2(np.maximum(p, tiny)) + q * np.log2(np.maximum(q, tiny)))
 
 
-def max_entropy(p: np.ndarray, combine: str = "max") -> np.ndarray:
-    """Uncertainty over all classes: the most uncertain class ("max") or the total ("sum")."""
-    if combine == "max":
-        # Entropy falls as p moves away from 1/2 on either side, so the most uncertain class is
-        # the one nearest 1/2: one logarithm per row instead of one per cell.
-        distance = np.subtract(p, 0.5, dtype=np.float32)
-        return binary_entropy(0.5 - np.abs(distance, out=distance).min(axis=1))
+def max_entropy(p: np.ndarray) -> np.ndarray:
+    """Uncertainty over all classes: the entropy of the most uncertain class."""
+    # Entropy falls as p moves away from 1/2 on either side, so the most uncertain class is
+    # the one nearest 1/2: one logarithm per row instead of one per cell.
+    distance = np.subtract(p, 0.5, dtype=np.float32)
+    return binary_entropy(0.5 - np.abs(distance, out=distance).min(axis=1))
+
+
+def summed_entropy(p: np.ndarray) -> np.ndarray:
+    """Uncertainty over all classes: the sum of the classes' entropies."""
     return binary_entropy(p).sum(axis=1)
 
 

@@ -1,4 +1,4 @@
-"""Strategies: a score function and a selection, named as `--strategy` spells them.
+"""Strategies: a score function and a selection each, as sampling/registry.py names them.
 
 `choose` is pure: it takes the candidates' arrays (a Pool) and returns which of them to
 show and why. Loading those arrays from the project and its run is sample()'s job.
@@ -15,40 +15,26 @@ from patchwork_cli.errors import PatchworkError, did_you_mean
 from patchwork_cli.sampling import coverage, label_errors, scores, selection
 from patchwork_cli.sampling.filters import check_class
 from patchwork_cli.sampling.geometry import GradientPoints, Points
+from patchwork_cli.sampling.registry import BY_NAME, FROM_RUN, RECORDS, STRATEGIES, StrategyRecord, listing
 
-STRATEGIES = (
-    "random",
-    "maxent",
-    "maxent+sum",
-    "maxent:C",
-    "high:C",
-    "low:C",
-    "badge",
-    "coreset",
-    "disagree",
-    "margin",
-    "cluster-margin",
-    "typiclust",
-    "probcover",
-    "auto",
-)
-# What each strategy reads: the run's predictions, except the model-free ones; the run's
-# embeddings for the diversity ones; the extracted features for the coverage ones.
-MODEL_FREE = ("random", "typiclust", "probcover")
-NEEDS_EMBEDDINGS = ("badge", "coreset", "cluster-margin")
-NEEDS_FEATURES = ("typiclust", "probcover")
 # auto leaves coverage for uncertainty once every class has this many positive training labels:
 # before that a model cannot be uncertain about a class it has never seen, and typical examples
 # teach more (Hacohen et al. 2022: in the lowest budgets coverage beats uncertainty). Chosen by
 # benchmarks/active_learning.py (3 seeds, digits and MNIST): switching at 1 beat switching at 3
 # on both (area under the learning curve 0.867 vs 0.859 and 0.869 vs 0.855).
 AUTO_MIN_LABELS_PER_CLASS = 1
+# What a strategy returns: indices into the pool in rank order, and their scores.
+Picks = tuple[np.ndarray, np.ndarray]
 
 
 @dataclasses.dataclass(frozen=True)
 class Strategy:
-    form: str  # as STRATEGIES spells it: "maxent:C"
+    form: str  # as its record spells it: "maxent:C"
     target: str | None = None  # the class C
+
+    @property
+    def record(self) -> StrategyRecord:
+        return BY_NAME[self.form]
 
     @property
     def name(self) -> str:
@@ -56,15 +42,15 @@ class Strategy:
 
     @property
     def needs_model(self) -> bool:
-        return self.form not in MODEL_FREE
+        return any(source in FROM_RUN for source in self.record.reads)
 
     @property
     def needs_embeddings(self) -> bool:
-        return self.form in NEEDS_EMBEDDINGS
+        return "embeddings" in self.record.reads
 
     @property
     def needs_features(self) -> bool:
-        return self.form in NEEDS_FEATURES
+        return "features" in self.record.reads
 
 
 @dataclasses.dataclass
@@ -102,7 +88,7 @@ def parse_strategy(spec: str, classes: Sequence[str]) -> Strategy:
     if colon and f"{name}:C" in STRATEGIES and argument:
         return Strategy(f"{name}:C", check_class(argument, classes))
     raise PatchworkError(
-        f"unknown strategy {spec!r}{did_you_mean(spec, STRATEGIES)}; strategies: {', '.join(STRATEGIES)} (C a class)"
+        f"unknown strategy {spec!r}{did_you_mean(spec, STRATEGIES)}; strategies: {listing()} (C a class)"
     )
 
 
@@ -120,39 +106,77 @@ def auto_strategy(task: str, labelled_counts_per_class: Sequence[int], has_run: 
     return "cluster-margin" if task == "multiclass" else "badge"
 
 
-def choose(strategy: Strategy, pool: Pool, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def choose(strategy: Strategy, pool: Pool, k: int, rng: np.random.Generator) -> Picks:
     """(indices into the pool in rank order, their scores)."""
-    form = strategy.form
-    if form == "random":
-        return selection.random_draw(pool.count, k, rng)
-    if form in ("maxent", "maxent+sum"):
-        return selection.top_k(scores.max_entropy(pool.p, "sum" if form == "maxent+sum" else "max"), k)
-    if form == "maxent:C":
-        return selection.top_k(scores.binary_entropy(pool.p[:, pool.target]), k)
-    if form == "high:C":  # likely positives (with --from lacks:C: hard negatives)
-        return selection.weighted_draw(pool.p[:, pool.target], k, rng)
-    if form == "low:C":  # likely negatives (with --from contains:C: hard positives)
-        return selection.weighted_draw(1.0 - pool.p[:, pool.target], k, rng)
-    if form == "badge":
-        points = GradientPoints(pool.h, scores.hard_prediction_gradient(pool.p, pool.task))
-        seen = GradientPoints(pool.seen_h, scores.hard_prediction_gradient(pool.seen_p, pool.task))
-        return selection.kmeans_pp_seeding(points, k, rng, seen)
-    if form == "coreset":
-        return selection.k_center_greedy(Points(pool.h), k, Points(pool.seen_h))
-    if form == "margin":
-        return selection.top_k(scores.margin(pool.p, pool.task), k)
-    if form == "cluster-margin":
-        return selection.cluster_margin(scores.margin(pool.p, pool.task), pool.h, k, rng)
-    if form == "typiclust":
-        return coverage.typiclust(pool.features, k, rng, pool.seen_features)
-    if form == "probcover":
-        classes = pool.class_count or coverage.PSEUDO_CLASSES
-        return coverage.probcover(pool.features, k, rng, pool.seen_features, pseudo_classes=classes)
-    if form == "auto":
-        raise ValueError("strategy 'auto' stands for another: resolve it with auto_strategy() before choose()")
-    if form == "disagree":
-        labelled = np.flatnonzero(~np.isnan(pool.labels).all(axis=1))
-        ranking = label_errors.rank_labels(pool.p[labelled], pool.labels[labelled], pool.task)
-        order = ranking.order()[:k]
-        return labelled[order], ranking.score[order]
-    raise AssertionError(form)  # pragma: no cover - parse_strategy admits only STRATEGIES
+    return _FUNCTIONS[strategy.form](pool, k, rng)
+
+
+# The strategies' functions, one per record of the registry, which names them: choose_<what>.
+
+
+def choose_random(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
+    return selection.random_draw(pool.count, k, rng)
+
+
+def choose_maxent(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
+    return selection.top_k(scores.max_entropy(pool.p), k)
+
+
+def choose_maxent_sum(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
+    return selection.top_k(scores.summed_entropy(pool.p), k)
+
+
+def choose_maxent_class(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
+    return selection.top_k(scores.binary_entropy(pool.p[:, pool.target]), k)
+
+
+def choose_high(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
+    """Likely positives (with --from lacks:C: hard negatives)."""
+    return selection.weighted_draw(pool.p[:, pool.target], k, rng)
+
+
+def choose_low(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
+    """Likely negatives (with --from contains:C: hard positives)."""
+    return selection.weighted_draw(1.0 - pool.p[:, pool.target], k, rng)
+
+
+def choose_badge(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
+    points = GradientPoints(pool.h, scores.hard_prediction_gradient(pool.p, pool.task))
+    seen = GradientPoints(pool.seen_h, scores.hard_prediction_gradient(pool.seen_p, pool.task))
+    return selection.kmeans_pp_seeding(points, k, rng, seen)
+
+
+def choose_coreset(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
+    return selection.k_center_greedy(Points(pool.h), k, Points(pool.seen_h))
+
+
+def choose_disagree(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
+    labelled = np.flatnonzero(~np.isnan(pool.labels).all(axis=1))
+    ranking = label_errors.rank_labels(pool.p[labelled], pool.labels[labelled], pool.task)
+    order = ranking.order()[:k]
+    return labelled[order], ranking.score[order]
+
+
+def choose_margin(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
+    return selection.top_k(scores.margin(pool.p, pool.task), k)
+
+
+def choose_cluster_margin(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
+    return selection.cluster_margin(scores.margin(pool.p, pool.task), pool.h, k, rng)
+
+
+def choose_typiclust(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
+    return coverage.typiclust(pool.features, k, rng, pool.seen_features)
+
+
+def choose_probcover(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
+    classes = pool.class_count or coverage.PSEUDO_CLASSES
+    return coverage.probcover(pool.features, k, rng, pool.seen_features, pseudo_classes=classes)
+
+
+def choose_auto(pool: Pool, k: int, rng: np.random.Generator) -> Picks:
+    raise ValueError("strategy 'auto' stands for another: resolve it with auto_strategy() before choose()")
+
+
+# Looked up once, here: a record naming a function this module lacks fails at import.
+_FUNCTIONS = {record.name: globals()[record.function] for record in RECORDS}
