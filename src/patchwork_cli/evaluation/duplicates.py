@@ -25,6 +25,7 @@ import pandas as pd
 
 from patchwork_cli.errors import PatchworkError
 from patchwork_cli.store.features import DONE
+from patchwork_cli.store.label_schema import FILEPATH
 from patchwork_cli.util.chunked import chunk_groups
 from patchwork_cli.util.projection import unit_rows
 
@@ -57,7 +58,7 @@ def find_duplicates(
             "features not extracted yet: duplicates are found on the features; run 'patchwork extract'"
         )
     table = project.labels()
-    match = store.match(table["filepath"], project.directory)
+    match = store.match(table[FILEPATH], project.directory)
     rows = np.flatnonzero(store.table_status(match) == DONE)
     store_rows = match.store_rows_of_table()[rows]
     empty = pd.DataFrame({"group": pd.Series(dtype=np.int64), "filepath": [], "kind": []})
@@ -93,7 +94,7 @@ def find_duplicates(
     groups = pd.DataFrame(
         {
             "group": number[component[order]],
-            "filepath": table["filepath"].take(rows[order]).to_numpy(object),
+            "filepath": table[FILEPATH].take(rows[order]).to_numpy(object),
             "kind": np.where(exact[component[order]], "exact", "near"),
         }
     )
