@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,9 @@ from patchwork_cli.store.features import DONE
 from patchwork_cli.store.label_schema import FILEPATH
 from patchwork_cli.util.chunked import chunk_groups
 from patchwork_cli.util.projection import unit_rows
+
+if TYPE_CHECKING:
+    from patchwork_cli.store.project import Project
 
 # Thumbnails (benchmarks/label_quality_bench.py's inserted copies of handwritten digits, 30x30):
 # JPEG, resized and cropped copies correlate 0.99 and more with their originals once a crop is
@@ -45,7 +49,7 @@ PROBES = 16  # inverted lists searched per image
 
 
 def find_duplicates(
-    project, threshold: float = DEFAULT_THRESHOLD, feature_threshold: float = DEFAULT_FEATURE_THRESHOLD
+    project: Project, threshold: float = DEFAULT_THRESHOLD, feature_threshold: float = DEFAULT_FEATURE_THRESHOLD
 ) -> pd.DataFrame:
     """The groups of copies among labels.csv's images with features: columns group, filepath (as
     labels.csv writes it), kind ("exact" when every member has the same features, else "near")."""
