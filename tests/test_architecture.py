@@ -192,3 +192,61 @@ def test_sample_help_is_built_from_the_registry():
     assert helps["strategy"] == f"{registry.listing()} (default: sampling.strategy in patchwork.yaml)."
     assert helps["seed"] == f"Seed for the random strategies ({registry.seeded_listing()})."
     assert command.epilog.endswith(registry.described())
+
+
+# labels.csv's fixed columns are named in store/label_schema.py alone. The same words also name
+# other things; where a module spells one for such a thing, it is listed here with what it names.
+SCHEMA = "patchwork_cli.store.label_schema"
+PART = "the validation part of the rows (store.splits.Parts), as the counts and metrics name it"
+DUPLICATES_CSV = "duplicates.csv's column (store.duplicate_groups.COLUMNS)"
+OTHER_MEANINGS = {
+    ("patchwork_cli.cli.duplicates", "filepath"): DUPLICATES_CSV,
+    ("patchwork_cli.cli.sample", "filepath"): "sample's output column (sampling.sample.COLUMNS)",
+    ("patchwork_cli.cli.train", "validation"): PART,
+    ("patchwork_cli.deploy.export", "filepath"): "predictions.csv's first column (PATH_COLUMN)",
+    ("patchwork_cli.deploy.export", "validation"): PART,
+    ("patchwork_cli.evaluation.duplicates", "filepath"): DUPLICATES_CSV,
+    ("patchwork_cli.evaluation.metrics", "validation"): PART,
+    ("patchwork_cli.evaluation.plots", "validation"): PART,
+    ("patchwork_cli.evaluation.report", "validation"): PART,
+    ("patchwork_cli.evaluation.status", "validation"): PART,
+    ("patchwork_cli.evaluation.tables", "validation"): PART,
+    ("patchwork_cli.extraction.extract", "filepath"): "features_failures.csv's column",
+    ("patchwork_cli.sampling.filters", "subset"): "a filter's name (--from subset:V)",
+    ("patchwork_cli.sampling.filters", "validation"): "a filter's name (--from validation)",
+    ("patchwork_cli.sampling.sample", "filepath"): "sample's output column (COLUMNS)",
+    ("patchwork_cli.store.duplicate_groups", "filepath"): DUPLICATES_CSV,
+    ("patchwork_cli.store.features", "filepath"): "the feature store's array of image paths (FILEPATHS_NAME)",
+    ("patchwork_cli.store.splits", "validation"): PART,
+}
+
+
+def fixed_column_literals() -> dict[tuple[str, str], list[int]]:
+    """Every string literal in the package that is one of labels.csv's fixed column names (dict keys,
+    subscripts and f-strings' fields included), by (module, name): the lines it is on."""
+    from patchwork_cli.store.label_schema import FIXED_COLUMNS
+
+    found: dict[tuple[str, str], list[int]] = {}
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value in FIXED_COLUMNS:
+                found.setdefault((name, node.value), []).append(node.lineno)
+    return found
+
+
+def test_labels_csv_columns_are_named_in_the_schema_only():
+    from patchwork_cli.store.label_schema import FIXED_COLUMNS
+
+    found = fixed_column_literals()
+    assert {column for module, column in found if module == SCHEMA} == set(FIXED_COLUMNS)
+    elsewhere = [
+        f"{MODULES[module].relative_to(PACKAGE)}, line {', '.join(map(str, lines))}: {column!r} "
+        "(labels.csv's column? its name is in store/label_schema.py; else list it in OTHER_MEANINGS)"
+        for (module, column), lines in sorted(found.items())
+        if module != SCHEMA and (module, column) not in OTHER_MEANINGS
+    ]
+    assert elsewhere == []
+
+
+def test_every_other_meaning_listed_is_still_there():
+    assert sorted(set(OTHER_MEANINGS) - set(fixed_column_literals())) == []

@@ -29,7 +29,7 @@ def predict(
 
     Unreadable images get a row with empty cells and a warning on stderr.
     """
-    from patchwork_cli.deploy.export import PROBABILITY_FORMAT
+    from patchwork_cli.deploy.export import PATH_COLUMN, PROBABILITY_FORMAT
     from patchwork_cli.deploy.predict import exported_predictor, image_paths, run_predictor
     from patchwork_cli.deploy.predict import predict as run_predict
 
@@ -49,7 +49,7 @@ def predict(
     writer = csv.writer(sys.stdout, lineterminator="\n")
     failed = 0
     try:
-        writer.writerow(["filepath", *classes])
+        writer.writerow([PATH_COLUMN, *classes])
         for result in run_predict(predictor, paths):
             if result.probabilities is None:
                 failed += 1

@@ -22,6 +22,7 @@ from patchwork_cli import __version__
 from patchwork_cli.errors import PatchworkError
 from patchwork_cli.store import runs
 from patchwork_cli.store.config import MULTICLASS, MULTILABEL
+from patchwork_cli.store.label_schema import FILEPATH
 from patchwork_cli.store.label_table import LABELS_NAME, write_label_table
 from patchwork_cli.store.paths import relative_to
 from patchwork_cli.store.project import Project
@@ -31,6 +32,8 @@ PREDICTIONS_FILE = "predictions.csv"
 CARD_JSON = "model_card.json"
 CARD_MARKDOWN = "model_card.md"
 PROBABILITY_FORMAT = "%.6g"
+# predictions.csv's first column, as `patchwork predict` prints it too: the image (theirs, not labels.csv's)
+PATH_COLUMN = "filepath"
 
 
 def parse_parts(text: str) -> list[str]:
@@ -75,7 +78,7 @@ def export(
     staging.mkdir()
     try:
         table = project.labels()
-        filepaths = relative_to(table["filepath"], project.directory, out)
+        filepaths = relative_to(table[FILEPATH], project.directory, out)
         written, warnings = [], []
         if model is not None:
             from patchwork_cli.deploy.model import save_model, save_tflite
@@ -87,10 +90,10 @@ def export(
             written += write_model_card(staging, run_dir, [int(size) for size in model.input_shape[1:]], tflite)
         if "labels" in parts:
             written.append(staging / LABELS_NAME)
-            write_label_table(table.assign(filepath=filepaths), written[-1], project.classes)
+            write_label_table(table.assign(**{FILEPATH: filepaths}), written[-1], project.classes)
         if "predictions" in parts:
             written.append(staging / PREDICTIONS_FILE)
-            match = runs.run_match(run_dir, table["filepath"].tolist(), project.directory)
+            match = runs.run_match(run_dir, table[FILEPATH].tolist(), project.directory)
             write_predictions(written[-1], run_dir, match, filepaths)
         return _move_into(staging, out, [path.name for path in written]), warnings
     finally:
@@ -103,7 +106,7 @@ def write_predictions(path: Path, run_dir: Path, match, filepaths: list[str]) ->
     classes = runs.RunRecord.read(run_dir).classes
     probabilities = runs.read_run_array(run_dir, runs.PREDICTIONS_NAME, match)
     frame = pd.DataFrame(probabilities, columns=classes)
-    frame.insert(0, "filepath", filepaths)
+    frame.insert(0, PATH_COLUMN, filepaths)
     frame.to_csv(path, index=False, float_format=PROBABILITY_FORMAT, na_rep="", lineterminator="\n")
 
 

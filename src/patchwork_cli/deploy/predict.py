@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -24,6 +25,9 @@ from patchwork_cli.extraction.chunks import prefetch
 from patchwork_cli.store import runs
 from patchwork_cli.store.sources import read_image_source, scan_directory
 from patchwork_cli.util.images import ImageError, load_image
+
+if TYPE_CHECKING:
+    from patchwork_cli.store.project import Project
 
 
 @dataclass
@@ -56,7 +60,7 @@ def image_paths(arguments: list[str], listed: str | None) -> list[str]:
     return paths
 
 
-def run_predictor(project, *, run_id: str | None = None, batch_size: int) -> Predictor:
+def run_predictor(project: Project, *, run_id: str | None = None, batch_size: int) -> Predictor:
     """A project's run (LATEST by default): its extractor on the project's runtime, then its head on
     Keras, from the extractor's outputs rounded to the store's dtype as its training features were."""
     from patchwork_cli.deploy.model import require_model, run_extractor

@@ -19,14 +19,19 @@ from __future__ import annotations
 
 import hashlib
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from patchwork_cli.errors import PatchworkError
 from patchwork_cli.store.features import DONE
+from patchwork_cli.store.label_schema import FILEPATH
 from patchwork_cli.util.chunked import chunk_groups
 from patchwork_cli.util.projection import unit_rows
+
+if TYPE_CHECKING:
+    from patchwork_cli.store.project import Project
 
 # Thumbnails (benchmarks/label_quality_bench.py's inserted copies of handwritten digits, 30x30):
 # JPEG, resized and cropped copies correlate 0.99 and more with their originals once a crop is
@@ -44,7 +49,7 @@ PROBES = 16  # inverted lists searched per image
 
 
 def find_duplicates(
-    project, threshold: float = DEFAULT_THRESHOLD, feature_threshold: float = DEFAULT_FEATURE_THRESHOLD
+    project: Project, threshold: float = DEFAULT_THRESHOLD, feature_threshold: float = DEFAULT_FEATURE_THRESHOLD
 ) -> pd.DataFrame:
     """The groups of copies among labels.csv's images with features: columns group, filepath (as
     labels.csv writes it), kind ("exact" when every member has the same features, else "near")."""
@@ -57,7 +62,7 @@ def find_duplicates(
             "features not extracted yet: duplicates are found on the features; run 'patchwork extract'"
         )
     table = project.labels()
-    match = store.match(table["filepath"], project.directory)
+    match = store.match(table[FILEPATH], project.directory)
     rows = np.flatnonzero(store.table_status(match) == DONE)
     store_rows = match.store_rows_of_table()[rows]
     empty = pd.DataFrame({"group": pd.Series(dtype=np.int64), "filepath": [], "kind": []})
@@ -93,7 +98,7 @@ def find_duplicates(
     groups = pd.DataFrame(
         {
             "group": number[component[order]],
-            "filepath": table["filepath"].take(rows[order]).to_numpy(object),
+            "filepath": table[FILEPATH].take(rows[order]).to_numpy(object),
             "kind": np.where(exact[component[order]], "exact", "near"),
         }
     )

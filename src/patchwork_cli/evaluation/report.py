@@ -14,6 +14,7 @@ from patchwork_cli.evaluation.plots import plot_class_histograms, plot_confusion
 from patchwork_cli.store import runs
 from patchwork_cli.store.config import MULTICLASS
 from patchwork_cli.store.duplicate_groups import duplicate_summary
+from patchwork_cli.store.label_schema import EXCLUDE, FILEPATH, VALIDATION
 from patchwork_cli.store.project import Project
 
 log = logging.getLogger("patchwork")
@@ -42,13 +43,13 @@ def evaluate_run(project: Project, *, run_id: str | None = None) -> tuple[str, d
     directory = runs.resolve_run(project.directory, run_id)
     run = runs.RunRecord.read(directory)
     table = project.labels()
-    match = runs.run_match(directory, table["filepath"].tolist(), project.directory)
+    match = runs.run_match(directory, table[FILEPATH].tolist(), project.directory)
     probabilities = runs.read_run_array(directory, runs.PREDICTIONS_NAME, match)
     missing = [name for name in run.classes if name not in table]
     if missing:
         raise PatchworkError(f"run {directory.name} predicts class {missing[0]!r}, which the project no longer has")
     labels = table[run.classes].to_numpy(np.float64)
-    validation, exclude = table["validation"].to_numpy(bool), table["exclude"].to_numpy(bool)
+    validation, exclude = table[VALIDATION].to_numpy(bool), table[EXCLUDE].to_numpy(bool)
     metrics = compute_metrics(probabilities, labels, validation, exclude, run.classes, task=run.task)
     _warn_of_split_copies(project, table)
     previous = run_before(project.directory, directory.name)
@@ -94,9 +95,9 @@ def agreement_with(
     if runs.RunRecord.read(previous).classes != list(classes):
         return None
     before = runs.read_run_array(
-        previous, runs.PREDICTIONS_NAME, runs.run_match(previous, table["filepath"].tolist(), project.directory)
+        previous, runs.PREDICTIONS_NAME, runs.run_match(previous, table[FILEPATH].tolist(), project.directory)
     )
-    unlabelled = np.isnan(table[classes].to_numpy(np.float64)).all(axis=1) & ~table["exclude"].to_numpy(bool)
+    unlabelled = np.isnan(table[classes].to_numpy(np.float64)).all(axis=1) & ~table[EXCLUDE].to_numpy(bool)
     kappa = prediction_agreement(probabilities[unlabelled], before[unlabelled], task)
     rows = int((unlabelled & ~np.isnan(probabilities).any(axis=1) & ~np.isnan(before).any(axis=1)).sum())
     return None if kappa is None else {"previous_run": previous_id, "kappa": round(kappa, 4), "rows": rows}

@@ -9,6 +9,7 @@ import numpy as np
 from patchwork_cli.store import runs
 from patchwork_cli.store.changed_images import CHANGED_NAME, scan_changes, to_review
 from patchwork_cli.store.duplicate_groups import duplicate_summary
+from patchwork_cli.store.label_schema import FILEPATH
 from patchwork_cli.store.label_table import line_of
 from patchwork_cli.store.rowindex import NO_ROW, RowRecord
 from patchwork_cli.store.splits import label_summary
@@ -21,7 +22,7 @@ CHANGE_CHECK_LIMIT = 100_000
 def project_status(project) -> dict:
     """Everything `patchwork status` reports, as one JSON-ready dict."""
     table = project.labels()
-    filepaths = table["filepath"]  # as the table holds it: its digest is taken in Arrow
+    filepaths = table[FILEPATH]  # as the table holds it: its digest is taken in Arrow
     table_record = RowRecord.of(filepaths)  # one digest for both matches
     store = project.open_features()
     return {

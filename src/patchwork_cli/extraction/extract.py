@@ -28,6 +28,7 @@ from patchwork_cli.extraction.chunks import fill_chunks
 from patchwork_cli.extraction.diskspace import DiskGuard, disk_full_message
 from patchwork_cli.store.changed_images import add_to_review, scan_changes
 from patchwork_cli.store.features import FAILED, PENDING, FeatureStore, identity_difference, normalised_identity
+from patchwork_cli.store.label_schema import FILEPATH
 from patchwork_cli.store.project import FAILURES_NAME, Project
 from patchwork_cli.store.rowindex import NO_ROW, RowMatch
 from patchwork_cli.util.atomic import atomic_write
@@ -98,7 +99,7 @@ def extract(
 
     settings = project.config.extractor
     table = project.labels()
-    table_filepaths = table["filepath"].tolist()
+    table_filepaths = table[FILEPATH].tolist()
     name = model or settings.name
     extractor = load_extractor(name, tuple(project.config.imshape), settings.pooling, base=project.directory)
     choice = choose_runtime(settings.runtime, settings.precision)  # the one decision, reported below
@@ -175,7 +176,7 @@ def _mark_changed(project: Project, store: FeatureStore, match: RowMatch, paths:
         store.mark_pending(scan.changed)
         table_rows = match.table_rows_of_store(scan.changed)
         classes = table[project.classes].iloc[table_rows]
-        labelled = table["filepath"].iloc[table_rows][classes.notna().any(axis=1).to_numpy()].tolist()
+        labelled = table[FILEPATH].iloc[table_rows][classes.notna().any(axis=1).to_numpy()].tolist()
         if labelled:
             add_to_review(project.directory, labelled, project.store.journal)
     return len(scan.changed), len(labelled)

@@ -16,6 +16,7 @@ import numpy as np
 from patchwork_cli.errors import PatchworkError
 from patchwork_cli.extraction.extract import ExtractReport, prepare_store, write_failures_csv
 from patchwork_cli.store.features import DONE, FAILED, spatial_average
+from patchwork_cli.store.label_schema import FILEPATH
 from patchwork_cli.store.project import Project
 from patchwork_cli.util.checksums import file_sha256
 from patchwork_cli.util.projection import sample_from_chunks
@@ -25,7 +26,7 @@ def import_npy(project: Project, npy_path: Path, *, overwrite: bool = False) -> 
     """Fill the store from pre-extracted features, one row per labels.csv row, in order."""
     npy_path = Path(npy_path)
     shape = _open(npy_path).shape
-    filepaths = project.labels()["filepath"].tolist()
+    filepaths = project.labels()[FILEPATH].tolist()
     rows = len(filepaths)
     if len(shape) < 2 or shape[0] != rows:
         raise PatchworkError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from patchwork_cli.errors import PatchworkError
+from patchwork_cli.store.label_schema import EXCLUDE
 
 if TYPE_CHECKING:
     from patchwork_cli.labelling.session import LabelSession
@@ -89,9 +90,9 @@ class GridPages:
     def _tile_fields(self, tile: int, position: int) -> dict:
         image = self.session.images[position]
         if self.excluded[tile]:
-            return {"exclude": True}
+            return {EXCLUDE: True}
         fields = {self.class_name: int(self.toggled[tile])}
-        return fields | {"exclude": False} if image.exclude else fields
+        return fields | {EXCLUDE: False} if image.exclude else fields
 
     def _start_tiles(self) -> None:
         images = [self.session.images[p] for p in self.positions]

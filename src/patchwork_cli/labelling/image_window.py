@@ -21,6 +21,7 @@ from patchwork_cli.labelling.window import (
     Window,
     shorten,
 )
+from patchwork_cli.store.label_schema import EXCLUDE, VALIDATION
 
 VALUE_TEXT = {None: "-", 1: "yes", 0: "no"}
 
@@ -175,8 +176,8 @@ class _PanelLines:
             line.set_color(VALUE_COLOUR[value])
             line.set_fontweight("bold" if value is not None else "normal")
         for line, key, name, state in (
-            (self.exclude, "x", "exclude", image.exclude),
-            (self.validation, "v", "validation", image.validation),
+            (self.exclude, "x", EXCLUDE, image.exclude),
+            (self.validation, "v", VALIDATION, image.validation),
         ):
             line.set_text(f"{key:<4}{name:<{NAME_WIDTH}}{'yes' if state else 'no'}")
             line.set_color(FLAG_COLOUR[state])

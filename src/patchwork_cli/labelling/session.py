@@ -24,6 +24,7 @@ import pandas as pd
 
 from patchwork_cli.errors import PatchworkError
 from patchwork_cli.store import runs
+from patchwork_cli.store.label_schema import EXCLUDE, FILEPATH, VALIDATION
 from patchwork_cli.util.images import ImageError, load_display_image
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def rows_for_paths(
     """The labels.csv rows of (line number, path) pairs, by the rule of `label --import`
     (Project.rows_of: as written in labels.csv, else the file the path points to). Repeats
     are dropped: an image is labelled once per session."""
-    return list(dict.fromkeys(project.rows_of(lines, source, cwd, table["filepath"].tolist())))
+    return list(dict.fromkeys(project.rows_of(lines, source, cwd, table[FILEPATH].tolist())))
 
 
 def latest_probabilities(project: Project, rows: Sequence[int], filepaths: list[str]) -> np.ndarray:
@@ -127,15 +128,15 @@ class LabelSession:
         self.project = project
         self.classes = project.classes  # as they are now; a rename during the session is not followed
         table = project.labels() if table is None else table
-        probabilities = latest_probabilities(project, rows, table["filepath"].tolist())
+        probabilities = latest_probabilities(project, rows, table[FILEPATH].tolist())
         picked = table.iloc[list(rows)]
         self.images = [
             QueuedImage(
                 row=int(row),
-                filepath=record["filepath"],
+                filepath=record[FILEPATH],
                 values={c: None if math.isnan(record[c]) else int(record[c]) for c in self.classes},
-                exclude=bool(record["exclude"]),
-                validation=bool(record["validation"]),
+                exclude=bool(record[EXCLUDE]),
+                validation=bool(record[VALIDATION]),
                 probabilities=dict(zip(self.classes, map(float, probabilities[i]), strict=True)),
                 suggestion=(suggestions or {}).get(int(row)),
             )
@@ -231,10 +232,10 @@ class LabelSession:
         return self.advance_after_n
 
     def toggle_exclude(self) -> None:
-        self._record({"exclude": not self.current.exclude})
+        self._record({EXCLUDE: not self.current.exclude})
 
     def toggle_validation(self) -> None:
-        self._record({"validation": not self.current.validation})
+        self._record({VALIDATION: not self.current.validation})
 
     def record_page(self, fields_by_position: Mapping[int, dict]) -> None:
         """One record per image of a page (grid mode), in one append; the seconds since the
@@ -280,7 +281,7 @@ class LabelSession:
 
     @staticmethod
     def _state(image: QueuedImage) -> dict[str, object]:
-        return {**image.values, "exclude": image.exclude, "validation": image.validation}
+        return {**image.values, EXCLUDE: image.exclude, VALIDATION: image.validation}
 
     # --- pace ---
 

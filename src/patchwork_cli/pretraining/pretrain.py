@@ -40,6 +40,7 @@ from patchwork_cli.pretraining.simclr import (
 )
 from patchwork_cli.store import runs
 from patchwork_cli.store.config import PretrainConfig, out_of_bounds
+from patchwork_cli.store.label_schema import EXCLUDE, FILEPATH, VALIDATION
 from patchwork_cli.store.project import Project
 from patchwork_cli.util.atomic import atomic_keras_save, atomic_write, atomic_write_text
 from patchwork_cli.util.images import ImageError, load_image
@@ -112,8 +113,8 @@ def load_images(project: Project, size: int, channels: int, progress: bool | Non
     from tqdm import tqdm
 
     table = project.labels()
-    rows = np.flatnonzero(~table["exclude"].to_numpy(bool))
-    filepaths = table["filepath"].tolist()
+    rows = np.flatnonzero(~table[EXCLUDE].to_numpy(bool))
+    filepaths = table[FILEPATH].tolist()
     pixels, kept, failed = [], [], []
     for row in tqdm(rows, desc="decode", unit="img", disable=None if progress is None else not progress):
         try:
@@ -133,7 +134,7 @@ def validation_classes(project: Project, rows: np.ndarray) -> np.ndarray:
     image labelled with exactly one class (a 1), else -1."""
     table = project.labels()
     labels = table[project.classes].to_numpy(np.float64)[rows]
-    validation = table["validation"].to_numpy(bool)[rows]
+    validation = table[VALIDATION].to_numpy(bool)[rows]
     ones = labels == 1
     single = validation & (ones.sum(axis=1) == 1)
     return np.where(single, ones.argmax(axis=1), -1)

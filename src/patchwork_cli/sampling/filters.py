@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from patchwork_cli.errors import PatchworkError, did_you_mean
+from patchwork_cli.store.label_schema import EXCLUDE, SUBSET, VALIDATION
 
 FILTERS = (
     "unlabeled",
@@ -62,7 +63,7 @@ def filter_mask(table: pd.DataFrame, classes: Sequence[str], specs: Sequence[str
     # Column by column: at a million rows, one (N, C) copy of the class columns costs more than the rest.
     values = {name: table[name].to_numpy(dtype=np.float64) for name in classes}
     labelled = sum((~np.isnan(column)).astype(np.int8) for column in values.values()) if values else 0
-    excluded = table["exclude"].to_numpy(dtype=bool)
+    excluded = table[EXCLUDE].to_numpy(dtype=bool)
     # Excluded rows are out unless asked for, whatever the order of the filters.
     mask = np.ones(len(table), dtype=bool) if ("excluded", None) in parsed else ~excluded
     for form, argument in parsed:
@@ -76,7 +77,7 @@ def filter_mask(table: pd.DataFrame, classes: Sequence[str], specs: Sequence[str
         elif form == "excluded":
             mask &= excluded
         elif form == "validation":
-            mask &= table["validation"].to_numpy(dtype=bool)
+            mask &= table[VALIDATION].to_numpy(dtype=bool)
         elif form == "unlabeled:C":
             mask &= np.isnan(column)
         elif form == "contains:C":
@@ -84,5 +85,5 @@ def filter_mask(table: pd.DataFrame, classes: Sequence[str], specs: Sequence[str
         elif form == "lacks:C":
             mask &= column == 0
         elif form == "subset:V":
-            mask &= (table["subset"] == argument).to_numpy()
+            mask &= (table[SUBSET] == argument).to_numpy()
     return mask

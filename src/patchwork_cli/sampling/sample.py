@@ -24,6 +24,7 @@ from patchwork_cli.sampling.registry import STRATEGIES, reading
 from patchwork_cli.sampling.strategies import Pool, Strategy, auto_strategy, choose, parse_strategy
 from patchwork_cli.store import runs
 from patchwork_cli.store.duplicate_groups import read_groups
+from patchwork_cli.store.label_schema import FILEPATH
 from patchwork_cli.store.splits import Parts
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def sample(
     chosen_rows = pd.DataFrame(
         {
             "row": rows.astype(np.int64),
-            "filepath": table["filepath"].take(rows).to_numpy(object),
+            "filepath": table[FILEPATH].take(rows).to_numpy(object),
             "score": np.asarray(picked_scores, dtype=np.float64),
             "rank": np.arange(1, len(rows) + 1, dtype=np.int64),
             "strategy": chosen.name,
@@ -96,7 +97,7 @@ def _one_per_group(project: Project, table: pd.DataFrame, candidates: np.ndarray
     """The candidates without copies (duplicates.csv, from `patchwork duplicates`): none of a group
     that holds a labelled image (its label covers them all), one of each other group (the first in
     labels.csv), so that a batch never shows the same image twice."""
-    groups = read_groups(project.directory, table["filepath"])
+    groups = read_groups(project.directory, table[FILEPATH])
     if groups is None:
         return candidates
     labelled = ~np.isnan(table[project.classes].to_numpy(np.float64)).all(axis=1)
@@ -162,7 +163,7 @@ def _pool(
     run never predicted, added since or without features, are dropped with a warning)."""
     run_dir, run_classes = run
     # by filepath: a labels.csv sorted or edited by hand never scores an image by another's prediction
-    match = runs.run_match(run_dir, table["filepath"], project.directory)
+    match = runs.run_match(run_dir, table[FILEPATH], project.directory)
     p = runs.read_run_array(run_dir, runs.PREDICTIONS_NAME, match)
     usable = ~np.isnan(p).any(axis=1)  # a row's embedding is written with its prediction
     skipped = int((~usable[candidates]).sum())
@@ -185,7 +186,7 @@ def _pool(
         pool.labels = labels[candidates]
     if strategy.form == "disagree":
         learnt = _training_rows(table)[candidates] & ~np.isnan(pool.labels).all(axis=1)
-        pool.p = _out_of_sample(pool.p, table["filepath"].take(candidates), learnt, run_dir)
+        pool.p = _out_of_sample(pool.p, table[FILEPATH].take(candidates), learnt, run_dir)
     if strategy.needs_embeddings:
         # What the model has already learnt from: badge and coreset start with them as centres.
         seen = np.flatnonzero(_learnt_from(table, labels, usable, candidates))
@@ -231,7 +232,7 @@ def _feature_pool(table: pd.DataFrame, candidates: np.ndarray, project: Project)
             f"features not extracted yet: the coverage strategies ({', '.join(reading('features'))}) work on "
             "the extracted features; run 'patchwork extract' first (or use --strategy random)"
         )
-    match = store.match(table["filepath"], project.directory)
+    match = store.match(table[FILEPATH], project.directory)
     has_features = store.table_status(match) == DONE
     skipped = int((~has_features[candidates]).sum())
     if skipped:

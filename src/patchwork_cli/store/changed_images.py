@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from patchwork_cli.store.label_schema import FILEPATH
 from patchwork_cli.util.atomic import atomic_write
 from patchwork_cli.util.checksums import file_digest
 
@@ -109,7 +110,7 @@ def prune_reviewed(directory: Path, records: list[dict]) -> None:
 
 def _unreviewed(directory: Path, listed: list[str], records: list[dict]) -> list[str]:
     written = (Path(directory) / CHANGED_NAME).stat().st_mtime
-    reviewed = {r["filepath"] for r in records if r["set"] and _seconds(r.get("time")) >= written}
+    reviewed = {r[FILEPATH] for r in records if r["set"] and _seconds(r.get("time")) >= written}
     return [path for path in listed if path not in reviewed]
 
 

@@ -21,6 +21,7 @@ from typing import Literal
 import yaml
 
 from patchwork_cli.errors import PatchworkError, did_you_mean
+from patchwork_cli.store.label_schema import FIXED_COLUMNS
 
 # The tasks' names live in store/tasks.py and are read through here as well.
 from patchwork_cli.store.tasks import MULTICLASS as MULTICLASS
@@ -28,8 +29,6 @@ from patchwork_cli.store.tasks import MULTILABEL as MULTILABEL
 from patchwork_cli.store.tasks import TASKS as TASKS
 from patchwork_cli.store.tasks import Task
 
-# Columns of labels.csv that are not classes (the original patchwork format).
-RESERVED_COLUMNS = ("filepath", "exclude", "validation", "subset")
 _CLASS_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]*$")
 
 
@@ -165,7 +164,7 @@ def validate_class_name(name: str) -> str:
             f"invalid class name {name!r}: use letters, digits, '_', '-', '.' or inner spaces "
             "(no ',' or ':', no leading or trailing space)"
         )
-    if name in RESERVED_COLUMNS:
+    if name in FIXED_COLUMNS:
         raise PatchworkError(f"invalid class name {name!r}: it is a reserved labels.csv column")
     return name
 

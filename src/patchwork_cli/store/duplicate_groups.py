@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from patchwork_cli.errors import PatchworkError
+from patchwork_cli.store.label_schema import FILEPATH
 from patchwork_cli.store.splits import Parts
 from patchwork_cli.util.atomic import atomic_write
 
@@ -86,7 +87,7 @@ def duplicate_summary(project_dir: Path, table: pd.DataFrame) -> dict | None:
     """The groups of copies duplicates.csv holds, and how many are split across training and
     validation (a copy on both sides inflates every validation figure); None before any
     `patchwork duplicates`."""
-    groups = read_groups(project_dir, table["filepath"])
+    groups = read_groups(project_dir, table[FILEPATH])
     if groups is None:
         return None
     parts = Parts.of(table)

@@ -47,6 +47,7 @@ _CHUNK_BYTES = 8 * 2**20  # about 8 MiB of features per chunk
 POOLED_NAME = "pooled"
 REDUCED_NAME, AXES_NAME = "reduced", "reduced_axes"
 SIGNATURE_NAME, THUMBNAIL_NAME = "file_signature", "thumbnail"
+FILEPATHS_NAME = "filepath"  # the (N,) array of each row's image path: the store's own name, not labels.csv's
 # zstd level 1 on EfficientNet-Lite0's float16 maps (90% zeros after its ReLU6), measured on real
 # photographs: 19.5 KiB a row in 0.46 ms; level 3: 20.4 KiB in 0.67 ms; blosc-lz4 with byte
 # shuffle 39.2 KiB in 0.20 ms. Level 1 is both smaller and faster than 3; lz4's saving of 0.2 ms
@@ -146,7 +147,7 @@ class FeatureStore:
     def filepaths(self) -> list[str]:
         """The image of each recorded row, as labels.csv wrote it."""
         record = self.record
-        return [] if record is None else self.group["filepath"][: record.count].tolist()
+        return [] if record is None else self.group[FILEPATHS_NAME][: record.count].tolist()
 
     def match(
         self, table_filepaths: list[str], directory: Path | None = None, table_record: RowRecord | None = None
@@ -158,9 +159,9 @@ class FeatureStore:
         """Record `filepaths` as the images of rows 0..len-1 (a prefix of them may be recorded
         already): the filepath column first, then its digest, so the record never names more
         rows than the column holds."""
-        if "filepath" not in self.group:
-            self.group.create_array("filepath", shape=(0,), chunks=(FILEPATH_CHUNK,), dtype=str, fill_value="")
-        column = self.group["filepath"]
+        if FILEPATHS_NAME not in self.group:
+            self.group.create_array(FILEPATHS_NAME, shape=(0,), chunks=(FILEPATH_CHUNK,), dtype=str, fill_value="")
+        column = self.group[FILEPATHS_NAME]
         known = 0 if self.record is None else self.record.count
         if len(filepaths) > column.shape[0]:
             column.resize((len(filepaths),))

@@ -24,6 +24,7 @@ import pandas as pd
 from patchwork_cli.errors import PatchworkError
 from patchwork_cli.store.changed_images import prune_reviewed
 from patchwork_cli.store.label_cache import read_label_table_cached
+from patchwork_cli.store.label_schema import FILEPATH, TEXT_COLUMNS
 from patchwork_cli.store.label_table import (
     LABELS_NAME,
     check_field,
@@ -62,7 +63,7 @@ def make_edit(
         checked = exclusive_fields(filepath, checked, classes)
     return {
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
-        "filepath": filepath,
+        FILEPATH: filepath,  # the row by labels.csv's filepath, as "set" names its fields by their columns
         "set": checked,
         "seconds": None if seconds is None else round(float(seconds), 3),
     }
@@ -116,7 +117,7 @@ class Journal:
                 record = json.loads(line)
                 if not (
                     isinstance(record, dict)
-                    and isinstance(record.get("filepath"), str)
+                    and isinstance(record.get(FILEPATH), str)
                     and isinstance(record.get("set"), dict)
                 ):
                     raise ValueError("not an edit record")
@@ -155,7 +156,7 @@ def apply_edits(table: pd.DataFrame, records: list[dict], classes: list[str]) ->
     if not records:
         return table
     table = table.copy(deep=False)  # every changed column is replaced by a new array below
-    rows = pd.Index(table["filepath"]).get_indexer([r["filepath"] for r in records])
+    rows = pd.Index(table[FILEPATH]).get_indexer([r[FILEPATH] for r in records])
     updates: dict[str, dict[int, object]] = {}
     skipped = 0
     for record, row in zip(records, rows, strict=True):
@@ -166,7 +167,7 @@ def apply_edits(table: pd.DataFrame, records: list[dict], classes: list[str]) ->
             try:
                 updates.setdefault(key, {})[int(row)] = check_field(key, value, classes)
             except PatchworkError as error:
-                log.warning("labels.journal: %s: %s; ignored", record["filepath"], error)
+                log.warning("labels.journal: %s: %s; ignored", record[FILEPATH], error)
     if skipped:
         log.warning(
             "labels.journal: %d edit(s) name a filepath that is not in labels.csv (changed or deleted by hand?); "
@@ -178,7 +179,7 @@ def apply_edits(table: pd.DataFrame, records: list[dict], classes: list[str]) ->
         column = table[key].to_numpy(copy=True)
         if key in classes:
             column[index] = [np.nan if v is None else v for v in by_row.values()]
-        elif key == "subset":
+        elif key in TEXT_COLUMNS:
             column[index] = [v or "" for v in by_row.values()]
         else:
             column[index] = list(by_row.values())
@@ -231,8 +232,8 @@ class LabelStore:
         the edits of filepaths `table` lacks: a person's label is never dropped because its row's
         path was changed by hand while the edit waited to be folded in."""
         records = self.journal.read()
-        known = pd.Index(table["filepath"]) if records else None
-        waiting = [record for record in records if record["filepath"] not in known]
+        known = pd.Index(table[FILEPATH]) if records else None
+        waiting = [record for record in records if record[FILEPATH] not in known]
         prune_reviewed(self.directory, records)  # before the edits' times are folded away
         write_label_table(table, self.csv_path, self.classes if classes is None else classes)
         self.journal.replace(waiting)

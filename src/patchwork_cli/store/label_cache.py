@@ -4,10 +4,10 @@ Parsing and checking a million-row labels.csv takes most of a second; commands s
 `sample` read it every time. After a full, validated read of a big table, its parsed
 columns are kept in an Arrow file beside it, keyed by labels.csv's inode, size and
 modification time, by the classes, and by the copy's own format (CACHE_FORMAT and the table's
-fixed columns: a patchwork whose table or copy differs never reads an older copy). labels.csv
-is only ever replaced whole (a new inode) or edited by hand (a new time), so a stale copy is
-never used. Writing it is
-best effort (a read-only project goes without), and deleting it is always safe.
+fixed columns, label_schema.FIXED_COLUMNS: a patchwork whose table or copy differs never reads an
+older copy). labels.csv is only ever replaced whole (a new inode) or edited by hand (a new time),
+so a stale copy is never used. Writing it is best effort (a read-only project goes without), and
+deleting it is always safe.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from patchwork_cli.store.config import RESERVED_COLUMNS
+from patchwork_cli.store.label_schema import FIXED_COLUMNS, KINDS
 from patchwork_cli.store.label_table import assemble_table, filepath_column, read_label_table
 from patchwork_cli.util.atomic import atomic_write
 
 CACHE_NAME = ".labels.csv.arrow"
 CACHE_MIN_ROWS = 100_000
-CACHE_FORMAT = 2  # change it with the copy's layout (1: the key held no format, before 2026-12)
+# change it with the copy's layout, a fixed column's kind included (1: the key held no format, before 2026-12)
+CACHE_FORMAT = 2
 
 
 def read_label_table_cached(path: Path, classes: list[str]) -> pd.DataFrame:
@@ -52,17 +53,12 @@ def read_label_table_cached(path: Path, classes: list[str]) -> pd.DataFrame:
 
 def _cache_key(path: Path, classes: list[str]) -> bytes:
     stat = os.stat(path)
-    layout = [CACHE_FORMAT, list(RESERVED_COLUMNS)]
+    layout = [CACHE_FORMAT, list(FIXED_COLUMNS)]
     return json.dumps([stat.st_ino, stat.st_size, stat.st_mtime_ns, list(classes), layout]).encode()
 
 
 def _from_arrow(stored: pa.Table, classes: list[str]) -> pd.DataFrame:
-    front = {
-        "filepath": filepath_column(stored.column("filepath")),
-        "exclude": stored.column("exclude").to_numpy(zero_copy_only=False),
-        "validation": stored.column("validation").to_numpy(zero_copy_only=False),
-        "subset": pd.Series(stored.column("subset").to_numpy(zero_copy_only=False), dtype=object, copy=False),
-    }
+    front = {column: _fixed_from_arrow(column, stored.column(column)) for column in FIXED_COLUMNS}
     values = np.empty((stored.num_rows, len(classes)))
     for k, name in enumerate(classes):
         values[:, k] = stored.column(name).to_numpy(zero_copy_only=False)
@@ -72,10 +68,7 @@ def _from_arrow(stored: pa.Table, classes: list[str]) -> pd.DataFrame:
 
 def _write_cache(cache: Path, table: pd.DataFrame, classes: list[str], key: bytes) -> None:
     columns = {
-        "filepath": pa.array(table["filepath"], pa.string()),
-        "exclude": pa.array(table["exclude"].to_numpy(bool)),
-        "validation": pa.array(table["validation"].to_numpy(bool)),
-        "subset": pa.array(table["subset"].to_numpy(), pa.string()),
+        **{column: _fixed_to_arrow(column, table[column]) for column in FIXED_COLUMNS},
         # a class cell as one byte: -1 unlabelled, 0, 1 (a tenth of the size of float64)
         **{name: pa.array(np.nan_to_num(table[name].to_numpy(np.float64), nan=-1).astype(np.int8)) for name in classes},
     }
@@ -86,3 +79,24 @@ def _write_cache(cache: Path, table: pd.DataFrame, classes: list[str], key: byte
                 writer.write_table(arrow)
     except (OSError, pa.ArrowException):
         pass  # only a speed-up: a read-only or full disk goes without it
+
+
+# A fixed column in the copy, by its kind (label_schema.KINDS): path and text as Arrow strings,
+# flag as Arrow booleans; read back as the table holds them (label_table).
+
+
+def _fixed_to_arrow(column: str, values: pd.Series) -> pa.Array:
+    kind = KINDS[column]
+    if kind == "path":
+        return pa.array(values, pa.string())
+    if kind == "flag":
+        return pa.array(values.to_numpy(bool))
+    return pa.array(values.to_numpy(), pa.string())  # text
+
+
+def _fixed_from_arrow(column: str, stored: pa.ChunkedArray) -> np.ndarray | pd.Series:
+    kind = KINDS[column]
+    if kind == "path":
+        return filepath_column(stored)
+    values = stored.to_numpy(zero_copy_only=False)
+    return values if kind == "flag" else pd.Series(values, dtype=object, copy=False)  # text: object

@@ -12,16 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from patchwork_cli.errors import PatchworkError, did_you_mean
-from patchwork_cli.store.label_table import (
+from patchwork_cli.store.label_schema import (
+    EDITABLE_COLUMNS,
     FALSE_CELLS,
+    FILEPATH,
     FLAG_COLUMNS,
+    TEXT_COLUMNS,
     TRUE_CELLS,
-    check_one_class,
-    line_of,
-    raise_at_first,
-    read_csv,
-    read_header,
 )
+from patchwork_cli.store.label_table import check_one_class, line_of, raise_at_first, read_csv, read_header
 
 
 def read_label_edits(path: Path, classes: list[str], exclusive: bool = False) -> list[tuple[int, str, dict]]:
@@ -34,16 +33,16 @@ def read_label_edits(path: Path, classes: list[str], exclusive: bool = False) ->
     """
     path = Path(path)
     header = read_header(path)
-    allowed = [*classes, *FLAG_COLUMNS, "subset"]
+    allowed = [*classes, *EDITABLE_COLUMNS]
     for column in header:
-        if column != "filepath" and column not in allowed:
+        if column != FILEPATH and column not in allowed:
             raise PatchworkError(
                 f"{path}, line 1: unknown column {column!r}{did_you_mean(column, allowed)}; "
-                f"expected filepath and any of: {', '.join(allowed)}"
+                f"expected {FILEPATH} and any of: {', '.join(allowed)}"
             )
     raw = read_csv(path, dtype=object)
     raw.columns = header
-    filepaths = raw["filepath"].str.strip()
+    filepaths = raw[FILEPATH].str.strip()
     raise_at_first(path, (filepaths == "").to_numpy(), lambda row: ": empty filepath")
     columns = {}
     for column in header:
@@ -55,7 +54,7 @@ def read_label_edits(path: Path, classes: list[str], exclusive: bool = False) ->
             lowered = cells.str.lower()
             values = lowered.map(dict.fromkeys(TRUE_CELLS, True) | dict.fromkeys(FALSE_CELLS[:-1], False) | {"": None})
             expected = "empty, True or False"
-        elif column == "subset":
+        elif column in TEXT_COLUMNS:
             values = raw[column].where(cells != "", None)
             expected = ""
         else:

@@ -1,14 +1,14 @@
 """labels.csv, the label table: its format, how it is read and checked, how it is written.
 
-labels.csv is the table in the original patchwork format (filepath, exclude,
-validation, subset, one column per class holding empty / 0 / 1), so that the original
-library's users can bring their tables and read them back. Errors name the file, the line and
-the column; row 0 of the table is line 2 of the file, below the header (line_of and
+labels.csv is the table in the original patchwork format (its fixed columns, named and
+described in store/label_schema.py, then one column per class holding empty / 0 / 1), so that
+the original library's users can bring their tables and read them back. Errors name the file,
+the line and the column; row 0 of the table is line 2 of the file, below the header (line_of and
 raise_at_first hold that rule).
 
-In memory the table is a pandas DataFrame: filepath (str), exclude and validation
-(bool), subset (str, "" for none) and one float column per class (NaN = unlabelled),
-which is what users of the original library hold in their notebooks.
+In memory the table is a pandas DataFrame: the fixed columns as their kinds hold them (filepath
+str, exclude and validation bool, subset str with "" for none) and one float column per class
+(NaN = unlabelled), which is what users of the original library hold in their notebooks.
 
 The rules for one label field (check_field) and for a multiclass row (one 1 at most:
 exclusive_fields, check_one_class) live here too, for every writer of labels: the
@@ -29,13 +29,19 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from patchwork_cli.errors import PatchworkError
-from patchwork_cli.store.config import RESERVED_COLUMNS
+from patchwork_cli.store.label_schema import (
+    EDITABLE_COLUMNS,
+    FALSE_CELLS,
+    FILEPATH,
+    FIXED_COLUMNS,
+    FLAG_COLUMNS,
+    KINDS,
+    TEXT_COLUMNS,
+    TRUE_CELLS,
+)
 from patchwork_cli.util.atomic import atomic_write
 
 LABELS_NAME = "labels.csv"
-FLAG_COLUMNS = ("exclude", "validation")
-TRUE_CELLS = ("true", "1", "yes")
-FALSE_CELLS = ("false", "0", "no", "")
 
 
 def line_of(row: int) -> int:
@@ -56,12 +62,7 @@ def empty_table(classes: list[str], filepaths: Iterable[str] = ()) -> pd.DataFra
     """A label table of unlabelled rows for `filepaths`."""
     filepaths = list(filepaths)
     n = len(filepaths)
-    data = {
-        "filepath": filepath_column(filepaths),
-        "exclude": np.zeros(n, dtype=bool),
-        "validation": np.zeros(n, dtype=bool),
-        "subset": pd.Series([""] * n, dtype=object),
-    }
+    data = {FILEPATH: filepath_column(filepaths), **{column: _absent(column, n) for column in EDITABLE_COLUMNS}}
     data.update({name: np.full(n, np.nan) for name in classes})
     return pd.DataFrame(data)
 
@@ -76,7 +77,7 @@ def read_label_table(path: Path, classes: list[str] | None = None, allow_missing
     """
     path = Path(path)
     header = read_header(path)
-    table_classes = [column for column in header if column not in RESERVED_COLUMNS]
+    table_classes = [column for column in header if column not in FIXED_COLUMNS]
     if classes is None:
         classes = table_classes
     else:
@@ -84,7 +85,7 @@ def read_label_table(path: Path, classes: list[str] | None = None, allow_missing
         if unknown:
             raise PatchworkError(
                 f"{path}: column {unknown[0]!r} is not a class (classes: {', '.join(classes)}; "
-                f"other columns allowed: {', '.join(RESERVED_COLUMNS)})"
+                f"other columns allowed: {', '.join(FIXED_COLUMNS)})"
             )
         missing = [c for c in classes if c not in table_classes]
         if missing and not allow_missing_classes:
@@ -102,14 +103,13 @@ def read_label_table(path: Path, classes: list[str] | None = None, allow_missing
             _raise_bad_class_cell(path, table_classes)
             raise  # pragma: no cover - _raise_bad_class_cell always raises for conversion errors
 
-    filepaths = raw["filepath"] if fast else filepath_column(raw["filepath"].to_numpy(dtype=object))
+    filepaths = raw[FILEPATH] if fast else filepath_column(raw[FILEPATH].to_numpy(dtype=object))
     if not fast:
         _check_filepaths(path, filepaths)
     rows = len(filepaths)
-    front = {"filepath": filepaths}
-    for column in FLAG_COLUMNS:
-        front[column] = _parse_flags(path, column, raw[column]) if column in raw else np.zeros(rows, dtype=bool)
-    front["subset"] = raw["subset"].astype(object) if "subset" in raw else np.full(rows, "", dtype=object)
+    front = {FILEPATH: filepaths}
+    for column in EDITABLE_COLUMNS:
+        front[column] = _parse_cells(path, column, raw[column]) if column in raw else _absent(column, rows)
     # The class columns are filled into one (N, C) block: no per-column copies, and
     # table[classes].to_numpy() is then free.
     # (np.empty when every class has a column: filling first would touch 80 MB twice at 1M rows)
@@ -148,14 +148,14 @@ def _as_str_dtype(arrow_type: pa.DataType):
 
 
 def assemble_table(front: dict, values: np.ndarray, classes: list[str]) -> pd.DataFrame:
-    """The table from its front columns (filepath, exclude, validation, subset) and its
-    (N, C) class block: one layout for every reader."""
+    """The table from its front columns (the fixed ones, in order) and its (N, C) class block: one
+    layout for every reader."""
     return pd.concat([pd.DataFrame(front), pd.DataFrame(values, columns=list(classes), copy=False)], axis=1)
 
 
 def write_label_table(table: pd.DataFrame, path: Path, classes: list[str]) -> None:
     """Atomically write `table` in the documented format (class cells as empty / 0 / 1)."""
-    out = table[["filepath", *FLAG_COLUMNS, "subset"]].copy()
+    out = table[list(FIXED_COLUMNS)].copy()
     for name in classes:
         out[name] = table[name].astype("Int8")
     with atomic_write(Path(path), newline="") as handle:
@@ -173,13 +173,13 @@ def read_header(path: Path) -> list[str]:
     except csv.Error as error:
         raise PatchworkError(f"{path}, line 1: malformed CSV header: {error}") from None
     if not header:
-        raise PatchworkError(f"{path}: empty file; expected a header line with a 'filepath' column")
+        raise PatchworkError(f"{path}: empty file; expected a header line with a {FILEPATH!r} column")
     header = [column.strip() for column in header]
     duplicated = sorted({c for c in header if header.count(c) > 1})
     if duplicated:
         raise PatchworkError(f"{path}, line 1: column {duplicated[0]!r} appears more than once")
-    if "filepath" not in header:
-        raise PatchworkError(f"{path}, line 1: no 'filepath' column (columns: {', '.join(header)})")
+    if FILEPATH not in header:
+        raise PatchworkError(f"{path}, line 1: no {FILEPATH!r} column (columns: {', '.join(header)})")
     if "" in header:
         raise PatchworkError(f"{path}, line 1: a column has an empty name")
     return header
@@ -193,7 +193,7 @@ def _read_well_formed(path: Path, header: list[str], class_columns: list[str]) -
     bytes that are not UTF-8): the careful reader then says exactly what and where."""
     text = pa.dictionary(pa.int32(), pa.string())
     types = {column: pa.float64() if column in class_columns else text for column in header}
-    types["filepath"] = pa.string()
+    types[FILEPATH] = pa.string()
     try:
         arrow = pa_csv.read_csv(
             path,
@@ -204,7 +204,7 @@ def _read_well_formed(path: Path, header: list[str], class_columns: list[str]) -
         )
     except pa.ArrowException:
         return None
-    filepaths = arrow.column("filepath")
+    filepaths = arrow.column(FILEPATH)
     if pc.count_distinct(filepaths).as_py() != len(filepaths) or (
         len(filepaths) and pc.min(pc.utf8_length(filepaths)).as_py() == 0
     ):
@@ -214,7 +214,7 @@ def _read_well_formed(path: Path, header: list[str], class_columns: list[str]) -
         values = arrow.column(column).combine_chunks()
         if column in class_columns:
             columns[column] = pd.Series(values.to_numpy(zero_copy_only=False), dtype=np.float64, copy=False)
-        elif column == "filepath":
+        elif column == FILEPATH:
             columns[column] = filepath_column(values)
         else:
             categories = pd.Index(values.dictionary.to_pylist(), dtype=object)
@@ -266,6 +266,20 @@ def _check_filepaths(path: Path, filepaths: pd.Series) -> None:
     raise_at_first(path, filepaths.duplicated().to_numpy(), already)
 
 
+def _absent(column: str, rows: int) -> np.ndarray | pd.Series:
+    """A fixed column that a table lacks (or new rows), as its kind holds it: all False, or all ""."""
+    if KINDS[column] == "flag":
+        return np.zeros(rows, dtype=bool)
+    return pd.Series(np.full(rows, "", dtype=object), dtype=object, copy=False)  # text
+
+
+def _parse_cells(path: Path, column: str, cells: pd.Series) -> np.ndarray | pd.Series:
+    """A fixed column other than filepath, from its cells as read, as its kind holds it."""
+    if KINDS[column] == "flag":
+        return _parse_flags(path, column, cells)
+    return cells.astype(object)  # text: as written
+
+
 def _parse_flags(path: Path, column: str, cells: pd.Series) -> np.ndarray:
     # Exact spellings first (hash lookups: fast at a million rows); only when some cell
     # is unusual does the per-cell normalisation run.
@@ -284,8 +298,8 @@ def _first_line(error: Exception) -> str:
 
 
 def check_field(key: str, value: object, classes: list[str]) -> object:
-    """Validate one label field: a class takes 1, 0 or None (back to unlabelled);
-    exclude and validation take booleans; subset takes text or None."""
+    """Validate one label field: a class takes 1, 0 or None (back to unlabelled); a flag column
+    (exclude, validation) takes a boolean; a text column (subset) takes text or None."""
     if key in classes:
         if value is not None and (isinstance(value, (bool, np.bool_)) or value not in (0, 1)):
             raise PatchworkError(f"{key}: expected 0, 1 or None, got {value!r}")
@@ -294,9 +308,9 @@ def check_field(key: str, value: object, classes: list[str]) -> object:
         if not isinstance(value, (bool, np.bool_)):
             raise PatchworkError(f"{key}: expected True or False, got {value!r}")
         return bool(value)
-    if key == "subset":
+    if key in TEXT_COLUMNS:
         if value is not None and not isinstance(value, str):
-            raise PatchworkError(f"subset: expected text or None, got {value!r}")
+            raise PatchworkError(f"{key}: expected text or None, got {value!r}")
         return value or None
     raise PatchworkError(f"unknown label field {key!r} (classes: {', '.join(classes)})")
 

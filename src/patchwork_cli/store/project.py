@@ -36,6 +36,7 @@ from patchwork_cli.store.config import (
 )
 from patchwork_cli.store.journal import JOURNAL_NAME, LabelStore, make_edit
 from patchwork_cli.store.label_imports import read_label_edits
+from patchwork_cli.store.label_schema import FILEPATH, FIXED_COLUMNS, SUBSET
 from patchwork_cli.store.label_table import LABELS_NAME, check_one_class, empty_table, read_label_table
 from patchwork_cli.store.paths import absolute_path, locations, stored_paths
 from patchwork_cli.store.sources import scan_class_folders
@@ -174,7 +175,7 @@ class Project:
         checked first; an unknown filepath is an error and nothing is written.
         """
         edits = read_label_edits(Path(csv_path), self.classes, self.multiclass)
-        table_paths = self.labels()["filepath"].tolist()
+        table_paths = self.labels()[FILEPATH].tolist()
         rows = self.rows_of([(line, filepath) for line, filepath, _ in edits], str(csv_path), cwd, table_paths)
         count = self.edit_labels((table_paths[row], fields) for row, (_, _, fields) in zip(rows, edits, strict=True))
         self.store.compact()
@@ -195,7 +196,7 @@ class Project:
         labels.csv when the caller has just read it.
         """
         numbered = list(numbered)
-        table_paths = self.labels()["filepath"].tolist() if table_paths is None else table_paths
+        table_paths = self.labels()[FILEPATH].tolist() if table_paths is None else table_paths
         row_of_path = {path: row for row, path in enumerate(table_paths)}
         row_of_location = None  # normalising every path of a big table is slow: only when needed
         offered = locations(self.directory, self.stored_paths([path for _, path in numbered], cwd=cwd))
@@ -224,10 +225,10 @@ class Project:
         stored = self.stored_paths(paths, cwd=cwd)
         with project_lock(self.directory, exclusive=True):
             table = self.store.load_unlocked()
-            new, result = _new_paths(stored, table["filepath"].tolist(), self.directory)
+            new, result = _new_paths(stored, table[FILEPATH].tolist(), self.directory)
             if new:
                 new_rows = empty_table(self.classes, new)
-                new_rows["subset"] = subset or ""
+                new_rows[SUBSET] = subset or ""
                 self.store.replace_unlocked(pd.concat([table, new_rows], ignore_index=True))
         return result
 
@@ -311,9 +312,9 @@ def init_project(
 
     table = read_label_table(Path(labels), classes, allow_missing_classes=True) if labels is not None else None
     if classes is None:
-        if table is None or len(table.columns) == 4:
+        if table is None or len(table.columns) == len(FIXED_COLUMNS):
             raise PatchworkError("no classes: give --classes a,b,c (or a --labels table with class columns)")
-        classes = [c for c in table.columns[4:]]
+        classes = [c for c in table.columns[len(FIXED_COLUMNS) :]]
     classes = validate_classes(list(classes))
 
     if table is None:
@@ -321,11 +322,11 @@ def init_project(
     else:
         if task == MULTICLASS:
             check_one_class(table[classes].to_numpy() == 1, classes, str(labels))
-        table["filepath"] = stored_paths(table["filepath"], directory, cwd)
-        if len(set(locations(directory, table["filepath"]))) < len(table):
+        table[FILEPATH] = stored_paths(table[FILEPATH], directory, cwd)
+        if len(set(locations(directory, table[FILEPATH]))) < len(table):
             raise PatchworkError(f"{labels}: two rows name the same image (written two ways)")
-    new, result = _new_paths(stored_paths(images, directory, cwd), table["filepath"].tolist(), directory)
-    result.missing = _missing(directory, table["filepath"].tolist()) + result.missing
+    new, result = _new_paths(stored_paths(images, directory, cwd), table[FILEPATH].tolist(), directory)
+    result.missing = _missing(directory, table[FILEPATH].tolist()) + result.missing
     table = pd.concat([table, empty_table(classes, new)], ignore_index=True)
     return _create_project(directory, table, classes, task, force), result
 
@@ -372,7 +373,7 @@ def _create_project(directory: Path, table: pd.DataFrame, classes: list[str], ta
     if force:
         _move_aside(directory)
     store = LabelStore(directory, classes)
-    store.replace_unlocked(table[["filepath", "exclude", "validation", "subset", *classes]], classes)
+    store.replace_unlocked(table[[*FIXED_COLUMNS, *classes]], classes)
     (directory / LOCK_NAME).touch()
     atomic_write_text(directory / PROJECT_FILE, config_text)
     return Project(directory)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from patchwork_cli.store.label_schema import EXCLUDE, VALIDATION
+
 
 @dataclass(frozen=True)
 class Parts:
@@ -24,7 +26,7 @@ class Parts:
 
     @classmethod
     def of(cls, table: pd.DataFrame) -> Parts:
-        return cls.from_flags(table["validation"].to_numpy(bool), table["exclude"].to_numpy(bool))
+        return cls.from_flags(table[VALIDATION].to_numpy(bool), table[EXCLUDE].to_numpy(bool))
 
     @classmethod
     def from_flags(cls, validation: np.ndarray, exclude: np.ndarray) -> Parts:

@@ -13,6 +13,7 @@ import pandas as pd
 from patchwork_cli.store import runs
 from patchwork_cli.store.config import Config
 from patchwork_cli.store.features import FeatureStore
+from patchwork_cli.store.label_schema import EXCLUDE, FILEPATH, VALIDATION
 from patchwork_cli.store.project import Project
 from patchwork_cli.store.rowindex import rows_digest
 
@@ -21,10 +22,10 @@ def fingerprint(table: pd.DataFrame, config: Config, store: FeatureStore | None)
     """What a run depends on: the images and their labels, the config, and which features exist.
     Order counts: a labels.csv sorted by hand makes a new run (which predicts what the old one did)."""
     digest = hashlib.sha256()
-    filepaths = table["filepath"].tolist()
+    filepaths = table[FILEPATH].tolist()
     digest.update(rows_digest(filepaths).encode())
     digest.update(table[config.classes].to_numpy(np.float64).tobytes())
-    digest.update(table["exclude"].to_numpy(bool).tobytes() + table["validation"].to_numpy(bool).tobytes())
+    digest.update(table[EXCLUDE].to_numpy(bool).tobytes() + table[VALIDATION].to_numpy(bool).tobytes())
     # where the features are stored and how to reach the cluster are not what a run depends on:
     # the features' identity and status are
     # (nor pretrain's settings: a pretrained extractor reaches a run through the features' identity)

@@ -17,6 +17,7 @@ from patchwork_cli.errors import PatchworkError
 from patchwork_cli.modeling.spec import resolve_head
 from patchwork_cli.store.config import Config
 from patchwork_cli.store.features import DONE, FeatureStore
+from patchwork_cli.store.label_schema import FILEPATH
 from patchwork_cli.store.project import Project
 from patchwork_cli.store.rowindex import RowMatch
 from patchwork_cli.store.splits import Parts
@@ -52,7 +53,7 @@ def gather_inputs(project: Project, config: Config) -> TrainingInputs:
     store = FeatureStore.open(project.features_location)
     if store is None:
         raise PatchworkError("features not extracted yet: run 'patchwork extract' first")
-    match = store.match(table["filepath"].tolist(), project.directory)
+    match = store.match(table[FILEPATH].tolist(), project.directory)
     labels = table[config.classes].to_numpy(np.float64)
     has_features = store.table_status(match) == DONE
     parts = Parts.of(table)
@@ -69,7 +70,7 @@ def gather_inputs(project: Project, config: Config) -> TrainingInputs:
     # the store follows labels.csv, so does the run, all its rows (images without features: NaN).
     # Every row with features is predicted, the rows no labels.csv row takes too: a chunk's
     # batch is then the same whatever was deleted from labels.csv, and so are its predictions.
-    run_filepaths = table["filepath"].tolist() if match.in_order else store.filepaths()
+    run_filepaths = table[FILEPATH].tolist() if match.in_order else store.filepaths()
     predicted = np.zeros(len(run_filepaths), bool)
     predicted[: match.store_rows] = store.status()[: match.store_rows] == DONE
     return TrainingInputs(

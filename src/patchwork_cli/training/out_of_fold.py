@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from patchwork_cli.store.label_schema import FILEPATH
 from patchwork_cli.store.runs import OUT_OF_FOLD_FILE
 from patchwork_cli.util.chunked import gather_rows
 
@@ -52,7 +53,7 @@ def write_out_of_fold(directory: Path, inputs) -> int:
         targets = np.where(np.isnan(labels), -1, labels).astype(int)
         p = np.column_stack([_out_of_fold(x, t, 2, fold_of, folds)[:, 1] for t in targets.T])
         p[np.isnan(labels)] = np.nan
-    filepaths = inputs.table["filepath"].take(rows).to_numpy(str)
+    filepaths = inputs.table[FILEPATH].take(rows).to_numpy(str)
     with open(directory / OUT_OF_FOLD_FILE, "wb") as handle:
         np.savez(handle, filepaths=filepaths, probabilities=p.astype(np.float32))
     return folds

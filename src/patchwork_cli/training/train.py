@@ -23,6 +23,7 @@ from patchwork_cli.evaluation.metrics import compute_metrics
 from patchwork_cli.evaluation.report import agreement_with
 from patchwork_cli.modeling.spec import is_labelprop
 from patchwork_cli.store import runs
+from patchwork_cli.store.label_schema import EXCLUDE, VALIDATION
 from patchwork_cli.store.project import Project
 from patchwork_cli.store.splits import label_summary
 from patchwork_cli.training.fingerprint import with_options
@@ -75,7 +76,7 @@ def _publish(project: Project, inputs: TrainingInputs, fitted: Fitted, started: 
         probabilities = inputs.match.gather(fitted.write(staging))
         runs.record_run_rows(staging, inputs.run_filepaths)
         write_out_of_fold(staging, inputs)
-        validation, exclude = table["validation"].to_numpy(bool), table["exclude"].to_numpy(bool)
+        validation, exclude = table[VALIDATION].to_numpy(bool), table[EXCLUDE].to_numpy(bool)
         metrics = compute_metrics(probabilities, inputs.labels, validation, exclude, config.classes, task=config.task)
         previous = runs.latest_run(project.directory)
         metrics["agreement"] = agreement_with(project, previous, config.classes, probabilities, table, config.task)
