@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -13,12 +14,15 @@ from patchwork_cli.store.label_table import line_of
 from patchwork_cli.store.rowindex import NO_ROW, RowRecord
 from patchwork_cli.store.splits import label_summary
 
+if TYPE_CHECKING:
+    from patchwork_cli.store.project import Project
+
 # Status looks at every image file (a stat each, 1.5 us here) up to this many extracted images;
 # above, it leaves the check to `patchwork extract`, which reads every file anyway.
 CHANGE_CHECK_LIMIT = 100_000
 
 
-def project_status(project) -> dict:
+def project_status(project: Project) -> dict:
     """Everything `patchwork status` reports, as one JSON-ready dict."""
     table = project.labels()
     filepaths = table["filepath"]  # as the table holds it: its digest is taken in Arrow
@@ -35,7 +39,7 @@ def project_status(project) -> dict:
     }
 
 
-def changed_summary(project, store, filepaths, table_record: RowRecord) -> dict | None:
+def changed_summary(project: Project, store, filepaths, table_record: RowRecord) -> dict | None:
     """Images whose content changed since extraction and not extracted again yet, files gone, and
     the changed labelled images still to review; `checked` False when there were too many files to
     look at (CHANGE_CHECK_LIMIT). None when there is nothing to say (or no store records files)."""
