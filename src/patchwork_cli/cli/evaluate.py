@@ -26,7 +26,9 @@ def evaluate(
         typer.echo(json.dumps(summaries, indent=2) if as_json else runs_table(summaries))
         return
     run_id, metrics, plots = evaluate_run(opened, run_id=run)
-    typer.echo(json.dumps(metrics, indent=2) if as_json else f"run {run_id}\n" + format_metrics_table(metrics))
+    typer.echo(
+        json.dumps(metrics.as_dict(), indent=2) if as_json else f"run {run_id}\n" + format_metrics_table(metrics)
+    )
     histograms = [plot for plot in plots if plot.name.startswith("hist_")]
     confusion = [f", confusion matrix: {plot}" for plot in plots if plot.name == CONFUSION_FILE]
     say(f"plots: {plots[0].parent}/ ({len(histograms)} histogram(s)){''.join(confusion)}, learning curve: {plots[-1]}")

@@ -12,6 +12,7 @@ from patchwork_cli.store.changed_images import CHANGED_NAME, scan_changes, to_re
 from patchwork_cli.store.duplicate_groups import duplicate_summary
 from patchwork_cli.store.label_table import line_of
 from patchwork_cli.store.rowindex import NO_ROW, RowRecord
+from patchwork_cli.store.run_metrics import RunMetrics
 from patchwork_cli.store.splits import label_summary
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ def model_summary(project_dir: Path, filepaths: list[str], table_record: RowReco
     if run_id is None:
         return None
     directory = runs.models_dir(project_dir) / run_id
-    metrics = runs.read_json(directory / runs.METRICS_FILE)
+    metrics = RunMetrics.read(directory)
     match = runs.run_match(directory, filepaths, project_dir, table_record)
     from patchwork_cli.evaluation.report import stopping_hint
 
@@ -98,8 +99,8 @@ def model_summary(project_dir: Path, filepaths: list[str], table_record: RowReco
         **_order(match),
         "stop_hint": stopping_hint(project_dir),
     }
-    for part in ("validation", "train"):
-        auc = metrics.get(part, {}).get("macro", {}).get("roc_auc")
+    for part, scores in metrics.parts().items():
+        auc = scores.macro.roc_auc
         if auc is not None:
             return {**summary, "metric": f"{part} macro ROC AUC", "value": auc}
     return summary
