@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from patchwork_cli.store.run_metrics import Agreement, RunMetrics
 log = logging.getLogger("patchwork")
 REPORTS_NAME = "reports"
 CONFUSION_FILE = "confusion.png"
+LEARNING_CURVE_FILE = "learning_curve.png"
 # Stop when consecutive runs agree this much on the unlabelled images, over the last two
 # pairs of runs: the threshold and window of Bloodgood & Vijay-Shanker 2009 (kappa 0.99, 3 models).
 STOP_KAPPA = 0.99
@@ -37,10 +39,27 @@ def _warn_of_split_copies(project: Project, table) -> None:
         )
 
 
-def evaluate_run(project: Project, *, run_id: str | None = None) -> tuple[str, RunMetrics, list[Path]]:
-    """(run id, metrics on the current labels, the plots written) for a run (LATEST by default):
-    the class histograms, a multiclass run's confusion.png (on validation rows), and last the
-    learning curve."""
+@dataclass(frozen=True, kw_only=True)
+class Plots:
+    """The plots evaluate writes: per class and the confusion matrix into `directory`
+    (reports/<run>/), the learning curve over all runs beside it."""
+
+    directory: Path
+    histograms: list[Path]  # one per class, in the run's order
+    confusion: Path | None  # a multiclass run's, on validation rows
+    learning_curve: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class Evaluation:
+    run_id: str
+    metrics: RunMetrics  # on the current labels
+    plots: Plots
+
+
+def evaluate_run(project: Project, *, run_id: str | None = None) -> Evaluation:
+    """A run (LATEST by default) scored on the current labels, its metrics and plots written into
+    reports/."""
     directory = runs.resolve_run(project.directory, run_id)
     run = runs.RunRecord.read(directory)
     table = project.labels()
@@ -63,11 +82,16 @@ def evaluate_run(project: Project, *, run_id: str | None = None) -> tuple[str, R
     metrics.write(out)
     labels = table[run.classes].to_numpy(np.float64)
     validation, exclude = table["validation"].to_numpy(bool), table["exclude"].to_numpy(bool)
-    plots = plot_class_histograms(probabilities, labels, validation, exclude, run.classes, out)
+    histograms = plot_class_histograms(probabilities, labels, validation, exclude, run.classes, out)
+    confusion = None
     if run.task == MULTICLASS:
-        plots.append(plot_confusion(metrics.validation.multiclass, "validation", out / CONFUSION_FILE))
-    plots.append(plot_learning_curve(run_summaries(project), project.directory / REPORTS_NAME / "learning_curve.png"))
-    return directory.name, metrics, plots
+        confusion = plot_confusion(metrics.validation.multiclass, "validation", out / CONFUSION_FILE)
+    learning_curve = plot_learning_curve(run_summaries(project), project.directory / REPORTS_NAME / LEARNING_CURVE_FILE)
+    return Evaluation(
+        run_id=directory.name,
+        metrics=metrics,
+        plots=Plots(directory=out, histograms=histograms, confusion=confusion, learning_curve=learning_curve),
+    )
 
 
 def run_summaries(project: Project) -> list[dict]:
