@@ -35,7 +35,7 @@ from patchwork_cli.training.propagation import propagate_labels
 log = logging.getLogger("patchwork")
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class TrainReport:
     run_id: str
     epochs: int
@@ -95,13 +95,13 @@ def _publish(project: Project, inputs: TrainingInputs, fitted: Fitted, started: 
         runs.discard(staging)
         raise
     return TrainReport(
-        run_id,
-        len(fitted.history["loss"]),
-        round(seconds, 3),
-        len(inputs.train_rows),
-        len(inputs.val_rows),
-        metrics,
-        config.model.head,
+        run_id=run_id,
+        epochs=len(fitted.history["loss"]),
+        seconds=round(seconds, 3),
+        train_rows=len(inputs.train_rows),
+        validation_rows=len(inputs.val_rows),
+        metrics=metrics,
+        head=config.model.head,
     )
 
 
