@@ -1,5 +1,6 @@
-"""What `patchwork evaluate` does with a run: score it on the current labels, draw the
-plots into reports/, and line runs up against each other. No TensorFlow here."""
+"""What `patchwork evaluate` does with a run: score it on the current labels (score_run, which
+train calls too for the metrics a run records), draw the plots into reports/, and line runs up
+against each other. No TensorFlow here."""
 
 from __future__ import annotations
 
