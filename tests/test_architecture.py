@@ -1,6 +1,8 @@
 """The layout docs/ARCHITECTURE.md describes, checked on the source: the layers, no import cycles
 (imports inside functions included), no module over 450 lines, package __init__ files that only
-say what the package is for, and the strategies' names spelled only in sampling/registry.py."""
+say what the package is for; and the one-home rules: the strategies' names spelled only in
+sampling/registry.py, labels.csv's columns named only in store/label_schema.py, metrics.json read
+only by its record (store/run_metrics.py)."""
 
 from __future__ import annotations
 
@@ -202,7 +204,6 @@ DUPLICATES_CSV = "duplicates.csv's column (store.duplicate_groups.COLUMNS)"
 OTHER_MEANINGS = {
     ("patchwork_cli.cli.duplicates", "filepath"): DUPLICATES_CSV,
     ("patchwork_cli.cli.sample", "filepath"): "sample's output column (sampling.sample.COLUMNS)",
-    ("patchwork_cli.cli.train", "validation"): PART,
     ("patchwork_cli.deploy.export", "filepath"): "predictions.csv's first column (PATH_COLUMN)",
     ("patchwork_cli.deploy.export", "validation"): PART,
     ("patchwork_cli.evaluation.duplicates", "filepath"): DUPLICATES_CSV,
@@ -217,6 +218,7 @@ OTHER_MEANINGS = {
     ("patchwork_cli.sampling.sample", "filepath"): "sample's output column (COLUMNS)",
     ("patchwork_cli.store.duplicate_groups", "filepath"): DUPLICATES_CSV,
     ("patchwork_cli.store.features", "filepath"): "the feature store's array of image paths (FILEPATHS_NAME)",
+    ("patchwork_cli.store.run_metrics", "validation"): PART,
     ("patchwork_cli.store.splits", "validation"): PART,
 }
 
@@ -250,3 +252,107 @@ def test_labels_csv_columns_are_named_in_the_schema_only():
 
 def test_every_other_meaning_listed_is_still_there():
     assert sorted(set(OTHER_MEANINGS) - set(fixed_column_literals())) == []
+
+
+# metrics.json has one reader and writer, store/run_metrics.py's RunMetrics; everything else reads
+# its attributes. So no other module names the file, and none reads a metrics value by a string
+# key: `metrics["validation"]`, `report.metrics.get("agreement")`, `RunMetrics.read(d).as_dict()["train"]`.
+METRICS_RECORD = "patchwork_cli.store.run_metrics"
+# What a chain of reads reaches metrics through: a name or attribute `metrics` (or `*_metrics`), a
+# key "metrics" (the model card's copy), the record's class or the functions that build it.
+METRICS_SOURCES = {"RunMetrics", "compute_metrics", "score_run"}
+
+
+def names_metrics_file(tree: ast.AST) -> list[int]:
+    """The lines that spell metrics.json or name METRICS_FILE."""
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if (isinstance(node, ast.Constant) and node.value == "metrics.json")
+        or (isinstance(node, ast.Name) and node.id == "METRICS_FILE")
+        or (isinstance(node, ast.Attribute) and node.attr == "METRICS_FILE")
+        or (isinstance(node, ast.alias) and node.name == "METRICS_FILE")
+    ]
+
+
+def _is_metrics_name(name: str) -> bool:
+    return name == "metrics" or name.endswith("_metrics") or name in METRICS_SOURCES
+
+
+def _receivers(node: ast.AST):
+    """What `node` is read from, innermost last: `a.b["c"].get` -> a.b["c"], a.b, a."""
+    while isinstance(node, ast.Attribute | ast.Subscript | ast.Call):
+        node = node.func if isinstance(node, ast.Call) else node.value
+        yield node
+
+
+def _reaches_metrics(node: ast.AST, bound: set[str]) -> bool:
+    if isinstance(node, ast.IfExp):  # either branch: `m = RunMetrics.read(d).as_dict() if d else {}`
+        return _reaches_metrics(node.body, bound) or _reaches_metrics(node.orelse, bound)
+    if isinstance(node, ast.BoolOp):  # `(m or {}).get("k")`
+        return any(_reaches_metrics(value, bound) for value in node.values)
+    for link in [node, *_receivers(node)]:
+        if isinstance(link, ast.Name) and (link.id in bound or _is_metrics_name(link.id)):
+            return True
+        if isinstance(link, ast.Attribute) and _is_metrics_name(link.attr):
+            return True
+        if isinstance(link, ast.Subscript) and isinstance(link.slice, ast.Constant) and link.slice.value == "metrics":
+            return True
+    return False
+
+
+def _string_key_read(node: ast.AST) -> ast.AST | None:
+    """What `node` reads by a string key (x["k"], x.get("k", ...)), or None."""
+    if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
+        return node.value
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "get"
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    ):
+        return node.func.value
+    return None
+
+
+def _own_nodes(scope: ast.AST):
+    """The nodes of `scope` (a module or a function), not those of the functions defined in it."""
+    todo = list(ast.iter_child_nodes(scope))
+    while todo:
+        node = todo.pop()
+        yield node
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            todo.extend(ast.iter_child_nodes(node))
+
+
+def metrics_read_by_key(tree: ast.AST) -> list[int]:
+    """The lines that read a metrics value by a string key: through a metrics name (above), or
+    through a name the same function bound to one (`m = RunMetrics.read(d).as_dict()`)."""
+    lines = []
+    for scope in [tree, *(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef))]:
+        nodes = list(_own_nodes(scope))
+        bound = {
+            target.id
+            for node in nodes
+            if isinstance(node, ast.Assign) and _reaches_metrics(node.value, set())
+            for target in node.targets
+            if isinstance(target, ast.Name)
+        }
+        for node in nodes:
+            read = _string_key_read(node)
+            if read is not None and _reaches_metrics(read, bound):
+                lines.append(node.lineno)
+    return sorted(set(lines))
+
+
+def test_metrics_json_is_read_only_through_its_record():
+    wrong = []
+    for name, path in sorted(MODULES.items()):
+        if name == METRICS_RECORD:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        wrong += [f"{path.relative_to(PACKAGE)}:{line} names metrics.json" for line in names_metrics_file(tree)]
+        wrong += [f"{path.relative_to(PACKAGE)}:{line} reads metrics by key" for line in metrics_read_by_key(tree)]
+    assert wrong == []

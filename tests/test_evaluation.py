@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from patchwork_cli.evaluation.metrics import compute_metrics, has_labels
+from patchwork_cli.evaluation.metrics import compute_metrics
 from patchwork_cli.evaluation.plots import plot_class_histograms, plot_learning_curve, safe_file_stems
 from patchwork_cli.evaluation.tables import format_metrics_table, runs_table
+from patchwork_cli.store.run_metrics import RunMetrics
 
 nan = np.nan
 
@@ -65,7 +67,7 @@ def metrics():
 
 @pytest.mark.slow
 def test_training_metrics_by_hand(metrics):
-    cat = metrics["train"]["classes"]["cat"]
+    cat = asdict(metrics.train.classes["cat"])
     # cat, training cells rows 0-2 (row 3 has no prediction): y = 1, 0, 1; p = .9, .7, .4
     # ROC AUC: positive/negative pairs (.9 > .7) yes, (.4 > .7) no -> 1/2
     # AP: by descending score .9 (pos) .7 (neg) .4 (pos): precision at each positive 1/1 and 2/3,
@@ -82,7 +84,7 @@ def test_training_metrics_by_hand(metrics):
         "positives": 2,
         "negatives": 1,
     }
-    dog = metrics["train"]["classes"]["dog"]
+    dog = asdict(metrics.train.classes["dog"])
     # dog, training cells rows 0-1 (row 2 unlabelled, row 3 no prediction): y = 0, 1; p = .2, .6
     # perfectly ranked and thresholded: everything 1, accuracy 2/2
     assert dog == {
@@ -96,7 +98,7 @@ def test_training_metrics_by_hand(metrics):
         "negatives": 1,
     }
     # macro: mean of cat and dog
-    assert metrics["train"]["macro"] == {
+    assert asdict(metrics.train.macro) == {
         "roc_auc": pytest.approx(0.75),
         "average_precision": pytest.approx((5 / 6 + 1) / 2),
         "accuracy": pytest.approx((1 / 3 + 1) / 2),
@@ -107,7 +109,7 @@ def test_training_metrics_by_hand(metrics):
 
 
 def test_validation_metrics_by_hand_with_undefined_ones(metrics):
-    cat = metrics["validation"]["classes"]["cat"]
+    cat = asdict(metrics.validation.classes["cat"])
     # cat, validation cells rows 4-5 (row 6 unlabelled, row 7 excluded): y = 1, 1; p = .8, .3
     # no negatives -> ROC AUC undefined; AP with only positives: precision is 1 everywhere -> 1
     # predictions 1, 0: TP 1, FN 1 -> accuracy 1/2, precision 1/1, recall 1/2, F1 2*1*.5/1.5 = 2/3
@@ -121,7 +123,7 @@ def test_validation_metrics_by_hand_with_undefined_ones(metrics):
         "positives": 2,
         "negatives": 0,
     }
-    dog = metrics["validation"]["classes"]["dog"]
+    dog = asdict(metrics.validation.classes["dog"])
     # dog, validation cells rows 4-5: y = 0, 0; p = .4, .6 -> no positives: AUC, AP, recall, F1 undefined
     # predictions 0, 1: accuracy 1/2; precision TP 0 / predicted 1 = 0
     assert dog == {
@@ -135,7 +137,7 @@ def test_validation_metrics_by_hand_with_undefined_ones(metrics):
         "negatives": 2,
     }
     # macro over the classes where defined: AUC nowhere; AP, recall and F1 only cat's
-    assert metrics["validation"]["macro"] == {
+    assert asdict(metrics.validation.macro) == {
         "roc_auc": None,
         "average_precision": 1.0,
         "accuracy": 0.5,
@@ -146,8 +148,9 @@ def test_validation_metrics_by_hand_with_undefined_ones(metrics):
 
 
 def test_metrics_are_plain_json_without_nan(metrics):
-    text = json.dumps(metrics, allow_nan=False)  # raises on NaN or numpy types
-    assert json.loads(text) == metrics
+    text = json.dumps(metrics.as_dict(), allow_nan=False)  # raises on NaN or numpy types
+    assert json.loads(text) == metrics.as_dict()
+    assert RunMetrics.from_dict(json.loads(text)) == metrics
 
     def walk(value):
         if isinstance(value, dict):
@@ -156,8 +159,25 @@ def test_metrics_are_plain_json_without_nan(metrics):
         else:
             assert value is None or type(value) in (int, float), (value, type(value))
 
-    walk(metrics)
-    assert set(metrics) == {"validation", "train"}
+    walk(metrics.as_dict())
+    assert set(metrics.as_dict()) == {"validation", "train", "agreement"}  # no agreement until a run compares
+
+
+def test_older_metrics_files_read_and_are_written_back_unchanged(tmp_path, metrics):
+    # a run trained before runs recorded their agreement: no such key, and none written back
+    older = {part: scores for part, scores in metrics.as_dict().items() if part != "agreement"}
+    (tmp_path / "metrics.json").write_text(json.dumps(older, indent=2) + "\n")
+    before = (tmp_path / "metrics.json").read_bytes()
+    record = RunMetrics.read(tmp_path)
+    assert record.agreement is None and record.validation == metrics.validation
+    assert record.as_dict() == older
+    record.write(tmp_path)
+    assert (tmp_path / "metrics.json").read_bytes() == before
+    # keys missing read as their defaults, keys this version does not know are ignored
+    sparse = RunMetrics.from_dict({"validation": {"classes": {"cat": {"positives": 2, "later": 1}}}, "later": {}})
+    assert sparse.validation.classes["cat"].positives == 2 and sparse.validation.classes["cat"].negatives == 0
+    assert sparse.validation.classes["cat"].roc_auc is None and sparse.validation.has_labels
+    assert not sparse.train.has_labels and sparse.train.multiclass is None
 
 
 def test_rows_without_predictions_are_ignored(metrics):
@@ -169,36 +189,36 @@ def test_rows_without_predictions_are_ignored(metrics):
     probabilities = PROBABILITIES.copy()
     probabilities[0, 0] = nan
     partial = compute_metrics(probabilities, LABELS, VALIDATION, EXCLUDE, CLASSES)
-    assert partial["train"]["classes"]["cat"]["positives"] == 1
-    assert partial["train"]["classes"]["dog"] == metrics["train"]["classes"]["dog"]
+    assert partial.train.classes["cat"].positives == 1
+    assert partial.train.classes["dog"] == metrics.train.classes["dog"]
 
 
 def test_excluded_rows_are_never_evaluated():
     everything_excluded = compute_metrics(PROBABILITIES, LABELS, VALIDATION, np.ones(8, bool), CLASSES)
-    assert not has_labels(everything_excluded, "train") and not has_labels(everything_excluded, "validation")
+    assert not everything_excluded.train.has_labels and not everything_excluded.validation.has_labels
     included = compute_metrics(PROBABILITIES, LABELS, VALIDATION, np.zeros(8, bool), CLASSES)
     # row 7 (cat positive at .05, dog negative at .95) now counts and makes both AUCs defined
-    assert included["validation"]["classes"]["cat"]["negatives"] == 0
-    assert included["validation"]["classes"]["cat"]["positives"] == 3
-    assert included["validation"]["classes"]["dog"]["negatives"] == 3
+    assert included.validation.classes["cat"].negatives == 0
+    assert included.validation.classes["cat"].positives == 3
+    assert included.validation.classes["dog"].negatives == 3
 
 
 def test_no_labels_gives_none_everywhere():
     unlabelled = np.full_like(LABELS, nan)
     result = compute_metrics(PROBABILITIES, unlabelled, VALIDATION, EXCLUDE, CLASSES)
-    for part in ("validation", "train"):
-        assert not has_labels(result, part)
-        assert all(value is None for value in result[part]["macro"].values())
-        for values in result[part]["classes"].values():
-            assert values["positives"] == values["negatives"] == 0
-            assert all(values[key] is None for key in ("roc_auc", "average_precision", "accuracy", "f1"))
+    for part in (result.validation, result.train):
+        assert not part.has_labels
+        assert all(value is None for value in asdict(part.macro).values())
+        for values in part.classes.values():
+            assert values.positives == values.negatives == 0
+            assert values.roc_auc is values.average_precision is values.accuracy is values.f1 is None
     assert "no validation labels" in format_metrics_table(result)
     assert "no training labels" in format_metrics_table(result)
 
 
 def test_empty_project_and_bad_shapes():
     empty = compute_metrics(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0, bool), np.zeros(0, bool), CLASSES)
-    assert empty["validation"]["macro"]["roc_auc"] is None
+    assert empty.validation.macro.roc_auc is None
     with pytest.raises(ValueError):
         compute_metrics(PROBABILITIES, LABELS[:, :1], VALIDATION, EXCLUDE, CLASSES)
     with pytest.raises(ValueError):
@@ -210,8 +230,8 @@ def test_empty_project_and_bad_shapes():
 def test_threshold_is_used():
     # at .35 row 2 (cat .4, positive) is predicted positive too: TP 2, FP 1 -> recall 1, precision 2/3
     result = compute_metrics(PROBABILITIES, LABELS, VALIDATION, EXCLUDE, CLASSES, threshold=0.35)
-    cat = result["train"]["classes"]["cat"]
-    assert cat["recall"] == 1.0 and cat["precision"] == pytest.approx(2 / 3)
+    cat = result.train.classes["cat"]
+    assert cat.recall == 1.0 and cat.precision == pytest.approx(2 / 3)
 
 
 def test_table_shows_both_parts(metrics):

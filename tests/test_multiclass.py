@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -325,6 +326,7 @@ def test_exported_multiclass_model_outputs_softmax(tmp_path):
 
 def test_multiclass_metrics_by_hand():
     from patchwork_cli.evaluation.metrics import compute_metrics
+    from patchwork_cli.store.run_metrics import RunMetrics
 
     nan = np.nan
     labels = np.array(
@@ -345,15 +347,17 @@ def test_multiclass_metrics_by_hand():
     )
     validation, exclude = np.ones(9, bool), np.zeros(9, bool)
     metrics = compute_metrics(probabilities, labels, validation, exclude, MC_CLASSES, task="multiclass")
-    block = metrics["validation"]["multiclass"]
-    assert block["confusion"] == {"classes": MC_CLASSES, "matrix": [[1, 1, 0], [0, 2, 0], [1, 0, 0]]}
-    assert block["rows"] == 5 and block["accuracy"] == pytest.approx(3 / 5)
-    assert block["classes"]["a"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "rows": 2})
-    assert block["classes"]["b"] == pytest.approx({"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "rows": 2})
-    assert block["classes"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "rows": 1}
-    assert block["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
-    assert metrics["train"]["multiclass"]["rows"] == 0 and metrics["train"]["multiclass"]["accuracy"] is None
-    assert "multiclass" not in compute_metrics(probabilities, labels, validation, exclude, MC_CLASSES)["validation"]
+    block = metrics.validation.multiclass
+    assert asdict(block.confusion) == {"classes": MC_CLASSES, "matrix": [[1, 1, 0], [0, 2, 0], [1, 0, 0]]}
+    assert block.rows == 5 and block.accuracy == pytest.approx(3 / 5)
+    assert asdict(block.classes["a"]) == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "rows": 2})
+    assert asdict(block.classes["b"]) == pytest.approx({"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "rows": 2})
+    assert asdict(block.classes["c"]) == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "rows": 1}
+    assert block.macro_f1 == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+    assert metrics.train.multiclass.rows == 0 and metrics.train.multiclass.accuracy is None
+    assert RunMetrics.from_dict(json.loads(json.dumps(metrics.as_dict()))) == metrics  # as metrics.json keeps it
+    multilabel = compute_metrics(probabilities, labels, validation, exclude, MC_CLASSES)
+    assert multilabel.validation.multiclass is None and "multiclass" not in multilabel.as_dict()["validation"]
 
 
 def test_the_labelling_session_shows_the_exclusive_edit(multiclass_dir):

@@ -26,13 +26,14 @@ from builders import Cli, feature_project, write_images
 
 from patchwork_cli.store import runs
 from patchwork_cli.store.features import DONE, FAILED, PENDING, FeatureStore
+from patchwork_cli.store.run_metrics import METRICS_FILE
 from reliability.builders import report
 
 pytestmark = [pytest.mark.slow, pytest.mark.tensorflow]
 
 KILLS = 3  # each costs a TensorFlow start-up (about 5 s), so fewer than the label store's 40
 IMSHAPE = (32, 32)
-RUN_FILES = (runs.MODEL_FILE, runs.RUN_FILE, runs.METRICS_FILE, runs.HISTORY_FILE, runs.PREDICTIONS_NAME)
+RUN_FILES = (runs.MODEL_FILE, runs.RUN_FILE, METRICS_FILE, runs.HISTORY_FILE, runs.PREDICTIONS_NAME)
 
 
 @pytest.fixture(scope="module")

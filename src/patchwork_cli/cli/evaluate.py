@@ -17,7 +17,7 @@ def evaluate(
     as_json: JsonOption = False,
 ):
     """Metrics per class and macro-averaged, on validation and training rows, plus plots in reports/."""
-    from patchwork_cli.evaluation.report import CONFUSION_FILE, evaluate_run, run_summaries
+    from patchwork_cli.evaluation.report import evaluate_run, run_summaries
     from patchwork_cli.evaluation.tables import format_metrics_table, runs_table
 
     opened = open_from(ctx, project)
@@ -25,8 +25,13 @@ def evaluate(
         summaries = run_summaries(opened)
         typer.echo(json.dumps(summaries, indent=2) if as_json else runs_table(summaries))
         return
-    run_id, metrics, plots = evaluate_run(opened, run_id=run)
-    typer.echo(json.dumps(metrics, indent=2) if as_json else f"run {run_id}\n" + format_metrics_table(metrics))
-    histograms = [plot for plot in plots if plot.name.startswith("hist_")]
-    confusion = [f", confusion matrix: {plot}" for plot in plots if plot.name == CONFUSION_FILE]
-    say(f"plots: {plots[0].parent}/ ({len(histograms)} histogram(s)){''.join(confusion)}, learning curve: {plots[-1]}")
+    result = evaluate_run(opened, run_id=run)
+    metrics, plots = result.metrics, result.plots
+    typer.echo(
+        json.dumps(metrics.as_dict(), indent=2) if as_json else f"run {result.run_id}\n" + format_metrics_table(metrics)
+    )
+    confusion = f", confusion matrix: {plots.confusion}" if plots.confusion else ""
+    say(
+        f"plots: {plots.directory}/ ({len(plots.histograms)} histogram(s)){confusion}, "
+        f"learning curve: {plots.learning_curve}"
+    )

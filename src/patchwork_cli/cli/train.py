@@ -52,9 +52,10 @@ def train(
         return
     with dask_client(cluster, opened) as client:
         report = run_train(opened, head=head, client=client, seed=seed)
-    auc = report.metrics["validation"]["macro"]["roc_auc"]
+    validation = report.metrics.validation
+    auc = validation.macro.roc_auc
     headline = f"validation macro AUC {auc:.3f}" if auc is not None else "no validation labels to score it on"
-    accuracy = report.metrics["validation"].get("multiclass", {}).get("accuracy")
+    accuracy = validation.multiclass.accuracy if validation.multiclass is not None else None
     if accuracy is not None:
         headline += f", accuracy {accuracy:.3f}"
     if is_labelprop(report.head):  # no fit: epochs are conjugate gradient iterations

@@ -26,6 +26,7 @@ from patchwork_cli.store.label_schema import FILEPATH
 from patchwork_cli.store.label_table import LABELS_NAME, write_label_table
 from patchwork_cli.store.paths import relative_to
 from patchwork_cli.store.project import Project
+from patchwork_cli.store.run_metrics import RunMetrics
 
 PARTS = ("model", "labels", "predictions")
 PREDICTIONS_FILE = "predictions.csv"
@@ -128,13 +129,14 @@ def _move_into(staging: Path, out: Path, names: list[str]) -> list[Path]:
 def write_model_card(directory: Path, run_dir: Path, input_shape: list[int], tflite: dict) -> list[Path]:
     """model_card.json (for machines) and model_card.md (for people) describing the exported model
     (`tflite`: deployment.save_tflite's record of model.tflite)."""
-    card = model_card(run_dir, input_shape, tflite)
+    metrics = RunMetrics.read(run_dir)
+    card = model_card(run_dir, input_shape, tflite, metrics)
     runs.write_json(directory / CARD_JSON, card)
-    (directory / CARD_MARKDOWN).write_text(card_markdown(card), encoding="utf-8")
+    (directory / CARD_MARKDOWN).write_text(card_markdown(card, metrics), encoding="utf-8")
     return [directory / CARD_JSON, directory / CARD_MARKDOWN]
 
 
-def model_card(run_dir: Path, input_shape: list[int], tflite: dict) -> dict:
+def model_card(run_dir: Path, input_shape: list[int], tflite: dict, metrics: RunMetrics) -> dict:
     run = runs.RunRecord.read(run_dir)
     extractor = run.features
     task = run.task
@@ -172,7 +174,7 @@ def model_card(run_dir: Path, input_shape: list[int], tflite: dict) -> dict:
         "training": {
             key: getattr(run, key) for key in ("seed", "epochs", "train_rows", "validation_rows", "labelled_images")
         },
-        "metrics": runs.read_json(run_dir / runs.METRICS_FILE),
+        "metrics": metrics.as_dict(),
         "label_counts": runs.read_json(run_dir / runs.LABEL_COUNTS_FILE),
     }
 
@@ -181,7 +183,7 @@ def model_card(run_dir: Path, input_shape: list[int], tflite: dict) -> dict:
 _OUTPUTS = {MULTILABEL: "one sigmoid probability each", MULTICLASS: "a softmax over them, one class per image"}
 
 
-def card_markdown(card: dict) -> str:
+def card_markdown(card: dict, metrics: RunMetrics) -> str:
     from patchwork_cli.evaluation.tables import format_metrics_table
 
     height, width, channels = card["input"]["shape"]
@@ -209,7 +211,7 @@ def card_markdown(card: dict) -> str:
         "## Metrics of the run (threshold 0.5)",
         "",
         "```",
-        format_metrics_table(card["metrics"]),
+        format_metrics_table(metrics),
         "```",
         "",
         "## Labels per class when trained",

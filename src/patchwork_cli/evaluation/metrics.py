@@ -21,51 +21,60 @@ need it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 
 from patchwork_cli.store.config import MULTICLASS, MULTILABEL
+from patchwork_cli.store.run_metrics import (
+    Classifier,
+    ClassifierClass,
+    ClassScores,
+    Confusion,
+    PartScores,
+    RunMetrics,
+    Scores,
+)
 from patchwork_cli.store.splits import Parts
 
-PARTS = ("validation", "train")
 PART_TITLES = {"validation": "validation", "train": "training"}
-METRICS = ("roc_auc", "average_precision", "accuracy", "precision", "recall", "f1")
+METRICS = tuple(f.name for f in dataclasses.fields(Scores))  # each class's, and the macro means
 
 
 def compute_metrics(
     probabilities, labels, validation, exclude, classes: list[str], threshold: float = 0.5, task: str = MULTILABEL
-) -> dict:
-    """Metrics per class and macro-averaged, on validation and on training cells.
+) -> RunMetrics:
+    """Metrics per class and macro-averaged, on validation and on training cells (the record of
+    store/run_metrics.py, with no agreement: that needs the run before, see evaluation.report).
 
-    Shaped for a DVC metrics file: {"validation": {"macro": {...}, "classes": {name: {...}}},
-    "train": {...}}, with plain floats/ints. A metric that is undefined for a class (ROC AUC
-    without both label values, AP/recall/F1 without positives, anything without labelled
+    Plain floats/ints, as a DVC metrics file wants them. A metric that is undefined for a class
+    (ROC AUC without both label values, AP/recall/F1 without positives, anything without labelled
     cells) is None; the macro value is the mean over the classes where it is defined (None
     if there are none). Predictions are positive when probability >= threshold.
-    A multiclass `task` adds each part's "multiclass" block (see multiclass_metrics).
+    A multiclass `task` adds each part's classifier view (see multiclass_metrics).
     """
     probabilities, labels, validation, exclude = check_inputs(probabilities, labels, validation, exclude, classes)
-    result = {}
+    parts = {}
     for part, rows in part_rows(validation, exclude).items():
         per_class = {}
         for k, name in enumerate(classes):
             y_true, y_score = labelled_cells(probabilities[:, k], labels[:, k], rows)
             per_class[str(name)] = _class_metrics(y_true, y_score, threshold)
-        result[part] = {"macro": _macro(per_class), "classes": per_class}
-        if task == MULTICLASS:
-            result[part]["multiclass"] = multiclass_metrics(probabilities, labels, rows, classes)
-    return result
+        multiclass = multiclass_metrics(probabilities, labels, rows, classes) if task == MULTICLASS else None
+        parts[part] = PartScores(macro=_macro(per_class), classes=per_class, multiclass=multiclass)
+    return RunMetrics(**parts)
 
 
-def multiclass_metrics(probabilities: np.ndarray, labels: np.ndarray, rows: np.ndarray, classes: list[str]) -> dict:
+def multiclass_metrics(
+    probabilities: np.ndarray, labels: np.ndarray, rows: np.ndarray, classes: list[str]
+) -> Classifier:
     """The top class against the true one, on the `rows` with exactly one positive and a prediction
     (rows of only 0s say what an image is not, so they have no true class to compare with).
 
-    {"rows", "accuracy", "macro_f1", "classes": {name: {"precision", "recall", "f1", "rows"}},
-    "confusion": {"classes", "matrix"}}: matrix[i][j] counts rows of true class i predicted as j.
-    Precision is 0 for a class never predicted; recall and F1 are None for a class without
-    rows, and macro F1 is the mean over the classes with rows (None without any).
+    The confusion matrix's [i][j] counts rows of true class i predicted as j. Precision is 0 for a
+    class never predicted; recall and F1 are None for a class without rows, and macro F1 is the
+    mean over the classes with rows (None without any).
     """
     positives = labels == 1
     keep = rows & (positives.sum(axis=1) == 1) & np.isfinite(probabilities).all(axis=1)
@@ -78,15 +87,15 @@ def multiclass_metrics(probabilities: np.ndarray, labels: np.ndarray, rows: np.n
         precision = hits / claimed if claimed else 0.0
         recall = hits / support if support else None
         f1 = None if recall is None else (2 * precision * recall / (precision + recall) if hits else 0.0)
-        per_class[str(name)] = {"precision": precision, "recall": recall, "f1": f1, "rows": support}
-    f1s = [c["f1"] for c in per_class.values() if c["f1"] is not None]
-    return {
-        "rows": int(keep.sum()),
-        "accuracy": float(np.trace(matrix) / keep.sum()) if keep.any() else None,
-        "macro_f1": float(np.mean(f1s)) if f1s else None,
-        "classes": per_class,
-        "confusion": {"classes": [str(name) for name in classes], "matrix": matrix.tolist()},
-    }
+        per_class[str(name)] = ClassifierClass(precision=precision, recall=recall, f1=f1, rows=support)
+    f1s = [c.f1 for c in per_class.values() if c.f1 is not None]
+    return Classifier(
+        rows=int(keep.sum()),
+        accuracy=float(np.trace(matrix) / keep.sum()) if keep.any() else None,
+        macro_f1=float(np.mean(f1s)) if f1s else None,
+        classes=per_class,
+        confusion=Confusion(classes=[str(name) for name in classes], matrix=matrix.tolist()),
+    )
 
 
 def prediction_agreement(current: np.ndarray, previous: np.ndarray, task: str) -> float | None:
@@ -107,12 +116,6 @@ def prediction_agreement(current: np.ndarray, previous: np.ndarray, task: str) -
     # kappa is undefined when both runs predict one class everywhere: identical answers agree fully
     kappas = [1.0 if (a == b).all() else float(cohen_kappa_score(a, b)) for a, b in pairs]
     return float(np.mean(kappas))
-
-
-def has_labels(metrics: dict, part: str) -> bool:
-    """Whether any class had labelled cells in `part` ("validation" or "train")."""
-    classes = metrics.get(part, {}).get("classes", {})
-    return any((c.get("positives") or 0) + (c.get("negatives") or 0) > 0 for c in classes.values())
 
 
 def check_inputs(probabilities, labels, validation, exclude, classes):
@@ -140,12 +143,12 @@ def labelled_cells(scores: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> 
     return (labels[keep] > 0.5).astype(np.int64), scores[keep]
 
 
-def _class_metrics(y_true: np.ndarray, y_score: np.ndarray, threshold: float) -> dict:
+def _class_metrics(y_true: np.ndarray, y_score: np.ndarray, threshold: float) -> ClassScores:
     positives, negatives = int(y_true.sum()), int(len(y_true) - y_true.sum())
     out = dict.fromkeys(METRICS)
     out.update(positives=positives, negatives=negatives)
     if not len(y_true):
-        return out
+        return ClassScores(**out)
     from sklearn import metrics as skm
 
     y_pred = (y_score >= threshold).astype(np.int64)
@@ -158,15 +161,15 @@ def _class_metrics(y_true: np.ndarray, y_score: np.ndarray, threshold: float) ->
         out["f1"] = skm.f1_score(y_true, y_pred, zero_division=0)
         if negatives:
             out["roc_auc"] = skm.roc_auc_score(y_true, y_score)
-    return {key: _plain(value) for key, value in out.items()}
+    return ClassScores(**{key: _plain(value) for key, value in out.items()})
 
 
-def _macro(per_class: dict) -> dict:
+def _macro(per_class: dict[str, ClassScores]) -> Scores:
     macro = {}
     for key in METRICS:
-        values = [c[key] for c in per_class.values() if c[key] is not None]
+        values = [getattr(c, key) for c in per_class.values() if getattr(c, key) is not None]
         macro[key] = float(np.mean(values)) if values else None
-    return macro
+    return Scores(**macro)
 
 
 def _plain(value):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from patchwork_cli.evaluation.metrics import PART_TITLES, check_inputs, labelled_cells, part_rows
+from patchwork_cli.store.run_metrics import Classifier
 from patchwork_cli.util.atomic import atomic_write
 
 HISTOGRAM_BINS = 20
@@ -202,14 +203,14 @@ def plot_learning_curve(runs: list[dict], out_path: Path) -> Path:
     return _save(figure, out_path)
 
 
-def plot_confusion(block: dict, part: str, out_path: Path) -> Path:
-    """The confusion matrix of a multiclass_metrics `block`: counts in the cells, shaded by the share
-    of their true class (a row's shades sum to 1), so a rare class's errors show as clearly as a
-    common one's."""
+def plot_confusion(block: Classifier, part: str, out_path: Path) -> Path:
+    """The confusion matrix of a part's classifier view (a multiclass run's): counts in the cells,
+    shaded by the share of their true class (a row's shades sum to 1), so a rare class's errors
+    show as clearly as a common one's."""
     from matplotlib.figure import Figure
 
-    names = block["confusion"]["classes"]
-    matrix = np.asarray(block["confusion"]["matrix"], np.float64)
+    names = block.confusion.classes
+    matrix = np.asarray(block.confusion.matrix, np.float64)
     size = max(4.8, 0.6 * len(names) + 2.8)
     figure = Figure(figsize=(size + 1.2, size), dpi=100, layout="constrained")
     ax = figure.subplots()
@@ -226,9 +227,9 @@ def plot_confusion(block: dict, part: str, out_path: Path) -> Path:
     ax.set_xlabel("predicted class (the top probability)")
     ax.set_ylabel("true class (its rows)")
     figure.colorbar(image, ax=ax, shrink=0.8, label="share of the true class's rows")
-    scored = f": {block['rows']} rows, accuracy {block['accuracy']:.3f}" if block["rows"] else ""
+    scored = f": {block.rows} rows, accuracy {block.accuracy:.3f}" if block.rows else ""
     ax.set_title(f"confusion on {PART_TITLES[part]}{scored}", fontsize=11)
-    if not block["rows"]:
+    if not block.rows:
         _empty_panel_note(ax, f"no {PART_TITLES[part]} rows with exactly one positive label", fontsize=11)
     return _save(figure, Path(out_path))
 

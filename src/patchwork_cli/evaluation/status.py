@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,14 +13,18 @@ from patchwork_cli.store.duplicate_groups import duplicate_summary
 from patchwork_cli.store.label_schema import FILEPATH
 from patchwork_cli.store.label_table import line_of
 from patchwork_cli.store.rowindex import NO_ROW, RowRecord
+from patchwork_cli.store.run_metrics import RunMetrics
 from patchwork_cli.store.splits import label_summary
+
+if TYPE_CHECKING:
+    from patchwork_cli.store.project import Project
 
 # Status looks at every image file (a stat each, 1.5 us here) up to this many extracted images;
 # above, it leaves the check to `patchwork extract`, which reads every file anyway.
 CHANGE_CHECK_LIMIT = 100_000
 
 
-def project_status(project) -> dict:
+def project_status(project: Project) -> dict:
     """Everything `patchwork status` reports, as one JSON-ready dict."""
     table = project.labels()
     filepaths = table[FILEPATH]  # as the table holds it: its digest is taken in Arrow
@@ -36,7 +41,7 @@ def project_status(project) -> dict:
     }
 
 
-def changed_summary(project, store, filepaths, table_record: RowRecord) -> dict | None:
+def changed_summary(project: Project, store, filepaths, table_record: RowRecord) -> dict | None:
     """Images whose content changed since extraction and not extracted again yet, files gone, and
     the changed labelled images still to review; `checked` False when there were too many files to
     look at (CHANGE_CHECK_LIMIT). None when there is nothing to say (or no store records files)."""
@@ -83,7 +88,7 @@ def model_summary(project_dir: Path, filepaths: list[str], table_record: RowReco
     if run_id is None:
         return None
     directory = runs.models_dir(project_dir) / run_id
-    metrics = runs.read_json(directory / runs.METRICS_FILE)
+    metrics = RunMetrics.read(directory)
     match = runs.run_match(directory, filepaths, project_dir, table_record)
     from patchwork_cli.evaluation.report import stopping_hint
 
@@ -95,8 +100,8 @@ def model_summary(project_dir: Path, filepaths: list[str], table_record: RowReco
         **_order(match),
         "stop_hint": stopping_hint(project_dir),
     }
-    for part in ("validation", "train"):
-        auc = metrics.get(part, {}).get("macro", {}).get("roc_auc")
+    for part, scores in metrics.parts().items():
+        auc = scores.macro.roc_auc
         if auc is not None:
             return {**summary, "metric": f"{part} macro ROC AUC", "value": auc}
     return summary

@@ -30,7 +30,7 @@ STAGING_PREFIX = ".incomplete-"
 # The files of a run directory.
 MODEL_FILE = "model.keras"
 RUN_FILE = "run.json"
-METRICS_FILE = "metrics.json"
+# metrics.json is run_metrics.METRICS_FILE, beside RunMetrics, the one reader of its keys
 HISTORY_FILE = "history.csv"
 CONFIG_FILE = "config.yaml"
 LABEL_COUNTS_FILE = "label_counts.json"

@@ -19,12 +19,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from patchwork_cli.evaluation.metrics import compute_metrics
-from patchwork_cli.evaluation.report import agreement_with
+from patchwork_cli.evaluation.report import score_run
 from patchwork_cli.modeling.spec import is_labelprop
 from patchwork_cli.store import runs
-from patchwork_cli.store.label_schema import EXCLUDE, VALIDATION
 from patchwork_cli.store.project import Project
+from patchwork_cli.store.run_metrics import RunMetrics
 from patchwork_cli.store.splits import label_summary
 from patchwork_cli.training.fingerprint import with_options
 from patchwork_cli.training.inputs import TrainingInputs, gather_inputs
@@ -36,18 +35,20 @@ from patchwork_cli.training.propagation import propagate_labels
 log = logging.getLogger("patchwork")
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class TrainReport:
     run_id: str
     epochs: int
     seconds: float
     train_rows: int
     validation_rows: int
-    metrics: dict
+    metrics: RunMetrics
     head: str = ""
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """train --json: the fields in their order, the metrics as in metrics.json."""
+        fields = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        return {**fields, "metrics": self.metrics.as_dict()}
 
 
 def train(project: Project, *, head: str | None = None, seed: int | None = None, client=None) -> TrainReport:
@@ -76,10 +77,17 @@ def _publish(project: Project, inputs: TrainingInputs, fitted: Fitted, started: 
         probabilities = inputs.match.gather(fitted.write(staging))
         runs.record_run_rows(staging, inputs.run_filepaths)
         write_out_of_fold(staging, inputs)
-        validation, exclude = table[VALIDATION].to_numpy(bool), table[EXCLUDE].to_numpy(bool)
-        metrics = compute_metrics(probabilities, inputs.labels, validation, exclude, config.classes, task=config.task)
-        previous = runs.latest_run(project.directory)
-        metrics["agreement"] = agreement_with(project, previous, config.classes, probabilities, table, config.task)
+        metrics = score_run(
+            project,
+            # LATEST, the run this one replaces. evaluate compares a run with the one before it by id
+            # (report.run_before): the same run, unless LATEST was set by hand or is gone, or two
+            # runs of one second have ids that sort the other way.
+            previous_run=runs.latest_run(project.directory),
+            classes=config.classes,
+            task=config.task,
+            probabilities=probabilities,
+            table=table,
+        )
         seconds = time.perf_counter() - started
         _write_run_files(staging, inputs, fitted.history, metrics, run_id=run_id, seconds=seconds)
         runs.publish(project.directory, staging, run_id)
@@ -87,22 +95,22 @@ def _publish(project: Project, inputs: TrainingInputs, fitted: Fitted, started: 
         runs.discard(staging)
         raise
     return TrainReport(
-        run_id,
-        len(fitted.history["loss"]),
-        round(seconds, 3),
-        len(inputs.train_rows),
-        len(inputs.val_rows),
-        metrics,
-        config.model.head,
+        run_id=run_id,
+        epochs=len(fitted.history["loss"]),
+        seconds=round(seconds, 3),
+        train_rows=len(inputs.train_rows),
+        validation_rows=len(inputs.val_rows),
+        metrics=metrics,
+        head=config.model.head,
     )
 
 
 def _write_run_files(
-    directory: Path, inputs: TrainingInputs, history: dict, metrics: dict, *, run_id: str, seconds: float
+    directory: Path, inputs: TrainingInputs, history: dict, metrics: RunMetrics, *, run_id: str, seconds: float
 ) -> None:
     config, table = inputs.config, inputs.table
     pd.DataFrame(history).rename_axis("epoch").to_csv(directory / runs.HISTORY_FILE)
-    runs.write_json(directory / runs.METRICS_FILE, metrics)
+    metrics.write(directory)
     (directory / runs.CONFIG_FILE).write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
     counts = label_summary(table, config.classes)
     runs.write_json(directory / runs.LABEL_COUNTS_FILE, counts)
