@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" bash examples/quickstart/run.sh
 
+# one worker per core (pytest-xdist); every test is independent of the others' order and process
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not tensorflow and not dask and not root and not xvfb"
