@@ -1,1 +1,2 @@
-"""Scoring runs against the current labels: metrics, the tables and plots of evaluate, status."""
+"""What the person is told about their project and its models: a run's metrics against the
+current labels, evaluate's tables and plots, status, duplicate images."""

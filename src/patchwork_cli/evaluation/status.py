@@ -1,4 +1,6 @@
-"""What `patchwork status` reports: counts over the label table (more parts join as they land)."""
+"""What `patchwork status` reports: the label table's counts, the features' state, the latest run
+and its stopping hint, duplicates and changed images. It lives in evaluation, not store, because
+the latest run's headline metric and the stopping hint are evaluation's (report.stopping_hint)."""
 
 from __future__ import annotations
 
